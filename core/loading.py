@@ -1,0 +1,95 @@
+"""Loading a model and its tokenizer from what core.resolve found, with a converted cache for GGUF.
+
+Reading and dequantising a GGUF takes seconds; the converted form (float32 safetensors in our
+parameter names + tokenizer.json) loads in a fraction of that. It lives under the user's cache dir,
+versioned, keyed by the GGUF file's SHA-256, and is written atomically, so a crash mid-write leaves
+no half cache behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from core.config import ModelConfig
+from core.errors import ModelLoadError
+from core.gguf import read_gguf
+from core.hf import read_hf_config, read_hf_weights
+from core.model import Transformer
+from core.resolve import resolve_model
+from core.tokenizer import Tokenizer
+
+CACHE_VERSION = 1
+CACHE_ENV = "LLMKIT_CACHE"
+_CONFIG_FILE, _WEIGHTS_FILE = "model_config.json", "weights.safetensors"
+
+
+def cache_root() -> Path:
+    base = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llmkit"
+    return Path(base) / f"converted-v{CACHE_VERSION}"
+
+
+def load_model(name: str | None = None) -> tuple[Transformer, Tokenizer, Path]:
+    """(model in eval mode, tokenizer, resolved path) for a model name (see core.resolve)."""
+    path = resolve_model(name)
+    if path.is_dir():
+        model_type, config = read_hf_config(path)
+        try:
+            tokenizer = Tokenizer.from_dir(path)
+        except FileNotFoundError as error:
+            raise ModelLoadError(str(error)) from error
+        return build_model(config, read_hf_weights(path, model_type, config)), tokenizer, path
+    converted = cache_root() / _file_digest(path)
+    if not (converted / _WEIGHTS_FILE).is_file():
+        _convert(path, converted)
+    config = ModelConfig.from_dict(json.loads((converted / _CONFIG_FILE).read_text()))
+    return build_model(config, load_file(converted / _WEIGHTS_FILE)), Tokenizer.from_dir(converted), path
+
+
+def build_model(config: ModelConfig, state: dict[str, torch.Tensor]) -> Transformer:
+    """A Transformer holding exactly `state` (no random init, no copy: tensors are assigned)."""
+    with torch.device("meta"):
+        model = Transformer(config)
+    if config.tie_embeddings:
+        state.pop("output.weight", None)  # some checkpoints save the tied copy; ours is re-tied below
+        state = {**state, "output.weight": state.get("tok_embeddings.weight")}
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as error:
+        raise ModelLoadError(f"the weights do not fit the model configuration: {error}") from error
+    model.tie_weights()
+    return model.eval()
+
+
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _convert(gguf_path: Path, target: Path) -> None:
+    config, state, tokenizer = read_gguf(gguf_path)
+    if config.tie_embeddings:
+        state.pop("output.weight", None)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
+    try:
+        (staging / _CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=1))
+        tokenizer.save(staging)
+        save_file({k: v.contiguous() for k, v in state.items()}, staging / _WEIGHTS_FILE,
+                  metadata={"source": str(gguf_path), "llmkit_cache_version": str(CACHE_VERSION)})
+        os.replace(staging, target)  # atomic: readers see all of it or none
+    except OSError:
+        if target.is_dir():  # another process converted the same file first
+            shutil.rmtree(staging, ignore_errors=True)
+            return
+        raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,149 @@
+"""Transformer: one PyTorch module for the Llama family (RoPE, RMSNorm, GQA, SwiGLU) and GPT-2.
+
+`forward(tokens, positions, kv_cache)` takes explicit positions so the generation engine decides
+where each token sits (prefill, decode, batches of mixed lengths); the model keeps no state between
+calls. Weights are loaded by core.gguf / core.hf into our parameter names; this module never reads
+a file.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.attention import attention_mask
+from core.config import ModelConfig
+from core.kv_cache import KVCache
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 whatever the weights' dtype, as the reference implementations do.
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.dim, config.norm_eps)
+    return nn.LayerNorm(config.dim, eps=config.norm_eps)
+
+
+def rope_tables(config: ModelConfig, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (B, 1, T, D) for positions (B, T), in the half-split layout ("rotate_half")."""
+    d = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))  # (D/2,)
+    freqs = positions[..., None].float() * inv_freq.to(positions.device)  # (B, T, D/2)
+    angles = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, D)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return (x * cos.to(x.dtype)) + (rotated * sin.to(x.dtype))
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.config, self.layer = config, layer
+        kv_dim = config.n_kv_heads * config.head_dim
+        self.wq = nn.Linear(config.dim, config.dim, bias=config.qkv_bias)
+        self.wk = nn.Linear(config.dim, kv_dim, bias=config.qkv_bias)
+        self.wv = nn.Linear(config.dim, kv_dim, bias=config.qkv_bias)
+        self.wo = nn.Linear(config.dim, config.dim, bias=config.proj_bias)
+
+    def forward(self, x, positions, rope, mask, kv_cache: KVCache | None, cache_len: int):
+        c = self.config
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, c.n_heads, c.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = self.wk(x).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        v = self.wv(x).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer, positions, cache_len, k, v)  # (B, Hkv, S, D)
+        # Grouped-query attention: each key/value head serves n_heads // n_kv_heads query heads.
+        n_rep = c.n_heads // c.n_kv_heads
+        k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)  # (B, H, S, D)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, D)
+        return self.wo(y.transpose(1, 2).reshape(B, T, c.dim))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.activation = config.activation
+        self.w1 = nn.Linear(config.dim, config.ffn_dim, bias=config.proj_bias)  # gate (SwiGLU) or up (GELU)
+        self.w2 = nn.Linear(config.ffn_dim, config.dim, bias=config.proj_bias)  # down
+        self.w3 = nn.Linear(config.dim, config.ffn_dim, bias=False) if config.activation == "swiglu" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.w3 is not None:
+            return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        approximate = "tanh" if self.activation == "gelu_tanh" else "none"
+        return self.w2(F.gelu(self.w1(x), approximate=approximate))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.attn_norm = make_norm(config)
+        self.attn = Attention(config, layer)
+        self.ffn_norm = make_norm(config)
+        self.ffn = FeedForward(config)
+
+    def forward(self, x, positions, rope, mask, kv_cache, cache_len):
+        x = x + self.attn(self.attn_norm(x), positions, rope, mask, kv_cache, cache_len)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.pos_embeddings = nn.Embedding(config.max_seq_len, config.dim) if config.position == "learned" else None
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
+        self.norm = make_norm(config)
+        self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share the output projection with the token embeddings when the checkpoint does (saves vocab x dim)."""
+        if self.config.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+
+    def forward(
+        self, tokens: torch.Tensor, positions: torch.Tensor, kv_cache: KVCache | None = None
+    ) -> torch.Tensor:
+        """Logits (B, T, vocab) in float32 for tokens (B, T) at positions (B, T) or (T,)."""
+        if positions.dim() == 1:
+            positions = positions[None].expand_as(tokens)
+        if tokens.shape != positions.shape:
+            raise ValueError(f"tokens {tuple(tokens.shape)} and positions {tuple(positions.shape)} differ in shape")
+        limit = kv_cache.max_len if kv_cache is not None else self.config.max_seq_len
+        last = int(positions.max())
+        if last >= limit or int(positions.min()) < 0:
+            raise ValueError(f"positions must lie in [0, {limit}), got up to {last}")
+        c = self.config
+        x = self.tok_embeddings(tokens)  # (B, T, dim)
+        if self.pos_embeddings is not None:
+            x = x + self.pos_embeddings(positions)
+        rope = rope_tables(c, positions) if c.position == "rope" else None
+        if kv_cache is not None:
+            k_pos = torch.arange(last + 1, device=tokens.device)[None].expand(tokens.shape[0], -1)  # (B, S)
+        else:
+            k_pos = positions
+        mask = attention_mask(c, positions, k_pos)  # (B, 1, T, S)
+        for block in self.layers:
+            x = block(x, positions, rope, mask, kv_cache, last + 1)
+        return self.output(self.norm(x)).float()

@@ -1,0 +1,96 @@
+"""Shared fixtures: tiny random-initialised models in Hugging Face format, a tiny tokenizer, the real SmolLM2."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+TINY_TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs! "
+             "def main():\n    return 42\n") * 20
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache(tmp_path_factory):
+    """Converted models go to a per-run cache, so tests never depend on (or pollute) the user's."""
+    previous = os.environ.get("LLMKIT_CACHE")
+    os.environ["LLMKIT_CACHE"] = str(tmp_path_factory.mktemp("llmkit-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("LLMKIT_CACHE", None)
+    else:
+        os.environ["LLMKIT_CACHE"] = previous
+
+
+def tiny_bpe_tokenizer() -> HFTokenizer:
+    """A byte-level BPE trained in milliseconds: ~300 tokens, with <|im_start|> / <|im_end|> specials."""
+    tokenizer = HFTokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator([TINY_TEXT], trainer)
+    return tokenizer
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Weights large enough that a wrong rotation, mask or bias moves logits well past the 1e-4 tolerance."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            is_norm = "norm" in name or "ln_" in name
+            param.copy_(1.0 + 0.1 * noise if is_norm and name.endswith("weight") else 0.15 * noise)
+    return model.eval()
+
+
+def tiny_hf_model(arch: str, vocab_size: int = 300):
+    """A random-initialised transformers model of `arch` small enough to run in milliseconds."""
+    import transformers as tf
+
+    common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6,
+                  rope_theta=500.0, tie_word_embeddings=False, attn_implementation="eager",
+                  bos_token_id=1, eos_token_id=2)
+    if arch == "llama":
+        config = tf.LlamaConfig(**common)
+        cls = tf.LlamaForCausalLM
+    elif arch == "mistral":
+        config = tf.MistralConfig(**common, sliding_window=5)
+        cls = tf.MistralForCausalLM
+    elif arch == "qwen2":
+        config = tf.Qwen2Config(**{**common, "tie_word_embeddings": True})
+        cls = tf.Qwen2ForCausalLM
+    elif arch == "gpt2":
+        # n_positions stays at GPT-2's 1024: transformers' GGUF reader ignores gpt2.context_length.
+        config = tf.GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=1024,
+                               attn_implementation="eager", bos_token_id=1, eos_token_id=2)
+        cls = tf.GPT2LMHeadModel
+    else:
+        raise ValueError(arch)
+    torch.manual_seed(0)
+    return randomize(cls(config))
+
+
+def save_tiny_checkpoint(arch: str, directory: Path):
+    """A complete checkpoint directory: config.json, model.safetensors, tokenizer.json, tokenizer_config.json."""
+    tokenizer = tiny_bpe_tokenizer()
+    model = tiny_hf_model(arch, vocab_size=tokenizer.get_vocab_size())
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    (directory / "tokenizer_config.json").write_text(
+        __import__("json").dumps({"eos_token": "<|im_end|>", "chat_template": template}))
+    return model
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    from core.resolve import embedded_model_path
+
+    return embedded_model_path()

@@ -1,0 +1,49 @@
+"""The attention patterns equal a brute-force reference mask, for plain and offset (KV-cached) positions."""
+
+import pytest
+import torch
+
+from core.attention import attention_mask
+from core.config import ModelConfig
+
+
+def reference_allowed(pattern: str, q: int, k: int, window: int | None, stride: int | None) -> bool:
+    if k > q:
+        return False
+    if pattern == "causal":
+        return True
+    recent = q - k < window
+    if pattern == "sliding":
+        return recent
+    return recent or (q - k) % stride == 0
+
+
+@pytest.mark.parametrize("pattern,window,stride", [("causal", None, None), ("sliding", 4, None),
+                                                   ("sliding", 1, None), ("strided", 3, 4), ("strided", 2, 5)])
+@pytest.mark.parametrize("q_start", [0, 7])
+def test_mask_matches_brute_force(pattern, window, stride, q_start):
+    config = ModelConfig(dim=8, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=8, vocab_size=10,
+                         attention=pattern, window=window, stride=stride)
+    k_pos = torch.arange(24)[None]  # (1, 24): keys in a cache
+    q_pos = torch.arange(q_start, 24)[None]  # a prefill (q_start=0) or a chunk after a cached prefix
+    mask = attention_mask(config, q_pos, k_pos)
+    assert mask.shape == (1, 1, q_pos.shape[1], 24)
+    expected = torch.tensor([[reference_allowed(pattern, q, k, window, stride) for k in range(24)]
+                             for q in range(q_start, 24)])
+    assert torch.equal(mask[0, 0], expected)
+
+
+def test_strided_pattern_sees_far_tokens_that_sliding_does_not():
+    base = dict(dim=8, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=8, vocab_size=10, window=3)
+    pos = torch.arange(20)[None]
+    sliding = attention_mask(ModelConfig(**base, attention="sliding"), pos, pos)
+    strided = attention_mask(ModelConfig(**base, attention="strided", stride=4), pos, pos)
+    assert not sliding[0, 0, 19, 3] and strided[0, 0, 19, 3]  # 19 - 3 = 16, a multiple of 4
+
+
+@pytest.mark.parametrize("bad", [dict(attention="sliding"), dict(attention="strided", window=4),
+                                 dict(n_kv_heads=3), dict(norm="batchnorm"), dict(dim=9), dict(dim=10)])
+def test_config_rejects_inconsistent_values(bad):
+    values = dict(dim=8, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=8, vocab_size=10) | bad
+    with pytest.raises(ValueError, match="ModelConfig|divisible|multiple|window|stride|even head_dim"):
+        ModelConfig(**values)

@@ -1,0 +1,88 @@
+"""GGUF loading: parity with transformers reading the same file, the converted cache, and bad files."""
+
+import shutil
+
+import pytest
+import torch
+from gguf import GGMLQuantizationType as Q
+
+from core.errors import ModelLoadError
+from core.gguf import gguf_tokenizer
+from core.loading import cache_root, load_model
+
+from conftest import tiny_bpe_tokenizer, tiny_hf_model
+from gguf_files import write_gguf
+
+
+def tiny_gguf(tmp_path, arch="llama", qtype=Q.Q8_0, **kwargs):
+    tokenizer = tiny_bpe_tokenizer()
+    model = tiny_hf_model(arch, tokenizer.get_vocab_size())
+    return write_gguf(tmp_path / f"tiny-{arch}-{qtype.name}.gguf", arch, model, tokenizer, qtype, **kwargs), model
+
+
+@pytest.mark.parametrize("arch,qtype", [("llama", Q.F32), ("llama", Q.F16), ("llama", Q.Q8_0), ("llama", Q.Q4_0),
+                                        ("qwen2", Q.Q4_1), ("qwen2", Q.Q5_0), ("gpt2", Q.Q8_0), ("gpt2", Q.BF16)])
+def test_tiny_gguf_matches_transformers_reading_the_same_file(tmp_path, arch, qtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, _ = tiny_gguf(tmp_path, arch, qtype)
+    ours, tokenizer, _ = load_model(str(path))
+    reference = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name).eval()
+    text = "The quick brown fox jumps over the lazy dog"
+    ids = tokenizer.encode(text)
+    assert ids == AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)(text).input_ids
+    with torch.no_grad():
+        expected = reference(torch.tensor([ids])).logits
+        got = ours(torch.tensor([ids]), torch.arange(len(ids)))
+    assert expected.std() > 0.5
+    assert (got - expected).abs().max().item() < 1e-4
+
+
+def test_conversion_is_cached_by_content(tmp_path):
+    path, _ = tiny_gguf(tmp_path)
+    model, _, _ = load_model(str(path))
+    converted = [d for d in cache_root().iterdir() if not d.name.startswith(".")]
+    weights = {d: (d / "weights.safetensors").stat().st_mtime_ns for d in converted}
+    copy = shutil.copy(path, tmp_path / "copy.gguf")  # same bytes, another name: same cache entry
+    again, _, _ = load_model(str(copy))
+    assert {d: (d / "weights.safetensors").stat().st_mtime_ns for d in converted} == weights
+    assert len([d for d in cache_root().iterdir() if not d.name.startswith(".")]) == len(converted)
+    assert torch.equal(model.output.weight, again.output.weight)
+    assert not list(cache_root().glob(".partial-*"))
+
+
+def test_missing_file_names_what_was_tried_and_the_fix(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"missing\.gguf.*not found.*LLMKIT_MODEL"):
+        load_model(str(tmp_path / "missing.gguf"))
+
+
+def test_truncated_gguf_is_a_clear_error(tmp_path):
+    path, _ = tiny_gguf(tmp_path)
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ModelLoadError, match="truncated or corrupt"):
+        load_model(str(truncated))
+
+
+def test_file_that_is_not_gguf(tmp_path):
+    fake = tmp_path / "model.gguf"
+    fake.write_text("this is not a model")
+    with pytest.raises(ModelLoadError, match="not a GGUF file"):
+        load_model(str(fake))
+
+
+def test_unsupported_architecture(tmp_path):
+    path, _ = tiny_gguf(tmp_path, architecture="mamba")
+    with pytest.raises(ModelLoadError, match="architecture 'mamba' is not supported"):
+        load_model(str(path))
+
+
+def test_unsupported_quantisation_type(tmp_path):
+    path, _ = tiny_gguf(tmp_path, qtype=Q.IQ2_XXS)
+    with pytest.raises(ModelLoadError, match="IQ2_XXS.*Supported: F32"):
+        load_model(str(path))
+
+
+def test_sentencepiece_vocabulary_is_refused_with_the_alternative():
+    with pytest.raises(ModelLoadError, match="Hugging Face checkpoint"):
+        gguf_tokenizer({"tokenizer.ggml.model": "llama"})
