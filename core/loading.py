@@ -55,8 +55,7 @@ def load_model(name: str | None = None) -> tuple[Transformer, Tokenizer, Path]:
 
 def build_model(config: ModelConfig, state: dict[str, torch.Tensor]) -> Transformer:
     """A Transformer holding exactly `state` (no random init, no copy: tensors are assigned)."""
-    with torch.device("meta"):
-        model = Transformer(config)
+    model = Transformer(config)  # uninitialised; its tensors are replaced, not written, below
     if config.tie_embeddings:
         state.pop("output.weight", None)  # some checkpoints save the tied copy; ours is re-tied below
         state = {**state, "output.weight": state.get("tok_embeddings.weight")}

@@ -3,7 +3,7 @@
 `forward(tokens, positions, kv_cache)` takes explicit positions so the generation engine decides
 where each token sits (prefill, decode, batches of mixed lengths); the model keeps no state between
 calls. Weights are loaded by core.gguf / core.hf into our parameter names; this module never reads
-a file.
+a file, and a freshly built Transformer holds uninitialised memory until they are assigned.
 """
 
 from __future__ import annotations
@@ -15,6 +15,21 @@ from torch import nn
 from core.attention import attention_mask
 from core.config import ModelConfig
 from core.kv_cache import KVCache
+
+
+class Linear(nn.Linear):
+    """nn.Linear left uninitialised: every weight comes from a checkpoint, and random init of a
+    135M model costs a second at start-up (building on the meta device instead imports ~800 modules)."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
+class Embedding(nn.Embedding):
+    """nn.Embedding left uninitialised, for the same reason as Linear."""
+
+    def reset_parameters(self) -> None:
+        pass
 
 
 class RMSNorm(nn.Module):
@@ -56,10 +71,10 @@ class Attention(nn.Module):
         super().__init__()
         self.config, self.layer = config, layer
         kv_dim = config.n_kv_heads * config.head_dim
-        self.wq = nn.Linear(config.dim, config.dim, bias=config.qkv_bias)
-        self.wk = nn.Linear(config.dim, kv_dim, bias=config.qkv_bias)
-        self.wv = nn.Linear(config.dim, kv_dim, bias=config.qkv_bias)
-        self.wo = nn.Linear(config.dim, config.dim, bias=config.proj_bias)
+        self.wq = Linear(config.dim, config.dim, bias=config.qkv_bias)
+        self.wk = Linear(config.dim, kv_dim, bias=config.qkv_bias)
+        self.wv = Linear(config.dim, kv_dim, bias=config.qkv_bias)
+        self.wo = Linear(config.dim, config.dim, bias=config.proj_bias)
 
     def forward(self, x, positions, rope, mask, kv_cache: KVCache | None, cache_len: int):
         c = self.config
@@ -82,9 +97,9 @@ class FeedForward(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.activation = config.activation
-        self.w1 = nn.Linear(config.dim, config.ffn_dim, bias=config.proj_bias)  # gate (SwiGLU) or up (GELU)
-        self.w2 = nn.Linear(config.ffn_dim, config.dim, bias=config.proj_bias)  # down
-        self.w3 = nn.Linear(config.dim, config.ffn_dim, bias=False) if config.activation == "swiglu" else None
+        self.w1 = Linear(config.dim, config.ffn_dim, bias=config.proj_bias)  # gate (SwiGLU) or up (GELU)
+        self.w2 = Linear(config.ffn_dim, config.dim, bias=config.proj_bias)  # down
+        self.w3 = Linear(config.dim, config.ffn_dim, bias=False) if config.activation == "swiglu" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.w3 is not None:
@@ -110,11 +125,11 @@ class Transformer(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
-        self.pos_embeddings = nn.Embedding(config.max_seq_len, config.dim) if config.position == "learned" else None
+        self.tok_embeddings = Embedding(config.vocab_size, config.dim)
+        self.pos_embeddings = Embedding(config.max_seq_len, config.dim) if config.position == "learned" else None
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.norm = make_norm(config)
-        self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.output = Linear(config.dim, config.vocab_size, bias=False)
         self.tie_weights()
 
     def tie_weights(self) -> None:
