@@ -19,6 +19,7 @@ from gguf import GGMLQuantizationType as Q
 from gguf import GGUFReader
 from gguf.quants import dequantize
 from tokenizers import AddedToken, Regex, decoders, pre_tokenizers, processors
+from tqdm import tqdm
 
 from core.config import ModelConfig
 from core.errors import ModelLoadError
@@ -52,7 +53,9 @@ def read_gguf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], Tokeniz
     tensors = {t.name: t for t in reader.tensors}
     config = gguf_config(metadata, tensors)
     state = {}
-    for name, tensor in tensors.items():
+    # Shown on a terminal only (disable=None): this runs once per file, then core.loading's cache serves it.
+    for name, tensor in tqdm(tensors.items(), desc=f"Converting {path.name} (first load only)", unit="tensor",
+                             disable=None):
         state.update(_convert_tensor(config, metadata["general.architecture"], name, _dequantize(path, tensor)))
     return config, state, gguf_tokenizer(metadata)
 
@@ -100,8 +103,12 @@ def _dequantize(path: Path, tensor) -> torch.Tensor:
         raise ModelLoadError(f"{path}: tensor {tensor.name} uses quantisation type {tensor.tensor_type.name}, "
                              f"which llmkit does not read. Supported: {names}.")
     # ne0 (the innermost dimension) comes first in GGUF; torch wants it last.
-    shape = tuple(int(n) for n in reversed(tensor.shape))
-    values = dequantize(tensor.data, tensor.tensor_type).reshape(shape)
+    return dequantize_blocks(tensor.data, tensor.tensor_type, tuple(int(n) for n in reversed(tensor.shape)))
+
+
+def dequantize_blocks(data: np.ndarray, qtype: Q, shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 tensor of `shape` from raw GGUF data (quantised blocks, or F32/F16/BF16 values)."""
+    values = dequantize(data, qtype).reshape(shape)
     return torch.from_numpy(np.array(values, dtype=np.float32))
 
 
