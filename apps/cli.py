@@ -17,11 +17,15 @@ def _load(model: str | None) -> LLM:
         sys.exit(f"llmkit: {error}")
 
 
+def _sampling(args: argparse.Namespace) -> dict:
+    return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
     llm = _load(args.model)
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
     try:
-        for delta in llm.stream(prompt, args.max_new_tokens, args.temperature, args.seed):
+        for delta in llm.stream(prompt, **_sampling(args)):
             print(delta, end="", flush=True)
     except ValueError as error:
         sys.exit(f"llmkit: {error}")
@@ -50,7 +54,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
         print("assistant> ", end="", flush=True)
         reply = ""
         try:
-            for delta in llm.stream(messages, args.max_new_tokens, args.temperature, args.seed):
+            for delta in llm.stream(messages, **_sampling(args)):
                 reply += delta
                 print(delta, end="", flush=True)
         except KeyboardInterrupt:
@@ -68,6 +72,7 @@ def _add_generation_flags(parser: argparse.ArgumentParser, max_new_tokens: int) 
                         "(default: env LLMKIT_MODEL, else the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: keep this much probability mass")
     parser.add_argument("--seed", type=int, help="makes sampling at temperature > 0 reproducible")
 
 

@@ -1,53 +1,64 @@
 """LLM: the small public API the rest of llmkit and users call to load a model and generate text.
 
 A string is a raw prompt; a list of {"role", "content"} messages goes through the chat template.
-`generate` consumes `stream`. The engine issue adds batching, stop strings and constraints here.
+Sampling options are the fields of core.sampling.SamplingParams; `json_schema`, `choices` or `regex`
+constrain the output. Every call goes through one continuous-batching Engine, so calls from many
+threads share decode steps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-
-from core.generate import generate_tokens, stream_text
+from core.engine import Engine, EngineConfig, GenerationStream
 from core.loading import load_model
 from core.model import Transformer
-from core.sampling import check_temperature
+from core.sampling import SamplingParams
 from core.tokenizer import Tokenizer
 
 Prompt = str | list[dict]
 
 
 class LLM:
-    def __init__(self, model: Transformer, tokenizer: Tokenizer, source: Path | str = "in-memory"):
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, source: Path | str = "in-memory",
+                 engine: EngineConfig | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.source = source
+        self.engine = Engine(model, tokenizer, engine)
 
     @classmethod
-    def load(cls, name: str | None = None) -> LLM:
+    def load(cls, name: str | None = None, engine: EngineConfig | None = None) -> LLM:
         """The embedded SmolLM2 by default; else a .gguf path, a checkpoint directory or a HF model id."""
         model, tokenizer, path = load_model(name)
-        return cls(model, tokenizer, path)
+        return cls(model, tokenizer, path, engine)
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, str):
             return self.tokenizer.encode(prompt)
+        if not isinstance(prompt, list):
+            raise ValueError(f"a prompt is a string or a list of messages, got {type(prompt).__name__}")
         return self.tokenizer.encode(self.tokenizer.apply_chat_template(prompt), add_special_tokens=False)
 
-    def stream(self, prompt: Prompt, max_new_tokens: int = 256, temperature: float = 0.0,
-               seed: int | None = None) -> Iterator[str]:
-        """Text deltas of the continuation; greedy at temperature 0, reproducible for a given seed."""
-        check_temperature(temperature)
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        ids = generate_tokens(self.model, self.prompt_ids(prompt), max_new_tokens, temperature,
-                              tuple(self.tokenizer.stop_ids), generator)
-        yield from stream_text(self.tokenizer, ids)
+    def stream(self, prompt: Prompt, *, json_schema=None, choices=None, regex=None, **sampling) -> GenerationStream:
+        """Text deltas of the continuation (iterate it); afterwards it holds finish_reason and token counts.
 
-    def generate(self, prompt: Prompt, max_new_tokens: int = 256, temperature: float = 0.0,
-                 seed: int | None = None) -> str:
-        return "".join(self.stream(prompt, max_new_tokens, temperature, seed))
+        `sampling`: max_new_tokens, temperature (0 = greedy), top_k, top_p, min_p, repetition_penalty,
+        logit_bias, stop, seed, logits_processor (see SamplingParams).
+        """
+        params = SamplingParams(**sampling)
+        constraint = None
+        if json_schema is not None or choices is not None or regex is not None:
+            from core.constrain import TokenConstraint
+
+            compiled = TokenConstraint.compile(self.tokenizer, json_schema=json_schema, choices=choices, regex=regex)
+            constraint = compiled.start()
+        return self.engine.submit(self.prompt_ids(prompt), params, constraint)
+
+    def generate(self, prompt: Prompt, **options) -> str:
+        return "".join(self.stream(prompt, **options))
+
+    def generate_batch(self, prompts: list[Prompt], **options) -> list[str]:
+        """All prompts submitted at once, so they decode together; outputs in prompt order."""
+        streams = [self.stream(prompt, **options) for prompt in prompts]
+        return ["".join(stream) for stream in streams]

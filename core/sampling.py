@@ -1,24 +1,110 @@
-"""Choosing the next token from logits: argmax at temperature 0, otherwise a seeded draw.
+"""Choosing the next token: logit processing (penalties, bias, top-k, top-p, min-p) and the draw.
 
-The generation engine issue extends this with top-k / top-p / min-p and penalties; each is a pure
-function of the logits so it can be checked against a brute-force reference.
+Each step is a pure function of the logits, checked in tests against a brute-force reference. The
+engine applies them per sequence, each sequence with its own parameters and its own seeded
+torch.Generator, so a seed reproduces a sequence whatever else is in the batch.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
-
-def check_temperature(temperature: float) -> None:
-    if not (isinstance(temperature, int | float) and math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+# (ids generated so far, logits (vocab,)) -> logits: a user hook run before the built-in processing.
+LogitsProcessor = Callable[[list[int], torch.Tensor], torch.Tensor]
 
 
-def sample(logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Next token ids (B,) from logits (B, vocab)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 is greedy (argmax)
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    min_p: float = 0.0  # 0: off
+    repetition_penalty: float = 1.0  # 1: off; >1 discourages tokens already in prompt or output
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    stop: Sequence[str] = ()
+    seed: int | None = None
+    logits_processor: LogitsProcessor | None = None
+
+    def __post_init__(self):
+        _check_number("temperature", self.temperature, low=0.0)
+        _check_number("top_p", self.top_p, low=0.0, high=1.0, low_open=True)
+        _check_number("min_p", self.min_p, low=0.0, high=1.0)
+        _check_number("repetition_penalty", self.repetition_penalty, low=0.0, low_open=True)
+        for name in ("max_new_tokens", "top_k"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if isinstance(self.stop, str):
+            self.stop = (self.stop,)
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError(f"stop must be non-empty strings, got {self.stop!r}")
+
+
+def _check_number(name, value, low, high=math.inf, low_open=False):
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value > high or value < low or (low_open and value == low):
+        bounds = f"{'(' if low_open else '['}{low}, {high}]"
+        raise ValueError(f"{name} must be a finite number in {bounds}, got {value!r}")
+
+
+def apply_repetition_penalty(logits: torch.Tensor, seen_ids: list[int], penalty: float) -> torch.Tensor:
+    """CTRL-style (Keskar et al. 2019), as transformers does it: divide positive logits, multiply negative ones."""
+    if penalty == 1.0 or not seen_ids:
+        return logits
+    ids = torch.tensor(sorted(set(seen_ids)), dtype=torch.long)
+    picked = logits[ids]
+    logits = logits.clone()
+    logits[ids] = torch.where(picked > 0, picked / penalty, picked * penalty)
+    return logits
+
+
+def top_k_mask(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """True for the k largest logits (ties at the k-th value kept)."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return torch.ones_like(logits, dtype=torch.bool)
+    return logits >= torch.topk(logits, k).values[-1]
+
+
+def top_p_mask(probs: torch.Tensor, p: float) -> torch.Tensor:
+    """True for the smallest set of most likely tokens whose probability sums to at least p (nucleus)."""
+    if p >= 1.0:
+        return torch.ones_like(probs, dtype=torch.bool)
+    sorted_probs, order = torch.sort(probs, descending=True)
+    mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of strictly more likely tokens
+    keep_sorted = mass_before < p
+    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+
+
+def min_p_mask(probs: torch.Tensor, min_p: float) -> torch.Tensor:
+    """True for tokens at least min_p times as likely as the most likely one."""
+    return probs >= min_p * probs.max()
+
+
+def next_token(logits: torch.Tensor, params: SamplingParams, seen_ids: list[int], generated_ids: list[int],
+               allowed: torch.Tensor | None = None, generator: torch.Generator | None = None) -> int:
+    """One sequence's next token from its logits (vocab,), after every processing step.
+
+    `seen_ids` (prompt + output) feed the repetition penalty; `allowed` is a constraint's mask.
+    """
+    if params.logits_processor is not None:
+        logits = params.logits_processor(generated_ids, logits)
+    logits = apply_repetition_penalty(logits, seen_ids, params.repetition_penalty)
+    if params.logit_bias:
+        logits = logits.clone()
+        for token_id, bias in params.logit_bias.items():
+            logits[token_id] += bias
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, -math.inf)
+    if params.temperature == 0:
+        return int(logits.argmax())
+    logits = logits.float() / params.temperature
+    keep = top_k_mask(logits, params.top_k)
+    probs = torch.softmax(logits.masked_fill(~keep, -math.inf), dim=-1)
+    keep &= top_p_mask(probs, params.top_p) & min_p_mask(probs, params.min_p)
+    probs = torch.softmax(logits.masked_fill(~keep, -math.inf), dim=-1)
+    return int(torch.multinomial(probs, num_samples=1, generator=generator))

@@ -53,7 +53,7 @@ def tiny_hf_model(arch: str, vocab_size: int = 300):
     import transformers as tf
 
     common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6,
                   rope_theta=500.0, tie_word_embeddings=False, attn_implementation="eager",
                   bos_token_id=1, eos_token_id=2)
     if arch == "llama":

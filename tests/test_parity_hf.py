@@ -66,7 +66,7 @@ def test_kv_cached_decoding_equals_full_forward(pair):
     tokens = torch.randint(0, ours.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         full = ours(tokens, torch.arange(16))
-        cache = KVCache(ours.config, batch_size=2, max_len=16)
+        cache = KVCache.allocate(ours.config, batch_size=2, max_len=16)
         steps = [ours(tokens[:, :10], torch.arange(10), kv_cache=cache)]
         for t in range(10, 16):
             steps.append(ours(tokens[:, t:t + 1], torch.tensor([t]), kv_cache=cache))

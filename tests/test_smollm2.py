@@ -6,6 +6,7 @@ Slow: transformers needs ~20 s to load this GGUF; both readers are loaded once f
 import pytest
 import torch
 
+from core import LLM
 from core.loading import load_model
 
 pytestmark = pytest.mark.slow
@@ -79,11 +80,10 @@ def test_logits_match_transformers(ours, reference):
 
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_greedy_continuation_matches_transformers_generate(ours, reference, prompt):
-    from core.generate import generate_tokens
-
     model, tokenizer = ours
     ids = tokenizer.encode(prompt)
     expected = reference[0].generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False,
                                      eos_token_id=tokenizer.stop_ids)[0, len(ids):].tolist()
-    got = list(generate_tokens(model, ids, 24, stop_ids=tuple(tokenizer.stop_ids)))
-    assert got == [t for t in expected if t not in tokenizer.stop_ids]
+    stream = LLM(model, tokenizer).stream(prompt, max_new_tokens=24)
+    "".join(stream)
+    assert stream.generated == [t for t in expected if t not in tokenizer.stop_ids]

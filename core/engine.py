@@ -1,0 +1,243 @@
+"""Engine: continuous batching over one model, with a KV cache of rows and a prefix cache.
+
+Requests join and leave between decode steps: a background thread admits waiting requests into free
+cache rows (prefilling each, reusing a cached prefix when one matches), then runs one decode step
+for every active row at once. Each request reads its own stream of text deltas. `LLM` sends every
+call through here, so a single generation and a server under load take the same path.
+"""
+
+from __future__ import annotations
+
+import atexit
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+
+from core.kv_cache import KVCache, kv_cache_bytes
+from core.model import Transformer
+from core.prefix_cache import PrefixCache
+from core.sampling import SamplingParams, next_token
+from core.text_stream import TextStream
+from core.tokenizer import Tokenizer
+
+GiB = 2**30
+THREAD_NAME = "llmkit-engine"
+_exiting = threading.Event()
+
+
+@atexit.register
+def _stop_engine_threads() -> None:
+    """Let engine threads end before the interpreter does: one killed inside torch aborts the process."""
+    _exiting.set()
+    for thread in threading.enumerate():
+        if thread.name == THREAD_NAME:
+            thread.join(timeout=10)
+
+
+@dataclass
+class EngineConfig:
+    max_batch: int = 8  # sequences decoded together
+    max_seq_len: int = 4096  # prompt + output per sequence (capped by the model's context)
+    kv_cache_bytes: int = 3 * GiB  # checked up front for max_batch full-length sequences
+    prefix_cache_bytes: int = GiB // 2
+
+    def __post_init__(self):
+        if self.max_batch < 1 or self.max_seq_len < 2:
+            raise ValueError(f"max_batch must be >= 1 and max_seq_len >= 2, got {self.max_batch}, {self.max_seq_len}")
+
+
+_END = object()
+
+
+@dataclass(eq=False)
+class GenerationStream:
+    """One request: iterate for text deltas; afterwards `finish_reason` ("stop" | "length") and token counts."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    constraint: object | None  # a core.constrain.ConstraintState
+    text: TextStream
+    generator: torch.Generator | None
+    queue: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    generated: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    cancelled: bool = False
+    position: int = 0  # where the next fed token sits
+    last_token: int = 0
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.generated)
+
+    def __iter__(self):
+        try:
+            while (item := self.queue.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.cancelled = True  # a consumer that stops reading frees its row at the next step
+
+
+class Engine:
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, config: EngineConfig | None = None):
+        self.model, self.tokenizer = model, tokenizer
+        self.config = config or EngineConfig()
+        self.max_seq_len = min(self.config.max_seq_len, model.config.max_seq_len)
+        self.dtype = model.tok_embeddings.weight.dtype
+        needed = kv_cache_bytes(model.config, self.config.max_batch, self.max_seq_len, self.dtype)
+        if needed > self.config.kv_cache_bytes:
+            raise ValueError(
+                f"a KV cache for {self.config.max_batch} sequences of {self.max_seq_len} tokens needs "
+                f"{needed / GiB:.2f} GiB, over the {self.config.kv_cache_bytes / GiB:.2f} GiB budget: "
+                "lower max_batch or max_seq_len, or raise kv_cache_bytes")
+        self.prefix_cache = PrefixCache(self.config.prefix_cache_bytes)
+        self.cache: KVCache | None = None  # grown on demand up to max_batch rows, so a chat holds one
+        self.rows: list[GenerationStream | None] = []
+        self.stop_ids = frozenset(tokenizer.stop_ids)
+        self._waiting: deque[GenerationStream] = deque()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, constraint=None) -> GenerationStream:
+        """Queue a request; its stream starts yielding as soon as a row is free. Bad input raises here."""
+        if not prompt_ids:
+            raise ValueError("the prompt is empty: give at least one token")
+        if len(prompt_ids) >= self.max_seq_len:
+            raise ValueError(f"the prompt has {len(prompt_ids)} tokens; the context holds {self.max_seq_len} "
+                             "(prompt and output together)")
+        generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+        stream = GenerationStream(prompt_ids, params, constraint, TextStream(self.tokenizer, params.stop), generator)
+        if params.max_new_tokens == 0:
+            self._finish(stream, "length")
+            return stream
+        with self._lock:
+            self._waiting.append(stream)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=THREAD_NAME, daemon=True)
+                self._thread.start()
+        return stream
+
+    def _loop(self) -> None:
+        """Steps until no request is left, then ends: an idle engine holds no thread (and no reference to itself)."""
+        with torch.inference_mode():
+            while True:
+                with self._lock:
+                    if _exiting.is_set():
+                        for stream in [*self._waiting, *self.rows]:
+                            if stream is not None:
+                                self._finish(stream, "cancelled")
+                        self._waiting.clear()
+                    if not self._waiting and not any(self.rows):
+                        self._thread = None  # under the lock: the next submit starts a new thread
+                        return
+                    admitted = self._admit()
+                for stream, row in admitted:
+                    self._guarded([stream], self._prefill, stream, row)
+                active = [s for s in self.rows if s is not None]
+                if active:
+                    self._guarded(active, self._decode_step)
+
+    def _guarded(self, streams, step, *args) -> None:
+        """Run a step; an error in it ends the streams it touched (raised in their readers), not the engine."""
+        try:
+            step(*args)
+        except Exception as error:  # handed to the reader, who sees the original exception
+            for stream in streams:
+                if stream.finish_reason is None:
+                    stream.queue.put(error)
+                    self._finish(stream, "error")
+
+    def _admit(self) -> list[tuple[GenerationStream, int]]:
+        admitted = []
+        while self._waiting:
+            stream = self._waiting[0]
+            if stream.cancelled:
+                self._waiting.popleft()
+                continue
+            row = self._free_row()
+            if row is None:
+                break
+            self._waiting.popleft()
+            self.rows[row] = stream
+            admitted.append((stream, row))
+        return admitted
+
+    def _free_row(self) -> int | None:
+        for row, occupant in enumerate(self.rows):
+            if occupant is None:
+                return row
+        if len(self.rows) == self.config.max_batch:
+            return None
+        capacity = min(self.config.max_batch, max(1, 2 * len(self.rows)))
+        grown = KVCache.allocate(self.model.config, capacity, self.max_seq_len, self.dtype)
+        if self.cache is not None:
+            grown.k[:, : len(self.rows)] = self.cache.k
+            grown.v[:, : len(self.rows)] = self.cache.v
+        self.cache = grown
+        self.rows += [None] * (capacity - len(self.rows))
+        return self.rows.index(None)
+
+    def _prefill(self, stream: GenerationStream, row: int) -> None:
+        ids = stream.prompt_ids
+        cache = self.cache.rows(row, row + 1)
+        reused, k, v = self.prefix_cache.lookup(ids)
+        if reused:
+            cache.k[:, 0, :, :reused] = k[:, :, :reused]
+            cache.v[:, 0, :, :reused] = v[:, :, :reused]
+        tokens = torch.tensor([ids[reused:]])
+        logits = self.model(tokens, torch.arange(reused, len(ids))[None], kv_cache=cache)[0, -1]
+        self.prefix_cache.insert(ids, cache.k[:, 0, :, : len(ids)], cache.v[:, 0, :, : len(ids)])
+        stream.position = len(ids)
+        self._advance(stream, logits)
+
+    def _decode_step(self) -> None:
+        n = max(row for row, s in enumerate(self.rows) if s is not None) + 1
+        tokens = torch.zeros((n, 1), dtype=torch.long)  # free rows decode a dummy token at position 0
+        positions = torch.zeros((n, 1), dtype=torch.long)
+        for row, stream in enumerate(self.rows[:n]):
+            if stream is not None:
+                tokens[row, 0], positions[row, 0] = stream.last_token, stream.position
+        logits = self.model(tokens, positions, kv_cache=self.cache.rows(0, n))[:, -1]  # (n, vocab)
+        for row, stream in enumerate(self.rows[:n]):
+            if stream is not None:
+                stream.position += 1
+                self._advance(stream, logits[row])
+
+    def _advance(self, stream: GenerationStream, logits: torch.Tensor) -> None:
+        """Sample the next token of one sequence, emit its text, and end the sequence when it is done."""
+        if stream.cancelled:
+            return self._finish(stream, "cancelled")
+        allowed = stream.constraint.allowed(logits.shape[-1]) if stream.constraint is not None else None
+        token = next_token(logits, stream.params, stream.prompt_ids + stream.generated, stream.generated,
+                           allowed, stream.generator)
+        if token in self.stop_ids:
+            return self._finish(stream, "stop")
+        stream.generated.append(token)
+        if stream.constraint is not None:
+            stream.constraint.advance(token)
+        delta = stream.text.push(token)
+        if delta:
+            stream.queue.put(delta)
+        if stream.text.stopped or (stream.constraint is not None and stream.constraint.done):
+            return self._finish(stream, "stop")
+        if len(stream.generated) >= stream.params.max_new_tokens or stream.position + 1 >= self.max_seq_len:
+            return self._finish(stream, "length")
+        stream.last_token = token
+
+    def _finish(self, stream: GenerationStream, reason: str) -> None:
+        if reason != "error":
+            tail = stream.text.finish() if not stream.text.stopped else ""
+            if tail:
+                stream.queue.put(tail)
+        stream.finish_reason = reason
+        stream.queue.put(_END)
+        if stream in self.rows:
+            self.rows[self.rows.index(stream)] = None
