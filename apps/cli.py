@@ -67,6 +67,12 @@ def cmd_chat(args: argparse.Namespace) -> None:
         messages.append({"role": "assistant", "content": reply})
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from core.server import serve  # fastapi and uvicorn load only for this command
+
+    serve(_load(args.model), host=args.host, port=args.port, model_name=args.model_name)
+
+
 def _add_generation_flags(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
     parser.add_argument("--model", help="a .gguf file, a Hugging Face checkpoint directory or model id "
                         "(default: env LLMKIT_MODEL, else the embedded SmolLM2-135M-Instruct)")
@@ -87,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--chat", action="store_true", help="send PROMPT as one user message under the chat template")
     _add_generation_flags(generate, max_new_tokens=128)
     generate.set_defaults(run=cmd_generate)
+    serve = commands.add_parser("serve", help="serve the model over an OpenAI-compatible HTTP API (/v1)")
+    serve.add_argument("--model", help="a .gguf file, a Hugging Face checkpoint directory or model id "
+                       "(default: env LLMKIT_MODEL, else the embedded SmolLM2-135M-Instruct)")
+    serve.add_argument("--model-name", help="the name clients send as `model` (default: the model file's stem)")
+    serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network, without any auth")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=cmd_serve)
     return parser
 
 

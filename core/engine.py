@@ -54,7 +54,12 @@ _END = object()
 
 @dataclass(eq=False)
 class GenerationStream:
-    """One request: iterate for text deltas; afterwards `finish_reason` ("stop" | "length") and token counts."""
+    """One request: iterate for text deltas; afterwards `finish_reason` and token counts.
+
+    finish_reason: "stop" (end of turn, a stop string, a complete constrained output), "length"
+    (max_new_tokens or the context's end), "cancelled" (`cancel()` or a reader that stopped reading),
+    "error" (the exception is raised to the reader).
+    """
 
     prompt_ids: list[int]
     params: SamplingParams
@@ -84,6 +89,11 @@ class GenerationStream:
                 yield item
         finally:
             self.cancelled = True  # a consumer that stops reading frees its row at the next step
+
+    def cancel(self) -> None:
+        """Stop this request from any thread, whether or not it started; a blocked reader returns."""
+        self.cancelled = True
+        self.queue.put(_END)
 
 
 class Engine:
@@ -160,7 +170,7 @@ class Engine:
         while self._waiting:
             stream = self._waiting[0]
             if stream.cancelled:
-                self._waiting.popleft()
+                self._finish(self._waiting.popleft(), "cancelled")
                 continue
             row = self._free_row()
             if row is None:
@@ -228,7 +238,8 @@ class Engine:
             stream.queue.put(delta)
         if stream.text.stopped or (stream.constraint is not None and stream.constraint.done):
             return self._finish(stream, "stop")
-        if len(stream.generated) >= stream.params.max_new_tokens or stream.position + 1 >= self.max_seq_len:
+        limit = stream.params.max_new_tokens
+        if (limit is not None and len(stream.generated) >= limit) or stream.position + 1 >= self.max_seq_len:
             return self._finish(stream, "length")
         stream.last_token = token
 

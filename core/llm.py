@@ -16,28 +16,39 @@ from core.model import Transformer
 from core.sampling import SamplingParams
 from core.tokenizer import Tokenizer
 
-Prompt = str | list[dict]
+Prompt = str | list[dict] | list[int]  # raw text, chat messages, or token ids
 
 
 class LLM:
     def __init__(self, model: Transformer, tokenizer: Tokenizer, source: Path | str = "in-memory",
-                 engine: EngineConfig | None = None):
+                 engine: EngineConfig | None = None, name: str | None = None):
         self.model = model
         self.tokenizer = tokenizer
-        self.source = source
+        self.source = source  # the file or directory the weights came from
+        self.name = name or Path(str(source)).stem  # what users and API clients call this model
         self.engine = Engine(model, tokenizer, engine)
 
     @classmethod
     def load(cls, name: str | None = None, engine: EngineConfig | None = None) -> LLM:
         """The embedded SmolLM2 by default; else a .gguf path, a checkpoint directory or a HF model id."""
         model, tokenizer, path = load_model(name)
-        return cls(model, tokenizer, path, engine)
+        is_model_id = name is not None and not Path(name).expanduser().exists()
+        return cls(model, tokenizer, path, engine, name=name if is_model_id else None)
+
+    @property
+    def context_length(self) -> int:
+        """Tokens of prompt and output together that one sequence may hold."""
+        return self.engine.max_seq_len
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, str):
             return self.tokenizer.encode(prompt)
+        if isinstance(prompt, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            if prompt and not all(0 <= t < self.model.config.vocab_size for t in prompt):
+                raise ValueError(f"token ids must lie in [0, {self.model.config.vocab_size})")
+            return list(prompt)
         if not isinstance(prompt, list):
-            raise ValueError(f"a prompt is a string or a list of messages, got {type(prompt).__name__}")
+            raise ValueError(f"a prompt is a string, a list of messages or token ids, got {type(prompt).__name__}")
         return self.tokenizer.encode(self.tokenizer.apply_chat_template(prompt), add_special_tokens=False)
 
     def stream(self, prompt: Prompt, *, json_schema=None, choices=None, regex=None, **sampling) -> GenerationStream:

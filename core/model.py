@@ -86,11 +86,12 @@ class Attention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer, positions, cache_len, k, v)  # (B, Hkv, S, D)
-        # Grouped-query attention: each key/value head serves n_heads // n_kv_heads query heads.
+        # Grouped-query attention without copying K/V per query head: the n_rep query heads that share a
+        # KV head become n_rep * T query rows of it (the mask arrives repeated to match).
         n_rep = c.n_heads // c.n_kv_heads
-        k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)  # (B, H, S, D)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, D)
-        return self.wo(y.transpose(1, 2).reshape(B, T, c.dim))
+        q = q.reshape(B, c.n_kv_heads, n_rep * T, c.head_dim)  # (B, Hkv, n_rep*T, D)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, Hkv, n_rep*T, D)
+        return self.wo(y.reshape(B, c.n_heads, T, c.head_dim).transpose(1, 2).reshape(B, T, c.dim))
 
 
 class FeedForward(nn.Module):
@@ -158,7 +159,9 @@ class Transformer(nn.Module):
             k_pos = torch.arange(last + 1, device=tokens.device)[None].expand(tokens.shape[0], -1)  # (B, S)
         else:
             k_pos = positions
-        mask = attention_mask(c, positions, k_pos)  # (B, 1, T, S)
+        allowed = attention_mask(c, positions, k_pos).repeat(1, 1, c.n_heads // c.n_kv_heads, 1)  # (B, 1, n_rep*T, S)
+        # Additive form, built once: SDPA would otherwise convert the boolean mask again in every layer.
+        mask = torch.zeros(allowed.shape, dtype=x.dtype).masked_fill_(~allowed, -torch.inf)
         for block in self.layers:
             x = block(x, positions, rope, mask, kv_cache, last + 1)
         return self.output(self.norm(x)).float()

@@ -19,7 +19,7 @@ LogitsProcessor = Callable[[list[int], torch.Tensor], torch.Tensor]
 
 @dataclass
 class SamplingParams:
-    max_new_tokens: int = 256
+    max_new_tokens: int | None = 256  # None: until the end of turn or of the context
     temperature: float = 0.0  # 0 is greedy (argmax)
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
@@ -37,8 +37,13 @@ class SamplingParams:
         _check_number("repetition_penalty", self.repetition_penalty, low=0.0, low_open=True)
         for name in ("max_new_tokens", "top_k"):
             value = getattr(self, name)
+            if name == "max_new_tokens" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or not -(2**63) <= self.seed < 2**64):
+            raise ValueError(f"seed must be an integer in [-2**63, 2**64), got {self.seed!r}")
         if isinstance(self.stop, str):
             self.stop = (self.stop,)
         if any(not isinstance(s, str) or not s for s in self.stop):

@@ -1,0 +1,195 @@
+"""Generation speed: llmkit beside transformers.generate, same GGUF weights, same prompts, greedy.
+
+Each side runs in its own process (so peak RSS and cold start are its own). Figures: decode tokens/s
+at batch 1 (32-token prompt, 128 new tokens, as 127 / (t(128 new) - t(1 new))), total tokens/s at
+batch 8, prefill of a 1,024-token prompt, time to first token on a 1,000-token shared prefix without
+and with a prefix-cache hit (ours only), cold start (process start to first token), peak RSS.
+Greedy tokens of the batch-1 run are compared across sides.
+Run: .venv/bin/python bench/generate.py [--repeats 3] [--sides ours,transformers,transformers-bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+WORDS = ["the", "river", "city", "market", "winter", "light", "engine", "story", "garden", "music", "paper",
+         "stone", "window", "north", "history", "science", "table", "voice", "morning", "letter"]
+
+
+def text_of(n_words: int, seed: int) -> str:
+    return " ".join(WORDS[(i * 7 + seed * 13) % len(WORDS)] for i in range(n_words))
+
+
+def prompts(tokenizer_encode, n_tokens: int, count: int, seed: int = 0) -> list[list[int]]:
+    """`count` different prompts of exactly n_tokens tokens."""
+    return [tokenizer_encode(text_of(2 * n_tokens, seed + i))[:n_tokens] for i in range(count)]
+
+
+class Ours:
+    def __init__(self, model: str | None, quantize: str | None):
+        from core import LLM, EngineConfig
+
+        self.llm = LLM.load(model, engine=EngineConfig(max_batch=8, max_seq_len=2048))
+        self.no_eos = {i: -float("inf") for i in self.llm.tokenizer.stop_ids}
+        self.encode = self.llm.tokenizer.encode
+
+    def generate(self, batch: list[list[int]], new_tokens: int) -> list[list[int]]:
+        from core import SamplingParams
+
+        params = SamplingParams(max_new_tokens=new_tokens, logit_bias=self.no_eos)
+        streams = [self.llm.engine.submit(ids, params) for ids in batch]
+        for stream in streams:
+            "".join(stream)
+        return [s.generated for s in streams]
+
+    def clear_prefix_cache(self):
+        self.llm.engine.prefix_cache = type(self.llm.engine.prefix_cache)(self.llm.engine.prefix_cache.budget_bytes)
+
+
+class Transformers:
+    def __init__(self, model: str | None, dtype: str):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from core.resolve import resolve_model
+
+        path = resolve_model(model)
+        self.tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        self.model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                          dtype=getattr(torch, dtype)).eval()
+        self.encode = lambda text: self.tokenizer(text).input_ids
+        self.torch = torch
+
+    def generate(self, batch: list[list[int]], new_tokens: int) -> list[list[int]]:
+        torch = self.torch
+        width = max(map(len, batch))
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(b)) + b for b in batch])  # left padding
+        mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch])
+        with torch.inference_mode():
+            out = self.model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens,
+                                      min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad)
+        return out[:, width:].tolist()
+
+    def clear_prefix_cache(self):
+        pass
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - start, result
+
+
+def measure(side: str, model: str | None, repeats: int) -> dict:
+    runner = Ours(model, None) if side == "ours" else Transformers(model, "bfloat16" if "bf16" in side else "float32")
+    short = prompts(runner.encode, 32, 8)
+    long_prompt = prompts(runner.encode, 1024, 1, seed=5)[0]
+    shared = prompts(runner.encode, 1000, 1, seed=9)[0]
+    runner.generate([short[0]], 4)  # warm-up
+    one, full, batch8, prefill, cold_ttft, warm_ttft = [], [], [], [], [], []
+    for _ in range(repeats):
+        runner.clear_prefix_cache()
+        one.append(timed(runner.generate, [short[0]], 1)[0])
+        seconds, tokens = timed(runner.generate, [short[0]], 128)
+        full.append(seconds)
+        batch8.append(timed(runner.generate, short, 128)[0])
+        prefill.append(timed(runner.generate, [long_prompt], 1)[0])
+        runner.clear_prefix_cache()
+        cold_ttft.append(timed(runner.generate, [shared + short[1][:24]], 1)[0])
+        warm_ttft.append(timed(runner.generate, [shared + short[2][:24]], 1)[0])
+    med = statistics.median
+    return {
+        "decode_tok_s_batch1": 127 / (med(full) - med(one)),
+        "total_tok_s_batch8": 8 * 128 / med(batch8),
+        "prefill_1024_s": med(prefill),
+        "ttft_1000_prefix_miss_s": med(cold_ttft),
+        "ttft_1000_prefix_hit_s": med(warm_ttft),
+        "greedy_tokens": tokens[0],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+COLD = {
+    "ours": "from core import LLM\nllm = LLM.load({model!r})\nnext(iter(llm.stream('Hello', max_new_tokens=1)))",
+    "transformers": ("from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+                     "from core.resolve import resolve_model\n"
+                     "p = resolve_model({model!r}); t = AutoTokenizer.from_pretrained(p.parent, gguf_file=p.name)\n"
+                     "m = AutoModelForCausalLM.from_pretrained(p.parent, gguf_file=p.name)\n"
+                     "m.generate(**t('Hello', return_tensors='pt'), max_new_tokens=1)"),
+}
+
+
+def cold_start(side: str, model: str | None) -> float:
+    """Seconds from process start to its first generated token (the converted-GGUF cache is warm)."""
+    code = COLD["ours" if side == "ours" else "transformers"].format(model=model)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def table(results: dict) -> str:
+    ref = results.get("transformers")
+    rows = [("decode tok/s, batch 1", "decode_tok_s_batch1", True),
+            ("total tok/s, batch 8", "total_tok_s_batch8", True),
+            ("prefill 1,024 tokens, s", "prefill_1024_s", False),
+            ("TTFT, 1,000-token prefix, cache miss, s", "ttft_1000_prefix_miss_s", False),
+            ("TTFT, 1,000-token prefix, cache hit, s", "ttft_1000_prefix_hit_s", False),
+            ("cold start to first token, s", "cold_start_s", False), ("peak RSS, MB", "peak_rss_mb", False)]
+    sides = list(results)
+    lines = ["| | " + " | ".join(sides) + " | ours vs transformers fp32 |", "|---" * (len(sides) + 2) + "|"]
+    for label, key, higher_better in rows:
+        cells = [f"{results[s][key]:.2f}" for s in sides]
+        ratio = ""
+        if ref and "ours" in results:
+            r = results["ours"][key] / ref[key]
+            ratio = f"{r:.2f}x" if higher_better else f"{1 / r:.2f}x faster" if key != "peak_rss_mb" else f"{r:.2f}x"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a .gguf file (default: the embedded SmolLM2)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sides", default="ours,transformers,transformers-bf16")
+    parser.add_argument("--side", help=argparse.SUPPRESS)  # internal: measure one side in this process
+    args = parser.parse_args()
+    if args.side:
+        print(json.dumps(measure(args.side, args.model, args.repeats)))
+        return
+    results = {}
+    for side in args.sides.split(","):
+        command = [sys.executable, __file__, "--side", side, "--repeats", str(args.repeats)]
+        if args.model:
+            command += ["--model", args.model]
+        out = subprocess.run(command, check=True, capture_output=True, text=True)
+        results[side] = json.loads(out.stdout.strip().splitlines()[-1])
+        results[side]["cold_start_s"] = statistics.median(cold_start(side, args.model) for _ in range(args.repeats))
+        print(side, {k: v for k, v in results[side].items() if k != "greedy_tokens"}, file=sys.stderr)
+    tokens = {side: r.pop("greedy_tokens") for side, r in results.items()}
+    same = {side: tokens[side] == tokens["ours"] for side in tokens}
+    header = (f"{date.today()}, {platform.machine()}, {os.cpu_count()} cores, torch threads default, median of "
+              f"{args.repeats}. Command: `.venv/bin/python bench/generate.py`")
+    markdown = "\n".join([f"# Generation: {args.model or 'embedded SmolLM2-135M-Instruct Q4_1 GGUF'}", "", header, "",
+                          table(results), "",
+                          f"Greedy batch-1 tokens identical to ours: {same}"]) + "\n"
+    print(markdown)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "generate.json").write_text(json.dumps({"results": results, "greedy_identical": same}, indent=1))
+    (RESULTS / "generate.md").write_text(markdown)
+
+
+if __name__ == "__main__":
+    main()
