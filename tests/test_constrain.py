@@ -3,82 +3,46 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from typing import Literal
 
 import jsonschema
 import pytest
-import torch
 from pydantic import BaseModel, Field
 
-from core import LLM, KVCache
+from core import LLM
 from core.constrain import TokenConstraint
 
 
 @pytest.fixture(scope="module")
 def llm() -> LLM:
-    # One torch thread: on a 2-core machine that is also running other work, a 2-thread OpenMP region
-    # waits for whichever core is busy, and decode steps swing from 60 ms to seconds.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield LLM.load()
-    torch.set_num_threads(threads)
+    return LLM.load()
 
 
-@torch.inference_mode()
-def generate(llm: LLM, constraint: TokenConstraint, question: str, seeds: list[int | None],
-             temperature: float = 0.8, max_new_tokens: int = 200) -> list[str]:
-    """One constrained completion per seed, decoded as a batch from one prompt with a KV cache.
+def generate(llm: LLM, question: str, seeds: list[int | None], temperature: float = 0.8, **spec) -> list[str]:
+    """One constrained answer per seed through the public API, all submitted at once so the engine batches them.
 
-    A seed of None is a greedy row; an int seeds that row's own sampler at `temperature`.
-    Rows that are done keep decoding a dummy token, so the batch keeps one shape and one position.
+    A seed of None is a greedy row; an int seeds that row's sampler at `temperature`.
     """
-    tokenizer, model = llm.tokenizer, llm.model
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}])
-    ids = tokenizer.encode(prompt, add_special_tokens=False)
-    states = [constraint.start() for _ in seeds]
-    generators = [torch.Generator().manual_seed(seed) if seed is not None else None for seed in seeds]
-    outputs: list[list[int]] = [[] for _ in seeds]
-    cache = KVCache.allocate(model.config, len(seeds), len(ids) + max_new_tokens)
-    tokens = torch.tensor([ids] * len(seeds))  # (B, T)
-    positions = torch.arange(len(ids))  # (T,): every row sits at the same position
-    for _ in range(max_new_tokens):
-        if all(state.done for state in states):
-            break
-        logits = model(tokens, positions, kv_cache=cache)[:, -1]  # (B, vocab)
-        tokens = torch.full((len(seeds), 1), tokenizer.stop_ids[0])  # (B, 1)
-        for row, state in enumerate(states):
-            if state.done:
-                continue
-            row_logits = logits[row].masked_fill(~state.allowed(logits.shape[-1]), -math.inf)  # (vocab,)
-            if generators[row] is None:
-                token = int(row_logits.argmax())
-            else:
-                probs = torch.softmax(row_logits / temperature, dim=-1)
-                token = int(torch.multinomial(probs, 1, generator=generators[row]))
-            state.advance(token)
-            if token not in tokenizer.stop_ids:
-                outputs[row].append(token)
-            tokens[row, 0] = token
-        positions = positions[-1:] + 1
-    assert all(state.done for state in states), f"ran past {max_new_tokens} tokens: {outputs}"
-    return [tokenizer.decode(out) for out in outputs]
+    messages = [{"role": "user", "content": question}]
+    streams = [llm.stream(messages, max_new_tokens=200, temperature=0.0 if seed is None else temperature,
+                          seed=seed, **spec) for seed in seeds]
+    texts = ["".join(stream) for stream in streams]
+    assert all(stream.finish_reason == "stop" for stream in streams), f"ran past 200 tokens: {texts}"
+    return texts
 
 
 def test_choices_output_is_always_one_of_them(llm):
     choices = ["positive", "negative", "neutral"]
-    constraint = TokenConstraint.compile(llm.tokenizer, choices=choices)
     for question in ("Sentiment of: 'I love this movie!'", "Sentiment of: 'The food was cold and late.'",
                      "Is the weather nice today? One word."):
-        for text in generate(llm, constraint, question, seeds=[None, 1, 2, 3], temperature=1.0):
+        for text in generate(llm, question, seeds=[None, 1, 2, 3], temperature=1.0, choices=choices):
             assert text in choices
 
 
 def test_choices_may_contain_quotes_backslashes_and_unicode(llm):
     choices = ['say "hi"', "back\\slash", "naïve ✓"]
-    constraint = TokenConstraint.compile(llm.tokenizer, choices=choices)
-    for text in generate(llm, constraint, "Pick one.", seeds=[None, 1, 2, 3, 4], temperature=1.0):
+    for text in generate(llm, "Pick one.", seeds=[None, 1, 2, 3, 4], temperature=1.0, choices=choices):
         assert text in choices
 
 
@@ -88,8 +52,7 @@ def test_choices_may_contain_quotes_backslashes_and_unicode(llm):
     (r"[A-Z][a-z]{2,12}( [A-Z][a-z]{2,12})?", "Name a famous scientist."),
 ])
 def test_regex_output_fully_matches(llm, pattern, question):
-    constraint = TokenConstraint.compile(llm.tokenizer, regex=pattern)
-    for text in generate(llm, constraint, question, seeds=[None, 1, 2], temperature=1.0):
+    for text in generate(llm, question, seeds=[None, 1, 2], temperature=1.0, regex=pattern):
         assert re.fullmatch(pattern, text, re.ASCII), text
 
 
@@ -149,10 +112,9 @@ def test_fifty_json_generations_parse_and_validate(llm):
     ]
     count = 0
     for case, (schema, question) in enumerate(cases):
-        constraint = TokenConstraint.compile(llm.tokenizer, json_schema=schema)
         reference = schema.model_json_schema() if isinstance(schema, type) else schema
         seeds = [None] + [100 * case + i for i in range(9)]
-        texts = generate(llm, constraint, question, seeds=seeds, temperature=0.9)
+        texts = generate(llm, question, seeds=seeds, temperature=0.9, json_schema=schema)
         for text in texts:
             jsonschema.validate(json.loads(text), reference)
             count += 1
