@@ -10,9 +10,9 @@ from core import LLM, ModelLoadError
 CHAT_HELP = "Type a message and press Enter. /reset starts a new conversation; /exit or Ctrl-D quits."
 
 
-def _load(model: str | None) -> LLM:
+def _load(args: argparse.Namespace) -> LLM:
     try:
-        return LLM.load(model)
+        return LLM.load(args.model, dtype=args.dtype)
     except ModelLoadError as error:
         sys.exit(f"llmkit: {error}")
 
@@ -22,7 +22,7 @@ def _sampling(args: argparse.Namespace) -> dict:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    llm = _load(args.model)
+    llm = _load(args)
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
     try:
         for delta in llm.stream(prompt, **_sampling(args)):
@@ -33,7 +33,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
-    llm = _load(args.model)
+    llm = _load(args)
     print(f"llmkit chat with {llm.source}\n{CHAT_HELP}")
     messages: list[dict] = []
     while True:
@@ -70,12 +70,19 @@ def cmd_chat(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from core.server import serve  # fastapi and uvicorn load only for this command
 
-    serve(_load(args.model), host=args.host, port=args.port, model_name=args.model_name)
+    serve(_load(args), host=args.host, port=args.port, model_name=args.model_name)
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="a .gguf file, a Hugging Face checkpoint directory or model id "
+                        "(default: env LLMKIT_MODEL, else the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="float32 matches transformers exactly; float16 decodes ~3x faster on CPU, "
+                        "bfloat16 prefills and batches faster (see the README)")
 
 
 def _add_generation_flags(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
-    parser.add_argument("--model", help="a .gguf file, a Hugging Face checkpoint directory or model id "
-                        "(default: env LLMKIT_MODEL, else the embedded SmolLM2-135M-Instruct)")
+    _add_model_flags(parser)
     parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: keep this much probability mass")
@@ -94,8 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_flags(generate, max_new_tokens=128)
     generate.set_defaults(run=cmd_generate)
     serve = commands.add_parser("serve", help="serve the model over an OpenAI-compatible HTTP API (/v1)")
-    serve.add_argument("--model", help="a .gguf file, a Hugging Face checkpoint directory or model id "
-                       "(default: env LLMKIT_MODEL, else the embedded SmolLM2-135M-Instruct)")
+    _add_model_flags(serve)
     serve.add_argument("--model-name", help="the name clients send as `model` (default: the model file's stem)")
     serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network, without any auth")
     serve.add_argument("--port", type=int, default=8000)

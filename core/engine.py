@@ -203,7 +203,7 @@ class Engine:
             cache.k[:, 0, :, :reused] = k[:, :, :reused]
             cache.v[:, 0, :, :reused] = v[:, :, :reused]
         tokens = torch.tensor([ids[reused:]])
-        logits = self.model(tokens, torch.arange(reused, len(ids))[None], kv_cache=cache)[0, -1]
+        logits = self.model(tokens, torch.arange(reused, len(ids))[None], kv_cache=cache, logits_to_keep=1)[0, -1]
         self.prefix_cache.insert(ids, cache.k[:, 0, :, : len(ids)], cache.v[:, 0, :, : len(ids)])
         stream.position = len(ids)
         self._advance(stream, logits)

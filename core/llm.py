@@ -29,9 +29,13 @@ class LLM:
         self.engine = Engine(model, tokenizer, engine)
 
     @classmethod
-    def load(cls, name: str | None = None, engine: EngineConfig | None = None) -> LLM:
-        """The embedded SmolLM2 by default; else a .gguf path, a checkpoint directory or a HF model id."""
-        model, tokenizer, path = load_model(name)
+    def load(cls, name: str | None = None, engine: EngineConfig | None = None, dtype: str = "float32") -> LLM:
+        """The embedded SmolLM2 by default; else a .gguf path, a checkpoint directory or a HF model id.
+
+        dtype "float32" computes what transformers computes; "bfloat16" and "float16" trade a little
+        accuracy for speed (see bench/results/generate.md for both).
+        """
+        model, tokenizer, path = load_model(name, dtype)
         is_model_id = name is not None and not Path(name).expanduser().exists()
         return cls(model, tokenizer, path, engine, name=name if is_model_id else None)
 

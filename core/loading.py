@@ -27,6 +27,7 @@ from core.resolve import resolve_model
 from core.tokenizer import Tokenizer
 
 CACHE_VERSION = 1
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CACHE_ENV = "LLMKIT_CACHE"
 _CONFIG_FILE, _WEIGHTS_FILE = "model_config.json", "weights.safetensors"
 
@@ -36,8 +37,14 @@ def cache_root() -> Path:
     return Path(base) / f"converted-v{CACHE_VERSION}"
 
 
-def load_model(name: str | None = None) -> tuple[Transformer, Tokenizer, Path]:
-    """(model in eval mode, tokenizer, resolved path) for a model name (see core.resolve)."""
+def load_model(name: str | None = None, dtype: str = "float32") -> tuple[Transformer, Tokenizer, Path]:
+    """(model in eval mode, tokenizer, resolved path) for a model name (see core.resolve).
+
+    `dtype` is what weights and activations are computed in ("float32", "bfloat16", "float16"); norms
+    and softmax upcast internally and logits come out in float32 whatever it is.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     path = resolve_model(name)
     if path.is_dir():
         model_type, config = read_hf_config(path)
@@ -45,16 +52,18 @@ def load_model(name: str | None = None) -> tuple[Transformer, Tokenizer, Path]:
             tokenizer = Tokenizer.from_dir(path)
         except FileNotFoundError as error:
             raise ModelLoadError(str(error)) from error
-        return build_model(config, read_hf_weights(path, model_type, config)), tokenizer, path
+        return build_model(config, read_hf_weights(path, model_type, config), DTYPES[dtype]), tokenizer, path
     converted = cache_root() / _file_digest(path)
     if not (converted / _WEIGHTS_FILE).is_file():
         _convert(path, converted)
     config = ModelConfig.from_dict(json.loads((converted / _CONFIG_FILE).read_text()))
-    return build_model(config, load_file(converted / _WEIGHTS_FILE)), Tokenizer.from_dir(converted), path
+    weights = load_file(converted / _WEIGHTS_FILE)
+    return build_model(config, weights, DTYPES[dtype]), Tokenizer.from_dir(converted), path
 
 
-def build_model(config: ModelConfig, state: dict[str, torch.Tensor]) -> Transformer:
-    """A Transformer holding exactly `state` (no random init, no copy: tensors are assigned)."""
+def build_model(config: ModelConfig, state: dict[str, torch.Tensor], dtype=torch.float32) -> Transformer:
+    """A Transformer holding `state` in `dtype`: no random init, and tensors already in `dtype` are not copied."""
+    state = {name: value.to(dtype) for name, value in state.items()}
     model = Transformer(config)  # uninitialised; its tensors are replaced, not written, below
     if config.tie_embeddings:
         state.pop("output.weight", None)  # some checkpoints save the tied copy; ours is re-tied below

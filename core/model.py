@@ -63,7 +63,7 @@ def rope_tables(config: ModelConfig, positions: torch.Tensor) -> tuple[torch.Ten
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return (x * cos.to(x.dtype)) + (rotated * sin.to(x.dtype))
+    return x * cos + rotated * sin
 
 
 class Attention(nn.Module):
@@ -89,8 +89,11 @@ class Attention(nn.Module):
         # Grouped-query attention without copying K/V per query head: the n_rep query heads that share a
         # KV head become n_rep * T query rows of it (the mask arrives repeated to match).
         n_rep = c.n_heads // c.n_kv_heads
-        q = q.reshape(B, c.n_kv_heads, n_rep * T, c.head_dim)  # (B, Hkv, n_rep*T, D)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, Hkv, n_rep*T, D)
+        if mask is None:  # a prefill from position 0: SDPA's causal kernel skips the masked half of the scores
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=n_rep > 1)  # (B, H, T, D)
+        else:
+            q = q.reshape(B, c.n_kv_heads, n_rep * T, c.head_dim)  # (B, Hkv, n_rep*T, D)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, Hkv, n_rep*T, D)
         return self.wo(y.reshape(B, c.n_heads, T, c.head_dim).transpose(1, 2).reshape(B, T, c.dim))
 
 
@@ -139,9 +142,14 @@ class Transformer(nn.Module):
             self.output.weight = self.tok_embeddings.weight
 
     def forward(
-        self, tokens: torch.Tensor, positions: torch.Tensor, kv_cache: KVCache | None = None
+        self, tokens: torch.Tensor, positions: torch.Tensor, kv_cache: KVCache | None = None,
+        logits_to_keep: int | None = None,
     ) -> torch.Tensor:
-        """Logits (B, T, vocab) in float32 for tokens (B, T) at positions (B, T) or (T,)."""
+        """Logits (B, T, vocab) in float32 for tokens (B, T) at positions (B, T) or (T,).
+
+        `logits_to_keep`: only the last so many positions get logits (a prefill needs one; the output
+        projection over a long prompt would otherwise cost as much as a few layers).
+        """
         if positions.dim() == 1:
             positions = positions[None].expand_as(tokens)
         if tokens.shape != positions.shape:
@@ -154,14 +162,23 @@ class Transformer(nn.Module):
         x = self.tok_embeddings(tokens)  # (B, T, dim)
         if self.pos_embeddings is not None:
             x = x + self.pos_embeddings(positions)
-        rope = rope_tables(c, positions) if c.position == "rope" else None
+        # Computed in float32 (as the reference does), then cast once for every layer to use.
+        rope = tuple(t.to(x.dtype) for t in rope_tables(c, positions)) if c.position == "rope" else None
         if kv_cache is not None:
             k_pos = torch.arange(last + 1, device=tokens.device)[None].expand(tokens.shape[0], -1)  # (B, S)
         else:
             k_pos = positions
-        allowed = attention_mask(c, positions, k_pos).repeat(1, 1, c.n_heads // c.n_kv_heads, 1)  # (B, 1, n_rep*T, S)
-        # Additive form, built once: SDPA would otherwise convert the boolean mask again in every layer.
-        mask = torch.zeros(allowed.shape, dtype=x.dtype).masked_fill_(~allowed, -torch.inf)
+        T = tokens.shape[1]
+        in_order = torch.arange(T, device=tokens.device).expand_as(positions)
+        from_start = last + 1 == T and torch.equal(positions, in_order)
+        if c.attention == "causal" and from_start:
+            mask = None  # plain causal attention, which SDPA computes with its own kernel
+        else:
+            allowed = attention_mask(c, positions, k_pos).repeat(1, 1, c.n_heads // c.n_kv_heads, 1)  # (B,1,n_rep*T,S)
+            # Additive form, built once: SDPA would otherwise convert a boolean mask again in every layer.
+            mask = torch.zeros(allowed.shape, dtype=x.dtype).masked_fill_(~allowed, -torch.inf)
         for block in self.layers:
             x = block(x, positions, rope, mask, kv_cache, last + 1)
+        if logits_to_keep is not None:
+            x = x[:, -logits_to_keep:]
         return self.output(self.norm(x)).float()
