@@ -5,7 +5,8 @@ at batch 1 (32-token prompt, 128 new tokens, as 127 / (t(128 new) - t(1 new))), 
 batch 8, prefill of a 1,024-token prompt, time to first token on a 1,000-token shared prefix without
 and with a prefix-cache hit (ours only), cold start (process start to first token), peak RSS.
 Greedy tokens of the batch-1 run are compared across sides.
-Run: .venv/bin/python bench/generate.py [--repeats 3] [--sides ours,transformers,transformers-bf16]
+Sides: ours in float32 (exact), float16 and bfloat16; transformers in float32 and bfloat16.
+Run: .venv/bin/python bench/generate.py [--repeats 3] [--sides ours,ours-fp16,ours-bf16,transformers,transformers-bf16]
 """
 
 from __future__ import annotations
@@ -36,11 +37,15 @@ def prompts(tokenizer_encode, n_tokens: int, count: int, seed: int = 0) -> list[
     return [tokenizer_encode(text_of(2 * n_tokens, seed + i))[:n_tokens] for i in range(count)]
 
 
+DTYPES = {"ours": "float32", "ours-fp16": "float16", "ours-bf16": "bfloat16", "transformers": "float32",
+          "transformers-bf16": "bfloat16"}
+
+
 class Ours:
-    def __init__(self, model: str | None, quantize: str | None):
+    def __init__(self, model: str | None, dtype: str):
         from core import LLM, EngineConfig
 
-        self.llm = LLM.load(model, engine=EngineConfig(max_batch=8, max_seq_len=2048))
+        self.llm = LLM.load(model, engine=EngineConfig(max_batch=8, max_seq_len=2048), dtype=dtype)
         self.no_eos = {i: -float("inf") for i in self.llm.tokenizer.stop_ids}
         self.encode = self.llm.tokenizer.encode
 
@@ -93,7 +98,8 @@ def timed(fn, *args):
 
 
 def measure(side: str, model: str | None, repeats: int) -> dict:
-    runner = Ours(model, None) if side == "ours" else Transformers(model, "bfloat16" if "bf16" in side else "float32")
+    kind = Ours if side.startswith("ours") else Transformers
+    runner = kind(model, DTYPES[side])
     short = prompts(runner.encode, 32, 8)
     long_prompt = prompts(runner.encode, 1024, 1, seed=5)[0]
     shared = prompts(runner.encode, 1000, 1, seed=9)[0]
@@ -122,40 +128,58 @@ def measure(side: str, model: str | None, repeats: int) -> dict:
 
 
 COLD = {
-    "ours": "from core import LLM\nllm = LLM.load({model!r})\nnext(iter(llm.stream('Hello', max_new_tokens=1)))",
+    "ours": "from core import LLM\nllm = LLM.load({model!r}, dtype={dtype!r})\n"
+            "next(iter(llm.stream('Hello', max_new_tokens=1)))",
     "transformers": ("from transformers import AutoModelForCausalLM, AutoTokenizer\n"
                      "from core.resolve import resolve_model\n"
                      "p = resolve_model({model!r}); t = AutoTokenizer.from_pretrained(p.parent, gguf_file=p.name)\n"
-                     "m = AutoModelForCausalLM.from_pretrained(p.parent, gguf_file=p.name)\n"
+                     "m = AutoModelForCausalLM.from_pretrained(p.parent, gguf_file=p.name, dtype={dtype!r})\n"
                      "m.generate(**t('Hello', return_tensors='pt'), max_new_tokens=1)"),
 }
 
 
 def cold_start(side: str, model: str | None) -> float:
     """Seconds from process start to its first generated token (the converted-GGUF cache is warm)."""
-    code = COLD["ours" if side == "ours" else "transformers"].format(model=model)
+    code = COLD["ours" if side.startswith("ours") else "transformers"].format(model=model, dtype=DTYPES[side])
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     return time.perf_counter() - start
 
 
-def table(results: dict) -> str:
-    ref = results.get("transformers")
-    rows = [("decode tok/s, batch 1", "decode_tok_s_batch1", True),
-            ("total tok/s, batch 8", "total_tok_s_batch8", True),
-            ("prefill 1,024 tokens, s", "prefill_1024_s", False),
-            ("TTFT, 1,000-token prefix, cache miss, s", "ttft_1000_prefix_miss_s", False),
-            ("TTFT, 1,000-token prefix, cache hit, s", "ttft_1000_prefix_hit_s", False),
-            ("cold start to first token, s", "cold_start_s", False), ("peak RSS, MB", "peak_rss_mb", False)]
+ROWS = [("decode tok/s, batch 1", "decode_tok_s_batch1", True), ("total tok/s, batch 8", "total_tok_s_batch8", True),
+        ("prefill 1,024 tokens, s", "prefill_1024_s", False),
+        ("TTFT, 1,000-token prefix, cache miss, s", "ttft_1000_prefix_miss_s", False),
+        ("TTFT, 1,000-token prefix, cache hit, s", "ttft_1000_prefix_hit_s", False),
+        ("cold start to first token, s", "cold_start_s", False), ("peak RSS, MB", "peak_rss_mb", False)]
+
+
+def tables(results: dict) -> str:
+    """The figures side by side, then each of our sides as a ratio (>1 is better for us) to each reference."""
     sides = list(results)
-    lines = ["| | " + " | ".join(sides) + " | ours vs transformers fp32 |", "|---" * (len(sides) + 2) + "|"]
-    for label, key, higher_better in rows:
-        cells = [f"{results[s][key]:.2f}" for s in sides]
-        ratio = ""
-        if ref and "ours" in results:
-            r = results["ours"][key] / ref[key]
-            ratio = f"{r:.2f}x" if higher_better else f"{1 / r:.2f}x faster" if key != "peak_rss_mb" else f"{r:.2f}x"
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
+    lines = ["| | " + " | ".join(sides) + " |", "|---" * (len(sides) + 1) + "|"]
+    for label, key, _ in ROWS:
+        lines.append(f"| {label} | " + " | ".join(f"{results[s][key]:.2f}" for s in sides) + " |")
+    for side in sides:
+        r = results[side]
+        r["batch8_over_batch1"] = r["total_tok_s_batch8"] / r["decode_tok_s_batch1"]
+        r["prefix_hit_speedup"] = r["ttft_1000_prefix_miss_s"] / r["ttft_1000_prefix_hit_s"]
+    lines.append("| batch-8 total / batch-1 decode | " + " | ".join(
+        f"{results[s]['batch8_over_batch1']:.2f}x" for s in sides) + " |")
+    lines.append("| TTFT speed-up from a prefix-cache hit | " + " | ".join(
+        f"{results[s]['prefix_hit_speedup']:.2f}x" for s in sides) + " |")
+    ours = [s for s in sides if s.startswith("ours")]
+    references = [s for s in sides if not s.startswith("ours")]
+    if not (ours and references):
+        return "\n".join(lines)
+    pairs = [(o, r) for o in ours for r in references]
+    lines += ["", "Ratios, ours / reference (speed: >1 means we are faster; RSS: >1 means we use more):", "",
+              "| | " + " | ".join(f"{o} vs {r}" for o, r in pairs) + " |", "|---" * (len(pairs) + 1) + "|"]
+    for label, key, higher_better in ROWS:
+        cells = []
+        for o, r in pairs:
+            ratio = results[o][key] / results[r][key]
+            cells.append(f"{ratio if higher_better or key == 'peak_rss_mb' else 1 / ratio:.2f}x")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -163,7 +187,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a .gguf file (default: the embedded SmolLM2)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sides", default="ours,transformers,transformers-bf16")
+    parser.add_argument("--sides", default=",".join(DTYPES))
     parser.add_argument("--side", help=argparse.SUPPRESS)  # internal: measure one side in this process
     args = parser.parse_args()
     if args.side:
@@ -179,12 +203,13 @@ def main() -> None:
         results[side]["cold_start_s"] = statistics.median(cold_start(side, args.model) for _ in range(args.repeats))
         print(side, {k: v for k, v in results[side].items() if k != "greedy_tokens"}, file=sys.stderr)
     tokens = {side: r.pop("greedy_tokens") for side, r in results.items()}
-    same = {side: tokens[side] == tokens["ours"] for side in tokens}
+    same = {side: tokens[side] == tokens[next(iter(tokens))] for side in tokens}
     header = (f"{date.today()}, {platform.machine()}, {os.cpu_count()} cores, torch threads default, median of "
               f"{args.repeats}. Command: `.venv/bin/python bench/generate.py`")
     markdown = "\n".join([f"# Generation: {args.model or 'embedded SmolLM2-135M-Instruct Q4_1 GGUF'}", "", header, "",
-                          table(results), "",
-                          f"Greedy batch-1 tokens identical to ours: {same}"]) + "\n"
+                          tables(results), "",
+                          f"Greedy batch-1 tokens (128, EOS suppressed) identical to {next(iter(tokens))}'s: {same}"]
+                         ) + "\n"
     print(markdown)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "generate.json").write_text(json.dumps({"results": results, "greedy_identical": same}, indent=1))
