@@ -5,13 +5,19 @@ at batch 1 (32-token prompt, 128 new tokens, as 127 / (t(128 new) - t(1 new))), 
 batch 8, prefill of a 1,024-token prompt, time to first token on a 1,000-token shared prefix without
 and with a prefix-cache hit (ours only), cold start (process start to first token), peak RSS.
 Greedy tokens of the batch-1 run are compared across sides.
-Sides: ours in float32 (exact), float16 and bfloat16; transformers in float32 and bfloat16.
+Sides: ours in float32 (exact), float16 and bfloat16; transformers in float32 and bfloat16; llama.cpp
+(llama-cpp-python on the same GGUF, its own quantised kernels) when it is installed. It is not a
+dependency; on this machine its default native build dies with SIGILL, so build it with
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON
+  -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+  .venv/bin/pip install llama-cpp-python
 Run: .venv/bin/python bench/generate.py [--repeats 3] [--sides ours,ours-fp16,ours-bf16,transformers,transformers-bf16]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -38,7 +44,7 @@ def prompts(tokenizer_encode, n_tokens: int, count: int, seed: int = 0) -> list[
 
 
 DTYPES = {"ours": "float32", "ours-fp16": "float16", "ours-bf16": "bfloat16", "transformers": "float32",
-          "transformers-bf16": "bfloat16"}
+          "transformers-bf16": "bfloat16", "llama.cpp": "gguf"}
 
 
 class Ours:
@@ -91,6 +97,40 @@ class Transformers:
         pass
 
 
+class LlamaCpp:
+    """llama-cpp-python has no batched generation: a batch runs its sequences one after another."""
+
+    def __init__(self, model: str | None, dtype: str):
+        from llama_cpp import Llama
+
+        from core.resolve import resolve_model
+
+        self.llm = Llama(model_path=str(resolve_model(model)), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)
+        self.encode = lambda text: self.llm.tokenize(text.encode(), add_bos=False, special=True)
+        eos = self.llm.token_eos()
+
+        def no_eos(ids, scores):
+            scores[eos] = -float("inf")
+            return scores
+
+        self.no_eos = no_eos
+
+    def generate(self, batch: list[list[int]], new_tokens: int) -> list[list[int]]:
+        outputs = []
+        for ids in batch:
+            self.llm.reset()  # otherwise it silently reuses the previous prompt's cache
+            tokens = []
+            for token in self.llm.generate(ids, top_k=1, temp=0.0, reset=True, logits_processor=[self.no_eos]):
+                tokens.append(token)
+                if len(tokens) == new_tokens:
+                    break
+            outputs.append(tokens)
+        return outputs
+
+    def clear_prefix_cache(self):
+        pass
+
+
 def timed(fn, *args):
     start = time.perf_counter()
     result = fn(*args)
@@ -98,7 +138,7 @@ def timed(fn, *args):
 
 
 def measure(side: str, model: str | None, repeats: int) -> dict:
-    kind = Ours if side.startswith("ours") else Transformers
+    kind = Ours if side.startswith("ours") else LlamaCpp if side == "llama.cpp" else Transformers
     runner = kind(model, DTYPES[side])
     short = prompts(runner.encode, 32, 8)
     long_prompt = prompts(runner.encode, 1024, 1, seed=5)[0]
@@ -135,12 +175,16 @@ COLD = {
                      "p = resolve_model({model!r}); t = AutoTokenizer.from_pretrained(p.parent, gguf_file=p.name)\n"
                      "m = AutoModelForCausalLM.from_pretrained(p.parent, gguf_file=p.name, dtype={dtype!r})\n"
                      "m.generate(**t('Hello', return_tensors='pt'), max_new_tokens=1)"),
+    "llama.cpp": ("from llama_cpp import Llama\nfrom core.resolve import resolve_model\n"
+                  "llm = Llama(model_path=str(resolve_model({model!r})), n_ctx=2048, verbose=False)\n"
+                  "llm.create_completion('Hello', max_tokens=1)"),
 }
 
 
 def cold_start(side: str, model: str | None) -> float:
     """Seconds from process start to its first generated token (the converted-GGUF cache is warm)."""
-    code = COLD["ours" if side.startswith("ours") else "transformers"].format(model=model, dtype=DTYPES[side])
+    kind = "ours" if side.startswith("ours") else side if side == "llama.cpp" else "transformers"
+    code = COLD[kind].format(model=model, dtype=DTYPES[side])
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     return time.perf_counter() - start
@@ -187,7 +231,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a .gguf file (default: the embedded SmolLM2)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sides", default=",".join(DTYPES))
+    has_llama_cpp = importlib.util.find_spec("llama_cpp") is not None
+    parser.add_argument("--sides", default=",".join(side for side in DTYPES if side != "llama.cpp" or has_llama_cpp))
     parser.add_argument("--side", help=argparse.SUPPRESS)  # internal: measure one side in this process
     args = parser.parse_args()
     if args.side:

@@ -20,7 +20,6 @@ from safetensors.torch import load_file, save_file
 
 from core.config import ModelConfig
 from core.errors import ModelLoadError
-from core.gguf import read_gguf
 from core.hf import read_hf_config, read_hf_weights
 from core.model import Transformer
 from core.resolve import resolve_model
@@ -82,6 +81,8 @@ def _file_digest(path: Path) -> str:
 
 
 def _convert(gguf_path: Path, target: Path) -> None:
+    from core.gguf import read_gguf  # gguf-py (0.1 s of imports) is needed only the first time a file is seen
+
     config, state, tokenizer = read_gguf(gguf_path)
     if config.tie_embeddings:
         state.pop("output.weight", None)
