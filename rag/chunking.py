@@ -1,0 +1,51 @@
+"""Chunking: pages -> token-bounded chunks with overlap, each tied to its file, page and character span.
+
+Uses LangChain's RecursiveCharacterTextSplitter (paragraphs, then lines, sentences, words), measuring
+length with the embedding model's own tokenizer so no chunk is silently truncated when embedded.
+Each page is split on its own, so a chunk never spans two pages and a citation names one page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from rag.loaders import Page
+
+CHUNK_TOKENS = 200  # under all-MiniLM-L6-v2's 256-token window, with room for its special tokens
+OVERLAP_TOKENS = 40
+
+
+@dataclass
+class Chunk:
+    doc_id: str  # the document's content hash
+    file_name: str
+    page: int  # 1-based
+    start: int  # character offsets of `text` in the page's text
+    end: int
+    text: str
+
+
+def make_splitter(count_tokens: Callable[[str], int], chunk_tokens: int = CHUNK_TOKENS,
+                  overlap_tokens: int = OVERLAP_TOKENS) -> RecursiveCharacterTextSplitter:
+    if not 0 <= overlap_tokens < chunk_tokens:
+        raise ValueError(f"overlap ({overlap_tokens}) must be >= 0 and below the chunk size ({chunk_tokens})")
+    return RecursiveCharacterTextSplitter(chunk_size=chunk_tokens, chunk_overlap=overlap_tokens,
+                                          length_function=count_tokens)
+
+
+def chunk_pages(pages: list[Page], doc_id: str, file_name: str,
+                splitter: RecursiveCharacterTextSplitter) -> list[Chunk]:
+    chunks = []
+    for page in pages:
+        start = -1
+        for piece in splitter.split_text(page.text):
+            # Found by search (the splitter's own add_start_index miscounts when length is in tokens): the
+            # first match after the previous chunk's start; in text that repeats itself exactly, that
+            # may be an earlier copy of the same words.
+            start = page.text.find(piece, start + 1)
+            assert start >= 0, "the splitter returns substrings of its input, in order"
+            chunks.append(Chunk(doc_id, file_name, page.number, start, start + len(piece), piece))
+    return chunks

@@ -1,0 +1,260 @@
+"""Load documents into numbered pages of text, with a report for every file.
+
+The first stage of the RAG pipeline. PDF (via pypdf), plain text, Markdown and HTML files become `Page`s
+that keep their 1-based page number, so a chunk can later cite "guide.pdf, p. 3". Every file gets a
+`LoadReport`. Bad *input* (missing, empty, corrupt, truncated, encrypted, wrong type, not UTF-8, too big)
+sets `report.error` instead of raising, so one bad upload never aborts a batch; bugs in this module
+still raise.
+
+What it deliberately does not do:
+- OCR. Pages whose text layer is empty are listed in `pages_needing_ocr`; a PDF with no text at all is
+  an error, never a silently empty document.
+- Normalise text. Ligatures (U+FB01 "ﬁ"), hyphenation and tabs come through as extracted: that is the
+  chunker's job.
+- Read PDF form-field values, attachments or page labels, or follow an HTML `<meta charset>`.
+"""
+
+import codecs
+import hashlib
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pypdf
+from pypdf.errors import DependencyError
+
+MAX_FILE_BYTES = 200 * 1024 * 1024  # refused before reading, so a huge upload cannot exhaust memory
+MAX_PAGES = 2_000
+SUFFIX_KINDS = {".pdf": "pdf", ".txt": "txt", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html"}
+# What a file that is not a PDF most often turns out to be, for a clearer message.
+_MAGIC = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"PK\x03\x04": "a ZIP archive (a .docx, .xlsx or .epub?)",
+    b"\xd0\xcf\x11\xe0": "an old Microsoft Office file (.doc/.xls)",
+}
+
+
+@dataclass
+class Page:
+    """The text of one page; `number` is 1-based in the source file."""
+
+    number: int
+    text: str
+
+
+@dataclass
+class LoadReport:
+    """What happened to one file. `kind` is the file's type, or its bare suffix when unsupported."""
+
+    path: str
+    name: str
+    kind: str
+    pages_total: int = 0
+    pages_with_text: int = 0
+    pages_needing_ocr: list[int] = field(default_factory=list)  # 1-based; empty text layer (a scan?)
+    error: str | None = None  # one line for the user; None when the file loaded
+    warnings: list[str] = field(default_factory=list)
+    content_hash: str | None = None  # sha256 hex of the file bytes; None when they could not be read
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _BadInput(Exception):
+    """A problem with the file itself; `load_file` turns it into `report.error`."""
+
+
+def load_file(path: str | Path, password: str | None = None) -> tuple[list[Page], LoadReport]:
+    """Read one file into its pages that have text, plus a report. Never raises for bad input.
+
+    `password` is tried on encrypted PDFs (after the empty password) and ignored otherwise.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    kind = SUFFIX_KINDS.get(suffix)
+    report = LoadReport(path=str(path), name=path.name, kind=kind or suffix.lstrip("."))
+    try:
+        if kind is None:
+            supported = ", ".join(SUFFIX_KINDS)
+            raise _BadInput(f"unsupported file type {suffix or '(no extension)'!r}: supported types are {supported}")
+        data = _read_bytes(path)
+        report.content_hash = hashlib.sha256(data).hexdigest()
+        if kind == "pdf":
+            pages = _load_pdf(data, password, report)
+        else:
+            text = _decode_text(data, report)
+            pages = _split_pages(_html_to_text(text) if kind == "html" else text, report)
+    except _BadInput as e:
+        report.error = str(e)
+        return [], report
+
+    with_text = [page for page in pages if page.text.strip()]
+    report.pages_with_text = len(with_text)
+    if kind == "pdf":
+        report.pages_needing_ocr = [page.number for page in pages if not page.text.strip()]
+    if not with_text:
+        if report.pages_needing_ocr:
+            report.error = "no page has a text layer (a scanned document?): it needs OCR, which llmkit does not do"
+        elif kind == "pdf":
+            report.error = "no page could be extracted (see warnings)"
+        else:
+            report.error = "the file contains no text"
+    elif report.pages_needing_ocr:
+        numbers = ", ".join(map(str, report.pages_needing_ocr))
+        report.warnings.append(f"page(s) {numbers} have no text layer (scanned?): they need OCR and are not indexed")
+    return with_text, report
+
+
+def load_files(
+    paths: Iterable[str | Path],
+    password: str | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> list[tuple[list[Page], LoadReport]]:
+    """Load a batch; a bad file gets an error in its report and the batch goes on.
+
+    Calls `progress(done, total, name)` after each file, for a progress bar.
+    """
+    paths = list(paths)
+    results = []
+    for done, path in enumerate(paths, start=1):
+        results.append(load_file(path, password))
+        if progress is not None:
+            progress(done, len(paths), Path(path).name)
+    return results
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if not path.is_file():
+            raise _BadInput(f"not a file: {path}" if path.exists() else f"file not found: {path}")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise _BadInput(f"the file is {size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES / 2**20:.0f} MB")
+        if size == 0:
+            raise _BadInput("the file is empty (0 bytes)")
+        return path.read_bytes()
+    except OSError as e:  # permission denied, a file that vanished mid-read, an I/O error
+        raise _BadInput(f"cannot read the file: {e.strerror or e}") from e
+
+
+def _describe(e: Exception) -> str:
+    """One line naming the exception, e.g. "PdfReadError: startxref not found"."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
+
+
+def _load_pdf(data: bytes, password: str | None, report: LoadReport) -> list[Page]:
+    """All pages that extracted, empty ones included; a page whose extraction raises becomes a warning."""
+    # Acrobat accepts junk before the header within the first 1024 bytes, so pypdf does and so do we.
+    if b"%PDF-" not in data[:1024]:
+        what = next((name for magic, name in _MAGIC.items() if data.startswith(magic)), None)
+        raise _BadInput(f"not a PDF: the file is {what}" if what else "not a PDF: it has no '%PDF-' header")
+    # pypdf raises more than its own PyPdfError on broken files: a builtin AttributeError on a trailer
+    # that is not a dictionary (data/pdfs/robustness/broken-trailer-attributeerror.pdf), and
+    # DependencyError derives from Exception directly. So every pypdf call is wrapped in `except Exception`.
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data))
+        unlocked = not reader.is_encrypted or _decrypt(reader, password)
+        n_pages = len(reader.pages) if unlocked else 0
+    except DependencyError as e:  # AES without the `cryptography` package
+        raise _BadInput(f"this PDF needs an extra package to open ({e}): pip install cryptography") from e
+    except Exception as e:
+        raise _BadInput(f"cannot read the PDF, it is damaged or truncated ({_describe(e)})") from e
+    if not unlocked:
+        if password:
+            raise _BadInput("encrypted: the password given does not open this PDF")
+        raise _BadInput("encrypted: this PDF needs a password (pass it with --password)")
+    report.pages_total = n_pages
+    if n_pages == 0:
+        raise _BadInput("the PDF has no pages")
+    if n_pages > MAX_PAGES:
+        raise _BadInput(f"the PDF has {n_pages} pages; the limit is {MAX_PAGES}")
+
+    pages = []
+    for number in range(1, n_pages + 1):
+        try:
+            text = reader.pages[number - 1].extract_text()
+        except Exception as e:  # one broken content stream must not lose the other pages (see above)
+            report.warnings.append(f"page {number}: text extraction failed, page skipped ({_describe(e)})")
+            continue
+        pages.append(Page(number, text))
+    return pages
+
+
+def _decrypt(reader: pypdf.PdfReader, password: str | None) -> bool:
+    """Try the given password, then the empty one: many PDFs are encrypted only to restrict printing."""
+    candidates = [password, ""] if password else [""]
+    return any(reader.decrypt(candidate) != pypdf.PasswordType.NOT_DECRYPTED for candidate in candidates)
+
+
+def _decode_text(data: bytes, report: LoadReport) -> str:
+    """UTF-8 (BOM or not), UTF-16 with a BOM, else Windows-1252 with a warning: never a crash."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16", errors="replace")
+    if b"\x00" in data:
+        raise _BadInput("not a text file: it contains NUL bytes (binary data?)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        report.warnings.append(
+            f"not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}): "
+            "read as Windows-1252, so some characters may be wrong"
+        )
+        return data.decode("cp1252", errors="replace")
+
+
+def _split_pages(text: str, report: LoadReport) -> list[Page]:
+    """One page per file, or one per form feed (\\f) when the text has them; page numbers follow them."""
+    if text.endswith("\f"):  # pdftotext and printers end the last page with one too
+        text = text[:-1]
+    pages = [Page(number, part) for number, part in enumerate(text.split("\f"), start=1)]
+    report.pages_total = len(pages)
+    if len(pages) > MAX_PAGES:
+        raise _BadInput(f"the file has {len(pages)} pages (form feeds); the limit is {MAX_PAGES}")
+    return pages
+
+
+class _VisibleText(HTMLParser):
+    """Collects the text a browser would show: skips script/style/template/noscript, breaks lines at blocks."""
+
+    SKIP = {"script", "style", "template", "noscript"}
+    BLOCKS = {"address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption", "footer",
+              "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section",
+              "table", "td", "th", "title", "tr", "ul"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skipping = 0  # depth inside skipped elements
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in self.SKIP:
+            self._skipping += 1
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP:
+            self._skipping = max(0, self._skipping - 1)
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(data)
+
+
+def _html_to_text(html: str) -> str:
+    parser = _VisibleText()
+    try:
+        parser.feed(html)
+        parser.close()
+    except Exception as e:  # html.parser raises AssertionError on some malformed markup, e.g. "<![foo[ ]]>"
+        raise _BadInput(f"cannot parse the HTML ({_describe(e)})") from e
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
+    return "\n".join(line for line in lines if line)

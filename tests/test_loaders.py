@@ -1,0 +1,241 @@
+"""rag.loaders: every kind of bad input ends up as a clear error in its report, never as an exception,
+and good files keep their 1-based page numbers. Real pypdf on the PDFs in data/pdfs (see its README)."""
+
+import hashlib
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+from rag import loaders
+from rag.loaders import LoadReport, Page, load_file, load_files
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "pdfs"
+ROBUSTNESS = DATA / "robustness"
+DEMO = DATA / "demo"
+
+# What pypdf 7.1.1 does with each file (data/pdfs/README.md) and what the loader must report.
+# error: a substring of report.error, or None; text: (page number, a phrase expected on that page).
+EXPECTED = {
+    "acroform-libreoffice.pdf": dict(error=None, total=1, with_text=1, text=(1, "First Name")),
+    "broken-trailer-attributeerror.pdf": dict(error="damaged or truncated (AttributeError", total=0, with_text=0),
+    "content-stream-error-on-page3.pdf": dict(error=None, total=4, with_text=3, text=(4, "Potato"),
+                                              warning="page 3: text extraction failed"),
+    "damaged-startxref.pdf": dict(error="startxref not found", total=0, with_text=0),
+    "embedded-attachment.pdf": dict(error=None, total=1, with_text=1, text=(1, "Lorem ipsum")),
+    # The trap: an empty *owner* password opens it without the user password.
+    "encrypted-aes256-userpw-but-empty-ownerpw.pdf": dict(error=None, total=1, with_text=1,
+                                                          text=(1, "password: asdfzxcv")),
+    "encrypted-aes256-userpw-foo.pdf": dict(error="needs a password", total=0, with_text=0),
+    "encrypted-emptypw-xfa-form-dd0293.pdf": dict(error=None, total=4, with_text=4, text=(1, "DISCHARGE")),
+    "encrypted-rc4-userpw-openpassword.pdf": dict(error="needs a password", total=0, with_text=0),
+    "ligatures-two-column-latex.pdf": dict(error=None, total=3, with_text=3, text=(1, "Two-Column Document")),
+    "many-pages-51.pdf": dict(error=None, total=51, with_text=51, text=(51, "Potato")),
+    "multilingual-unicode-libreoffice.pdf": dict(error=None, total=1, with_text=1, text=(1, "Привет, мир")),
+    "not-a-pdf-5-bytes.pdf": dict(error="not a PDF", total=0, with_text=0),
+    "rotated-pages-arabic-rtl.pdf": dict(error=None, total=4, with_text=4, text=(4, "habibi")),
+    "scanned-image-only-congress.pdf": dict(error="needs OCR", total=1, with_text=0, ocr=[1]),
+    "zero-pages.pdf": dict(error="no pages", total=0, with_text=0),
+}
+PASSWORDS = {
+    "encrypted-aes256-userpw-foo.pdf": "foo",
+    "encrypted-rc4-userpw-openpassword.pdf": "openpassword",
+    "encrypted-aes256-userpw-but-empty-ownerpw.pdf": "asdfzxcv",
+}
+
+
+def tiny_png() -> bytes:
+    """A valid 1x1 grey PNG."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\x80")  # filter byte 0, one grey pixel
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_every_robustness_file_has_an_expectation():
+    assert sorted(p.name for p in ROBUSTNESS.glob("*.pdf")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_robustness_pdf_outcome(name):
+    """Each tricky PDF gives the listed error or page counts, and never raises."""
+    expected = EXPECTED[name]
+    pages, report = load_file(ROBUSTNESS / name)
+    assert report.kind == "pdf" and report.name == name
+    if expected["error"] is None:
+        assert report.ok, report.error
+    else:
+        assert expected["error"] in report.error
+        assert "\n" not in report.error
+    assert report.pages_total == expected["total"]
+    assert report.pages_with_text == expected["with_text"] == len(pages)
+    assert report.pages_needing_ocr == expected.get("ocr", [])
+    if "warning" in expected:
+        assert any(expected["warning"] in w for w in report.warnings), report.warnings
+    else:
+        assert report.warnings == []
+    if "text" in expected:
+        number, phrase = expected["text"]
+        assert phrase in {p.number: p.text for p in pages}[number]
+    assert report.content_hash == hashlib.sha256((ROBUSTNESS / name).read_bytes()).hexdigest()
+
+
+def test_a_broken_page_is_skipped_and_the_others_keep_their_numbers():
+    pages, _ = load_file(ROBUSTNESS / "content-stream-error-on-page3.pdf")
+    assert [p.number for p in pages] == [1, 2, 4]
+
+
+@pytest.mark.parametrize("name", sorted(PASSWORDS))
+def test_encrypted_pdf_opens_with_the_right_password(name):
+    pages, report = load_file(ROBUSTNESS / name, password=PASSWORDS[name])
+    assert report.ok, report.error
+    assert [p.number for p in pages] == [1] and pages[0].text.strip()
+
+
+def test_encrypted_pdf_without_or_with_a_wrong_password_says_so():
+    name = "encrypted-rc4-userpw-openpassword.pdf"
+    assert load_file(ROBUSTNESS / name)[1].error == "encrypted: this PDF needs a password (pass it with --password)"
+    pages, report = load_file(ROBUSTNESS / name, password="wrong")
+    assert pages == [] and report.error == "encrypted: the password given does not open this PDF"
+
+
+def test_aes_pdf_without_the_cryptography_package_names_the_fix():
+    """A plain `pip install pypdf` cannot open AES files; the report must say what to install."""
+    code = (
+        "import sys; sys.modules['cryptography'] = sys.modules['Crypto'] = None\n"
+        "from rag.loaders import load_file\n"
+        f"print(load_file({str(ROBUSTNESS / 'encrypted-emptypw-xfa-form-dd0293.pdf')!r})[1].error)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=DATA.parents[1])
+    assert "pip install cryptography" in out.stdout
+
+
+def test_demo_pdf_pages_and_a_phrase_on_its_known_page():
+    pages, report = load_file(DEMO / "nist-sp800-90b-entropy-suite-user-guide.pdf")
+    assert report.ok and report.pages_total == report.pages_with_text == 9
+    assert [p.number for p in pages] == list(range(1, 10))
+    assert [p.number for p in pages if "Markov estimate method" in p.text] == [3]
+    assert "K. McKay" in pages[0].text
+
+    pages, report = load_file(DEMO / "nist-srx-proxy-protocol-3.0.pdf")
+    assert report.ok and report.pages_total == 34 and len(pages) == 34
+    assert [p.number for p in pages if "Secure Routing Extension, a framework" in p.text] == [5]
+
+
+def test_truncated_pdf_is_reported_as_damaged(tmp_path):
+    data = (DEMO / "nist-srx-proxy-protocol-3.0.pdf").read_bytes()
+    pages, report = load_file(write(tmp_path / "half.pdf", data[: len(data) // 2]))
+    assert pages == [] and "damaged or truncated" in report.error
+
+
+def test_image_renamed_pdf_is_named_as_an_image(tmp_path):
+    pages, report = load_file(write(tmp_path / "photo.pdf", tiny_png()))
+    assert pages == [] and report.error == "not a PDF: the file is a PNG image"
+
+
+@pytest.mark.parametrize("suffix", [".pdf", ".txt", ".html"])
+def test_zero_byte_file(tmp_path, suffix):
+    pages, report = load_file(write(tmp_path / f"empty{suffix}", b""))
+    assert pages == [] and report.error == "the file is empty (0 bytes)"
+    assert report.content_hash is None
+
+
+def test_missing_file_and_a_directory(tmp_path):
+    _, report = load_file(tmp_path / "nope.pdf")
+    assert report.error.startswith("file not found") and not report.ok
+    (tmp_path / "folder.txt").mkdir()
+    assert load_file(tmp_path / "folder.txt")[1].error.startswith("not a file")
+
+
+def test_unsupported_extension_lists_the_supported_types(tmp_path):
+    _, report = load_file(write(tmp_path / "report.docx", b"PK\x03\x04"))
+    assert report.kind == "docx"
+    assert report.error.startswith("unsupported file type '.docx'") and ".pdf" in report.error and ".md" in report.error
+    assert "no extension" in load_file(write(tmp_path / "README", b"hi"))[1].error
+
+
+def test_latin1_text_is_decoded_with_a_warning(tmp_path):
+    pages, report = load_file(write(tmp_path / "old.txt", "Café crème à la française".encode("latin-1")))
+    assert report.ok
+    assert pages == [Page(1, "Café crème à la française")]
+    assert len(report.warnings) == 1 and "not valid UTF-8" in report.warnings[0]
+
+
+def test_utf8_bom_is_dropped_and_utf16_is_read(tmp_path):
+    pages, report = load_file(write(tmp_path / "bom.md", b"\xef\xbb\xbf# Title\n\nbody"))
+    assert pages[0].text == "# Title\n\nbody" and report.kind == "md" and report.warnings == []
+    pages, report = load_file(write(tmp_path / "notepad.txt", "Grüße".encode("utf-16")))
+    assert pages[0].text == "Grüße" and report.ok
+
+
+def test_binary_data_named_txt_is_an_error(tmp_path):
+    assert "not a text file" in load_file(write(tmp_path / "blob.txt", tiny_png()))[1].error
+
+
+def test_form_feeds_split_pages_and_numbers_follow_them(tmp_path):
+    text = "first page\fsecond page\f\ffourth page\f"  # page 3 is blank; a final \f ends page 4
+    pages, report = load_file(write(tmp_path / "printed.txt", text.encode()))
+    assert [(p.number, p.text) for p in pages] == [(1, "first page"), (2, "second page"), (4, "fourth page")]
+    assert report.pages_total == 4 and report.pages_with_text == 3 and report.pages_needing_ocr == []
+
+
+def test_whitespace_only_text_is_an_error(tmp_path):
+    assert load_file(write(tmp_path / "blank.txt", b" \n\t\n"))[1].error == "the file contains no text"
+
+
+def test_html_keeps_visible_text_and_drops_script_and_style(tmp_path):
+    html = (b"<html><head><title>Doc</title><style>p { color: red }</style>"
+            b"<script>var secret = 1 < 2;</script></head>"
+            b"<body><h1>Heading</h1><p>Fish &amp; chips</p><noscript>enable JS</noscript><p>Last</p></body></html>")
+    pages, report = load_file(write(tmp_path / "page.htm", html))
+    assert report.ok and report.kind == "html"
+    assert pages == [Page(1, "Doc\nHeading\nFish & chips\nLast")]
+
+
+def test_malformed_html_is_an_error_not_a_crash(tmp_path):
+    # html.parser raises AssertionError on an unknown marked section
+    _, report = load_file(write(tmp_path / "bad.html", b"<p>hi <![foo[ x ]]></p>"))
+    assert report.error.startswith("cannot parse the HTML")
+
+
+def test_limits_are_errors_in_the_report(tmp_path, monkeypatch):
+    monkeypatch.setattr(loaders, "MAX_PAGES", 50)
+    _, report = load_file(ROBUSTNESS / "many-pages-51.pdf")
+    assert report.error == "the PDF has 51 pages; the limit is 50" and report.pages_total == 51
+    assert "limit is 50" in load_file(write(tmp_path / "many.txt", b"x\f" * 60 + b"x"))[1].error
+    monkeypatch.setattr(loaders, "MAX_FILE_BYTES", 1024)
+    _, report = load_file(ROBUSTNESS / "many-pages-51.pdf")
+    assert report.error.startswith("the file is") and "the limit is" in report.error
+
+
+def test_same_bytes_same_hash_whatever_the_name(tmp_path):
+    a = load_file(write(tmp_path / "a.txt", b"same"))[1]
+    b = load_file(write(tmp_path / "b.md", b"same"))[1]
+    assert a.content_hash == b.content_hash == hashlib.sha256(b"same").hexdigest()
+
+
+def test_batch_goes_on_past_bad_files_and_reports_progress(tmp_path):
+    paths = [
+        write(tmp_path / "good.txt", b"hello"),
+        ROBUSTNESS / "broken-trailer-attributeerror.pdf",
+        ROBUSTNESS / "multilingual-unicode-libreoffice.pdf",
+        tmp_path / "missing.pdf",
+        write(tmp_path / "image.pdf", tiny_png()),
+        ROBUSTNESS / "encrypted-rc4-userpw-openpassword.pdf",
+        write(tmp_path / "good.html", b"<p>world</p>"),
+    ]
+    calls = []
+    results = load_files(paths, password="openpassword", progress=lambda *args: calls.append(args))
+    assert [report.ok for _, report in results] == [True, False, True, False, False, True, True]
+    assert all(isinstance(report, LoadReport) for _, report in results)
+    assert results[0][0] == [Page(1, "hello")] and results[6][0] == [Page(1, "world")]
+    assert calls == [(i, len(paths), Path(p).name) for i, p in enumerate(paths, start=1)]
