@@ -1,0 +1,217 @@
+"""The metadata store: documents and chunk texts in SQLite, keyed by the same int64 ids as the vector index.
+
+One file (`store.sqlite`, WAL mode, `synchronous=FULL`) with three tables: `meta` (format name and version,
+checked on open), `documents` (one row per file, keyed by the sha256 of its bytes) and `chunks` (one row
+per chunk; its `id` is the chunk's vector id in the index). Chunk ids come from AUTOINCREMENT, so an id is
+never handed out twice, even after its document is removed: an old vector or citation can never point at
+a different chunk.
+
+Every document has a `state`: "ready" (searchable), "pending" (being added) or "removing" (being removed).
+The store does not know about the index; `rag.collection` uses the states as its write-ahead record (see
+there). Reads that serve search and listing (`documents`, `has_document`, `all_chunks`) see ready documents
+only.
+
+Does not: store vectors (the index does), lock across processes (one writer at a time), or use pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rag.chunking import Chunk
+from rag.loaders import LoadReport
+
+FORMAT = "llmkit-metadata-store"
+FORMAT_VERSION = 1
+STATES = ("pending", "ready", "removing")
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE documents (
+    doc_id TEXT PRIMARY KEY,            -- sha256 hex of the file's bytes
+    file_name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    pages_total INTEGER NOT NULL,
+    pages_needing_ocr TEXT NOT NULL,    -- JSON list of 1-based page numbers
+    added_at TEXT NOT NULL,             -- ISO 8601, UTC
+    state TEXT NOT NULL CHECK (state IN ('pending', 'ready', 'removing'))
+);
+CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- the vector id in the index
+    doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
+    page INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX chunks_by_doc ON chunks(doc_id);
+CREATE INDEX documents_by_name ON documents(file_name);
+"""
+_CHUNK_COLUMNS = 'c.id, c.doc_id, d.file_name, c.page, c.start, c."end", c.text'
+
+
+class StoreFormatError(ValueError):
+    """The file is not an llmkit metadata store, or one from another version."""
+
+
+@dataclass
+class StoredChunk(Chunk):
+    """A chunk as stored: `id` is its vector id in the index."""
+
+    id: int
+
+
+@dataclass
+class DocumentRecord:
+    doc_id: str
+    file_name: str
+    path: str
+    pages_total: int
+    pages_needing_ocr: list[int]
+    added_at: str
+    n_chunks: int
+
+
+class MetadataStore:
+    def __init__(self, path: str | Path):
+        """Open the store at `path`, creating it when the file does not exist."""
+        self.path = Path(path)
+        exists = self.path.exists()
+        # Autocommit mode: every transaction is an explicit BEGIN IMMEDIATE ... COMMIT (see `_transaction`).
+        self._db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL, not WAL's usual NORMAL: the collection saves the index right after a commit and relies on
+            # that commit surviving a power cut (see rag.collection).
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            if exists:
+                self._check_format()
+            else:
+                with self._transaction():
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                    self._db.executemany("INSERT INTO meta VALUES (?, ?)",
+                                         [("format", FORMAT), ("version", str(FORMAT_VERSION))])
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _check_format(self) -> None:
+        try:
+            meta = dict(self._db.execute("SELECT key, value FROM meta"))
+        except sqlite3.DatabaseError as e:  # no meta table, or not an SQLite file at all
+            raise StoreFormatError(f"{self.path} is not an llmkit metadata store ({e})") from e
+        if meta.get("format") != FORMAT:
+            raise StoreFormatError(f"{self.path} is not an llmkit metadata store (format {meta.get('format')!r})")
+        if meta.get("version") != str(FORMAT_VERSION):
+            raise StoreFormatError(f"{self.path} has store format version {meta.get('version')!r}; this llmkit reads "
+                                   f"version {FORMAT_VERSION}: upgrade llmkit, or re-create the collection")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # --- writes ---------------------------------------------------------------------------------------------------
+
+    def add_document(self, report: LoadReport, chunks: list[Chunk], state: str = "ready") -> list[int]:
+        """Insert one document and its chunks in one transaction; returns the new chunk ids, in `chunks` order."""
+        return self.add_documents([(report, chunks)], state)[0]
+
+    def add_documents(self, documents: Iterable[tuple[LoadReport, list[Chunk]]],
+                      state: str = "ready") -> list[list[int]]:
+        """Several documents in one transaction; a document already present (in any state) raises ValueError."""
+        assert state in STATES, state
+        added_at = datetime.now(UTC).isoformat(timespec="seconds")
+        all_ids = []
+        with self._transaction() as db:
+            for report, chunks in documents:
+                assert report.ok and report.content_hash, "only loaded files are stored"
+                assert all(chunk.doc_id == report.content_hash for chunk in chunks), "chunks of another document"
+                try:
+                    db.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               (report.content_hash, report.name, report.path, report.pages_total,
+                                json.dumps(report.pages_needing_ocr), added_at, state))
+                except sqlite3.IntegrityError as e:
+                    raise ValueError(f"document {report.content_hash} ({report.name}) is already stored") from e
+                ids = []
+                for chunk in chunks:
+                    cursor = db.execute('INSERT INTO chunks (doc_id, page, start, "end", text) VALUES (?, ?, ?, ?, ?)',
+                                        (chunk.doc_id, chunk.page, chunk.start, chunk.end, chunk.text))
+                    ids.append(cursor.lastrowid)
+                all_ids.append(ids)
+        return all_ids
+
+    def set_state(self, doc_ids: Iterable[str], state: str) -> None:
+        assert state in STATES, state
+        with self._transaction() as db:
+            db.executemany("UPDATE documents SET state = ? WHERE doc_id = ?", [(state, d) for d in doc_ids])
+
+    def remove_document(self, doc_id: str) -> list[int]:
+        """Delete a document (in any state) and its chunks; returns the chunk ids removed ([] if it was absent)."""
+        with self._transaction() as db:
+            ids = [row[0] for row in db.execute("SELECT id FROM chunks WHERE doc_id = ? ORDER BY id", (doc_id,))]
+            db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))  # chunks go by ON DELETE CASCADE
+        return ids
+
+    # --- reads ----------------------------------------------------------------------------------------------------
+
+    def has_document(self, doc_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM documents WHERE doc_id = ? AND state = 'ready'",
+                                (doc_id,)).fetchone() is not None
+
+    def documents(self, state: str = "ready") -> list[DocumentRecord]:
+        """Documents in `state`, oldest first."""
+        rows = self._db.execute(
+            "SELECT d.doc_id, d.file_name, d.path, d.pages_total, d.pages_needing_ocr, d.added_at, "
+            "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id) "
+            "FROM documents d WHERE d.state = ? ORDER BY d.added_at, d.rowid", (state,))
+        return [DocumentRecord(d, name, path, total, json.loads(ocr), added, n)
+                for d, name, path, total, ocr, added, n in rows]
+
+    def chunk_ids(self, doc_id: str) -> list[int]:
+        return [row[0] for row in self._db.execute("SELECT id FROM chunks WHERE doc_id = ? ORDER BY id", (doc_id,))]
+
+    def chunks_by_ids(self, ids: Iterable[int]) -> list[StoredChunk]:
+        """The chunks with these ids, in the order asked (documents in any state); KeyError names missing ids."""
+        ids = [int(i) for i in ids]
+        found = {}
+        for start in range(0, len(ids), 500):  # stay under SQLite's limit on bound parameters
+            batch = ids[start: start + 500]
+            rows = self._db.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN documents d USING (doc_id) "
+                                    f"WHERE c.id IN ({','.join('?' * len(batch))})", batch)
+            found.update((row[0], _stored_chunk(row)) for row in rows)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise KeyError(f"no chunk with id(s) {missing[:10]} in {self.path}")
+        return [found[i] for i in ids]
+
+    def all_chunks(self) -> Iterator[StoredChunk]:
+        """Every chunk of every ready document, by id."""
+        rows = self._db.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN documents d USING (doc_id) "
+                                "WHERE d.state = 'ready' ORDER BY c.id")
+        return (_stored_chunk(row) for row in rows)
+
+    def count_chunks(self, state: str = "ready") -> int:
+        return self._db.execute("SELECT COUNT(*) FROM chunks c JOIN documents d USING (doc_id) WHERE d.state = ?",
+                                (state,)).fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _stored_chunk(row: tuple) -> StoredChunk:
+    chunk_id, doc_id, file_name, page, start, end, text = row
+    return StoredChunk(doc_id=doc_id, file_name=file_name, page=page, start=start, end=end, text=text, id=chunk_id)
