@@ -1,0 +1,142 @@
+"""Retriever: dense search and BM25 fused by reciprocal rank fusion, with optional MMR and a document filter.
+
+BM25 (bm25s) finds the exact words an embedding blurs (a part number, a rare term); the dense index finds
+paraphrases. Reciprocal rank fusion (Cormack et al., 2009) adds 1 / (RRF_K + rank) over both lists, so
+the two score scales never need calibrating. The BM25 index lives in memory, built from the store's
+chunks and rebuilt whenever the collection's documents change. Scores are exposed on every hit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import bm25s
+import numpy as np
+
+from rag.collection import Collection
+from rag.store import StoredChunk
+
+RRF_K = 60  # the constant of Cormack et al.: damps the weight of the very first ranks
+CANDIDATES = 50  # taken from each method before fusing, filtering and MMR
+Mode = Literal["hybrid", "dense", "bm25"]
+
+
+@dataclass
+class Hit:
+    chunk: StoredChunk
+    score: float  # what ranked it: RRF (hybrid), cosine (dense) or BM25 (bm25); MMR reorders but keeps it
+    dense_score: float | None = None  # cosine similarity to the query, when the dense search found it
+    bm25_score: float | None = None
+
+
+class Retriever:
+    def __init__(self, collection: Collection, candidates: int = CANDIDATES):
+        self.collection = collection
+        self.candidates = candidates
+        self._bm25: tuple[tuple, bm25s.BM25 | None, list[int]] | None = None  # (contents key, index, chunk ids)
+
+    def search(self, query: str, k: int = 5, mode: Mode = "hybrid", documents: list[str] | None = None,
+               mmr: float | None = None) -> list[Hit]:
+        """The k best chunks for `query`, best first.
+
+        `documents`: only chunks of these documents (content hashes or file names). `mmr`: a lambda in
+        [0, 1] trading relevance (1) against diversity (0) among the fused candidates.
+        """
+        if not query.strip():
+            raise ValueError("the query is empty")
+        if mode not in ("hybrid", "dense", "bm25"):
+            raise ValueError(f"mode must be 'hybrid', 'dense' or 'bm25', got {mode!r}")
+        if mmr is not None and not 0 <= mmr <= 1:
+            raise ValueError(f"mmr must lie in [0, 1], got {mmr}")
+        allowed = self._allowed_docs(documents)
+        dense = self._dense(query, allowed) if mode != "bm25" else {}
+        lexical = self._lexical(query, allowed) if mode != "dense" else {}
+        if mode == "dense":
+            ranked = sorted(dense, key=lambda i: -dense[i])
+            scores = dense
+        elif mode == "bm25":
+            ranked = sorted(lexical, key=lambda i: -lexical[i])
+            scores = lexical
+        else:
+            scores = rrf([sorted(dense, key=lambda i: -dense[i]), sorted(lexical, key=lambda i: -lexical[i])])
+            ranked = sorted(scores, key=lambda i: (-scores[i], i))
+        if mmr is not None:
+            ranked = self._mmr(query, ranked[: self.candidates], k, mmr)
+        ranked = ranked[:k]
+        chunks = self.collection.store.chunks_by_ids(ranked)
+        return [Hit(chunk, scores[i], dense.get(i), lexical.get(i)) for i, chunk in zip(ranked, chunks, strict=True)]
+
+    def _allowed_docs(self, documents: list[str] | None) -> set[str] | None:
+        if documents is None:
+            return None
+        known = self.collection.store.documents()
+        allowed = {d.doc_id for d in known if d.doc_id in documents or d.file_name in documents}
+        if not allowed:
+            raise ValueError(f"none of {documents} is in collection {self.collection.name!r}")
+        return allowed
+
+    def _dense(self, query: str, allowed: set[str] | None) -> dict[int, float]:
+        index = self.collection.index
+        if len(index) == 0:
+            return {}
+        # With a filter, search everything: the best chunks of one document may rank far down overall.
+        k = len(index) if allowed is not None else min(self.candidates, len(index))
+        scores, ids = index.search(self.collection.embedder.embed([query]), k)  # (1, k)
+        hits = {int(i): float(s) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0}
+        return self._keep(hits, allowed)
+
+    def _lexical(self, query: str, allowed: set[str] | None) -> dict[int, float]:
+        bm25, ids = self._bm25_index()
+        if bm25 is None:
+            return {}
+        k = len(ids) if allowed is not None else min(self.candidates, len(ids))
+        found, scores = bm25.retrieve(_tokenize([query]), k=k, show_progress=False)  # (1, k)
+        hits = {ids[int(p)]: float(s) for p, s in zip(found[0], scores[0], strict=True) if s > 0}
+        return self._keep(hits, allowed)
+
+    def _keep(self, hits: dict[int, float], allowed: set[str] | None) -> dict[int, float]:
+        if allowed is None or not hits:
+            return hits
+        chunks = self.collection.store.chunks_by_ids(hits)
+        return {c.id: hits[c.id] for c in chunks if c.doc_id in allowed}
+
+    def _bm25_index(self) -> tuple[bm25s.BM25 | None, list[int]]:
+        store = self.collection.store
+        key = (tuple(d.doc_id for d in store.documents()), store.count_chunks())
+        if self._bm25 is None or self._bm25[0] != key:
+            chunks = list(store.all_chunks())
+            index = None
+            if chunks:
+                index = bm25s.BM25()
+                index.index(_tokenize([c.text for c in chunks]), show_progress=False)
+            self._bm25 = (key, index, [c.id for c in chunks])
+        return self._bm25[1], self._bm25[2]
+
+    def _mmr(self, query: str, candidates: list[int], k: int, lam: float) -> list[int]:
+        """Maximal marginal relevance (Carbonell & Goldstein, 1998) over the candidates' embeddings."""
+        if not candidates:
+            return []
+        texts = [c.text for c in self.collection.store.chunks_by_ids(candidates)]
+        vectors = self.collection.embedder.embed([query, *texts])
+        relevance, similarity = vectors[1:] @ vectors[0], vectors[1:] @ vectors[1:].T  # (n,), (n, n)
+        chosen: list[int] = []
+        while len(chosen) < min(k, len(candidates)):
+            redundancy = similarity[:, chosen].max(axis=1) if chosen else np.zeros(len(candidates))
+            value = lam * relevance - (1 - lam) * redundancy
+            value[chosen] = -np.inf
+            chosen.append(int(value.argmax()))
+        return [candidates[i] for i in chosen]
+
+
+def rrf(rankings: list[list[int]], k: int = RRF_K) -> dict[int, float]:
+    """Reciprocal rank fusion of best-first id lists: sum over lists of 1 / (k + rank), ranks from 1."""
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
+    return fused
+
+
+def _tokenize(texts: list[str]):
+    return bm25s.tokenize(texts, stopwords="en", show_progress=False)

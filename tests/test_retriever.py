@@ -1,0 +1,110 @@
+"""Hybrid retrieval over the demo PDFs: RRF equals its formula, BM25 finds rare words, filters and MMR hold."""
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.collection import Collection
+from rag.embeddings import SentenceTransformerEmbedder
+from rag.retriever import RRF_K, Retriever, rrf
+
+DEMO = Path(__file__).resolve().parents[1] / "data" / "pdfs" / "demo"
+GUIDE = "nist-sp800-90b-entropy-suite-user-guide.pdf"
+SRX = "nist-srx-proxy-protocol-3.0.pdf"
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture(scope="module")
+def retriever(tmp_path_factory, embedder):
+    collection = Collection.open("demo", data_dir=tmp_path_factory.mktemp("data"), embedder=embedder)
+    reports = collection.add_files([DEMO / GUIDE, DEMO / SRX])
+    assert all(r.ok for r in reports)
+    yield Retriever(collection)
+    collection.close()
+
+
+def test_hybrid_ranking_is_reciprocal_rank_fusion_of_both_lists(retriever):
+    query = "how is min-entropy estimated for non-IID data"
+    dense = [h.chunk.id for h in retriever.search(query, k=retriever.candidates, mode="dense")]
+    lexical = [h.chunk.id for h in retriever.search(query, k=retriever.candidates, mode="bm25")]
+    expected = {}
+    for ranking in (dense, lexical):
+        for rank, chunk_id in enumerate(ranking, start=1):
+            expected[chunk_id] = expected.get(chunk_id, 0) + 1 / (RRF_K + rank)
+    best = sorted(expected, key=lambda i: (-expected[i], i))[:8]
+    hits = retriever.search(query, k=8)
+    assert [h.chunk.id for h in hits] == best
+    assert all(abs(h.score - expected[h.chunk.id]) < 1e-12 for h in hits)
+    assert all(h.dense_score is not None or h.bm25_score is not None for h in hits)
+
+
+def test_bm25_finds_a_word_that_occurs_in_one_chunk_only(retriever):
+    chunks = list(retriever.collection.store.all_chunks())
+    words = {c.id: set(re.findall(r"\b\w\w+\b", c.text.lower())) for c in chunks}  # bm25s' own token pattern
+    counts = Counter(w for ws in words.values() for w in ws)
+    rare = sorted(w for w, n in counts.items() if n == 1 and len(w) >= 9 and w.isalpha())[:5]
+    assert rare
+    for word in rare:
+        owner = next(i for i, ws in words.items() if word in ws)
+        assert retriever.search(word, k=1, mode="bm25")[0].chunk.id == owner
+        assert owner in [h.chunk.id for h in retriever.search(word, k=5)]
+
+
+def test_hybrid_puts_the_page_with_the_exact_phrase_first(retriever):
+    hits = retriever.search("Markov estimate method", k=3)
+    assert hits[0].chunk.file_name == GUIDE and hits[0].chunk.page == 3
+
+
+def test_document_filter(retriever):
+    for name in (GUIDE, SRX):
+        hits = retriever.search("protocol message format", k=10, documents=[name])
+        assert hits and all(h.chunk.file_name == name for h in hits)
+    with pytest.raises(ValueError, match="none of"):
+        retriever.search("anything", documents=["missing.pdf"])
+
+
+def test_mmr_diversifies_without_losing_the_best_hit(retriever, embedder):
+    query = "entropy estimation"
+    plain = retriever.search(query, k=6)
+    diverse = retriever.search(query, k=6, mmr=0.3)
+
+    def mean_similarity(hits):
+        vectors = embedder.embed([h.chunk.text for h in hits])
+        similarity = vectors @ vectors.T
+        return (similarity.sum() - len(hits)) / (len(hits) * (len(hits) - 1))
+
+    assert len(diverse) == 6
+    assert mean_similarity(diverse) < mean_similarity(plain)
+    relevance = embedder.embed([query] + [h.chunk.text for h in diverse])
+    assert int(np.argmax(relevance[1:] @ relevance[0])) == 0  # MMR's first pick is the most relevant
+
+
+def test_removed_documents_leave_bm25_too(tmp_path, embedder):
+    collection = Collection.open("removal", data_dir=tmp_path, embedder=embedder)
+    collection.add_files([DEMO / GUIDE, DEMO / SRX])
+    retriever = Retriever(collection)
+    assert {h.chunk.file_name for h in retriever.search("SRx proxy", k=10, mode="bm25")} >= {SRX}
+    collection.remove(SRX)
+    for mode in ("bm25", "dense", "hybrid"):
+        assert all(h.chunk.file_name == GUIDE for h in retriever.search("SRx proxy", k=10, mode=mode))
+    collection.close()
+
+
+def test_bad_queries_and_an_empty_collection(tmp_path, embedder, retriever):
+    with pytest.raises(ValueError, match="empty"):
+        retriever.search("   ")
+    with pytest.raises(ValueError, match="mode"):
+        retriever.search("x", mode="sparse")
+    with Collection.open("empty", data_dir=tmp_path, embedder=embedder) as empty:
+        assert Retriever(empty).search("anything") == []
+
+
+def test_rrf_formula():
+    assert rrf([[1, 2], [2, 3]], k=60) == {1: 1 / 61, 2: 1 / 62 + 1 / 61, 3: 1 / 62}
