@@ -17,8 +17,8 @@ re-embedded. Search sees ready documents only. As a last resort, if the index is
 its size disagrees with the store's ready chunks (deleted or damaged by hand), it is rebuilt by
 re-embedding every chunk text from the store, with a warning.
 
-Does not: lock (one process writes a collection at a time), do OCR, or rank with BM25 (dense only; the
-retriever adds BM25 and fusion). Errors of the environment (a full disk while saving) propagate; bad
+Does not: lock (one process writes a collection at a time), do OCR, or search: `rag.retriever.Retriever`
+reads a collection (dense, BM25 or both). Errors of the environment (a full disk while saving) propagate; bad
 input files are reported in their `LoadReport` and the batch goes on.
 """
 
@@ -37,7 +37,7 @@ from rag.chunking import chunk_pages, make_splitter
 from rag.embeddings import Embedder
 from rag.index import IndexFormatError, VectorIndex, load_index, make_index
 from rag.loaders import LoadReport, Page, load_file, load_files
-from rag.store import DocumentRecord, MetadataStore, StoredChunk
+from rag.store import DocumentRecord, MetadataStore
 
 HOME_ENV = "LLMKIT_HOME"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -196,15 +196,6 @@ class Collection:
 
     def documents(self) -> list[DocumentRecord]:
         return self.store.documents()
-
-    def search(self, query: str, k: int = 5) -> list[tuple[float, StoredChunk]]:
-        """The k chunks most similar to `query` (cosine), best first. Dense only."""
-        if len(self.index) == 0:
-            return []
-        scores, ids = self.index.search(self.embedder.embed([query]), k)  # (1, k) each
-        hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
-        chunks = self.store.chunks_by_ids([i for _, i in hits])
-        return [(score, chunk) for (score, _), chunk in zip(hits, chunks, strict=True)]
 
     def __len__(self) -> int:
         """The number of chunks (= vectors) searchable."""

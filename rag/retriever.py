@@ -18,7 +18,7 @@ from rag.collection import Collection
 from rag.store import StoredChunk
 
 RRF_K = 60  # the constant of Cormack et al.: damps the weight of the very first ranks
-CANDIDATES = 50  # taken from each method before fusing, filtering and MMR
+CANDIDATES = 50  # taken from each method (or k, if larger) before fusing, filtering and MMR
 Mode = Literal["hybrid", "dense", "bm25"]
 
 
@@ -50,8 +50,8 @@ class Retriever:
         if mmr is not None and not 0 <= mmr <= 1:
             raise ValueError(f"mmr must lie in [0, 1], got {mmr}")
         allowed = self._allowed_docs(documents)
-        dense = self._dense(query, allowed) if mode != "bm25" else {}
-        lexical = self._lexical(query, allowed) if mode != "dense" else {}
+        dense = self._dense(query, k, allowed) if mode != "bm25" else {}
+        lexical = self._lexical(query, k, allowed) if mode != "dense" else {}
         if mode == "dense":
             ranked = sorted(dense, key=lambda i: -dense[i])
             scores = dense
@@ -76,21 +76,21 @@ class Retriever:
             raise ValueError(f"none of {documents} is in collection {self.collection.name!r}")
         return allowed
 
-    def _dense(self, query: str, allowed: set[str] | None) -> dict[int, float]:
+    def _dense(self, query: str, k: int, allowed: set[str] | None) -> dict[int, float]:
         index = self.collection.index
         if len(index) == 0:
             return {}
         # With a filter, search everything: the best chunks of one document may rank far down overall.
-        k = len(index) if allowed is not None else min(self.candidates, len(index))
+        k = len(index) if allowed is not None else min(max(k, self.candidates), len(index))
         scores, ids = index.search(self.collection.embedder.embed([query]), k)  # (1, k)
         hits = {int(i): float(s) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0}
         return self._keep(hits, allowed)
 
-    def _lexical(self, query: str, allowed: set[str] | None) -> dict[int, float]:
+    def _lexical(self, query: str, k: int, allowed: set[str] | None) -> dict[int, float]:
         bm25, ids = self._bm25_index()
         if bm25 is None:
             return {}
-        k = len(ids) if allowed is not None else min(self.candidates, len(ids))
+        k = len(ids) if allowed is not None else min(max(k, self.candidates), len(ids))
         found, scores = bm25.retrieve(_tokenize([query]), k=k, show_progress=False)  # (1, k)
         hits = {ids[int(p)]: float(s) for p, s in zip(found[0], scores[0], strict=True) if s > 0}
         return self._keep(hits, allowed)
