@@ -228,8 +228,7 @@ class Engine:
         if stream.cancelled:
             return self._finish(stream, "cancelled")
         allowed = stream.constraint.allowed(logits.shape[-1]) if stream.constraint is not None else None
-        token = next_token(logits, stream.params, stream.prompt_ids + stream.generated, stream.generated,
-                           allowed, stream.generator)
+        token = next_token(logits, stream.params, stream.prompt_ids, stream.generated, allowed, stream.generator)
         if token in self.stop_ids:
             return self._finish(stream, "stop")
         stream.generated.append(token)

@@ -90,15 +90,16 @@ def min_p_mask(probs: torch.Tensor, min_p: float) -> torch.Tensor:
     return probs >= min_p * probs.max()
 
 
-def next_token(logits: torch.Tensor, params: SamplingParams, seen_ids: list[int], generated_ids: list[int],
+def next_token(logits: torch.Tensor, params: SamplingParams, prompt_ids: list[int], generated_ids: list[int],
                allowed: torch.Tensor | None = None, generator: torch.Generator | None = None) -> int:
     """One sequence's next token from its logits (vocab,), after every processing step.
 
-    `seen_ids` (prompt + output) feed the repetition penalty; `allowed` is a constraint's mask.
+    Prompt and output feed the repetition penalty; `allowed` is a constraint's mask.
     """
     if params.logits_processor is not None:
         logits = params.logits_processor(generated_ids, logits)
-    logits = apply_repetition_penalty(logits, seen_ids, params.repetition_penalty)
+    if params.repetition_penalty != 1.0:  # joining prompt and output costs O(length) per token: only when used
+        logits = apply_repetition_penalty(logits, prompt_ids + generated_ids, params.repetition_penalty)
     if params.logit_bias:
         logits = logits.clone()
         for token_id, bias in params.logit_bias.items():

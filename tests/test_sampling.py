@@ -77,6 +77,9 @@ def test_greedy_constraint_and_bias():
     assert next_token(logits, SamplingParams(), [], []) == best
     assert next_token(logits, SamplingParams(top_k=1, temperature=5.0), [], []) == best
     assert next_token(logits, SamplingParams(logit_bias={4: 1e3}), [], []) == 4
+    second = int(logits.topk(2).indices[1])
+    penalised = SamplingParams(repetition_penalty=1e6)  # the best token, once in the prompt or the output, loses
+    assert next_token(logits, penalised, [best], []) == next_token(logits, penalised, [], [best]) == second
     allowed = torch.zeros(50, dtype=torch.bool)
     allowed[[9, 11]] = True
     assert next_token(logits, SamplingParams(temperature=1.0, seed=0), [], [], allowed) in (9, 11)
