@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from core import LLM, ModelLoadError
@@ -73,6 +74,125 @@ def cmd_serve(args: argparse.Namespace) -> None:
     serve(_load(args), host=args.host, port=args.port, model_name=args.model_name)
 
 
+def _open_collection(args: argparse.Namespace, must_exist: bool = True):
+    from rag import Collection, collection_names  # sentence-transformers loads only for these commands
+
+    if must_exist and args.collection not in collection_names(args.data_dir):
+        sys.exit(f"llmkit: there is no collection {args.collection!r} (`llmkit index list` shows them; "
+                 "`llmkit index add` creates one)")
+    try:
+        return Collection.open(args.collection, args.data_dir)
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"llmkit: {error}")
+
+
+def _progress_bar():
+    """A tqdm bar per ingest stage on stderr, as `Collection.add_files` reports progress."""
+    from tqdm import tqdm
+
+    bars = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            bars[stage] = tqdm(total=total, desc={"load": "reading", "embed": "embedding"}.get(stage, stage),
+                               unit="file" if stage == "load" else "chunk", file=sys.stderr)
+        bars[stage].update(done - bars[stage].n)
+        if done >= total:
+            bars[stage].close()
+
+    return update
+
+
+def cmd_index_add(args: argparse.Namespace) -> None:
+    with _open_collection(args, must_exist=False) as collection:
+        reports = collection.add_files(args.files, password=args.password, progress=_progress_bar())
+        failed = 0
+        for report in reports:
+            if report.error:
+                failed += 1
+                print(f"{report.name}: ERROR {report.error}")
+                continue
+            ocr = f", {len(report.pages_needing_ocr)} need OCR" if report.pages_needing_ocr else ""
+            print(f"{report.name}: {report.pages_with_text}/{report.pages_total} pages with text{ocr}")
+            for warning in report.warnings:
+                print(f"  warning: {warning}")
+        print(f"collection {collection.name!r}: {len(collection.documents())} documents, {len(collection)} chunks")
+    if failed:  # the others are indexed; the exit status tells scripts that not everything was
+        sys.exit(1)
+
+
+def cmd_index_list(args: argparse.Namespace) -> None:
+    from rag import collection_names
+
+    if args.collection is None:
+        for name in collection_names(args.data_dir):
+            print(name)
+        return
+    with _open_collection(args) as collection:
+        for doc in collection.documents():
+            ocr = f", {len(doc.pages_needing_ocr)} pages need OCR" if doc.pages_needing_ocr else ""
+            print(f"{doc.file_name}\t{doc.pages_total} pages, {doc.n_chunks} chunks{ocr}\t"
+                  f"{doc.doc_id[:12]}\t{doc.added_at}")
+
+
+def cmd_index_remove(args: argparse.Namespace) -> None:
+    with _open_collection(args) as collection:
+        missing = [name for name in args.files if collection.remove(name) == 0]
+    for name in missing:
+        print(f"llmkit: no document {name!r} in collection {args.collection!r}", file=sys.stderr)
+    if missing:
+        sys.exit(1)
+
+
+def _source_json(hit) -> dict:
+    return {"file": hit.chunk.file_name, "page": hit.chunk.page, "text": hit.chunk.text, "score": hit.score}
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    with _open_collection(args) as collection:
+        from rag import Retriever
+
+        try:
+            hits = Retriever(collection).search(args.query, k=args.k, mode=args.mode)
+        except ValueError as error:
+            sys.exit(f"llmkit: {error}")
+    if args.json:
+        print(json.dumps({"sources": [_source_json(hit) for hit in hits]}, ensure_ascii=False))
+        return
+    for rank, hit in enumerate(hits, start=1):
+        print(f"{rank}. [{hit.chunk.file_name} p. {hit.chunk.page}] score {hit.score:.4f}\n   "
+              + " ".join(hit.chunk.text.split())[:300])
+
+
+def cmd_ask(args: argparse.Namespace) -> None:
+    from rag import Retriever, stream_answer
+
+    with _open_collection(args) as collection:
+        llm = _load(args)
+        try:
+            stream = stream_answer(Retriever(collection), llm, args.question, k=args.k, mode=args.mode,
+                                   max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                   top_p=args.top_p, seed=args.seed)
+            for delta in stream:
+                if not args.json:
+                    print(delta, end="", flush=True)
+        except ValueError as error:
+            sys.exit(f"llmkit: {error}")
+    answer = stream.answer
+    if args.json:
+        print(json.dumps(answer.to_json(), ensure_ascii=False))
+        return
+    print()
+    if answer.invalid_citations:
+        print(f"(removed citations of pages that were not retrieved: {', '.join(answer.invalid_citations)})")
+    if answer.sources:
+        print("\nSources:")
+    for source in answer.sources:
+        mark = "*" if source.cited else " "
+        print(f"{mark}[{source.number}] {source.file} p. {source.page} (score {source.score:.4f}): "
+              + " ".join(source.text.split())[:200])
+
+
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="a .gguf file, a Hugging Face checkpoint directory or model id "
                         "(default: env LLMKIT_MODEL, else the embedded SmolLM2-135M-Instruct)")
@@ -106,7 +226,42 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network, without any auth")
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(run=cmd_serve)
+    _add_rag_commands(commands)
     return parser
+
+
+def _add_rag_commands(commands) -> None:
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument("--data-dir", help="where collections live (default: env LLMKIT_HOME, else "
+                          "~/.local/share/llmkit)")
+    index = commands.add_parser("index", help="add, list and remove the documents of a collection")
+    actions = index.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", parents=[data_dir], help="read, chunk, embed and index files (PDF, txt, md, "
+                             "html); the collection is created if missing")
+    add.add_argument("collection")
+    add.add_argument("files", nargs="+")
+    add.add_argument("--password", help="for encrypted PDFs")
+    add.set_defaults(run=cmd_index_add)
+    listing = actions.add_parser("list", parents=[data_dir], help="the collections, or the documents of one")
+    listing.add_argument("collection", nargs="?")
+    listing.set_defaults(run=cmd_index_list)
+    remove = actions.add_parser("remove", parents=[data_dir], help="remove documents (by file name or id)")
+    remove.add_argument("collection")
+    remove.add_argument("files", nargs="+")
+    remove.set_defaults(run=cmd_index_remove)
+
+    retrieval = argparse.ArgumentParser(add_help=False, parents=[data_dir])
+    retrieval.add_argument("collection")
+    retrieval.add_argument("--k", type=int, default=5, help="chunks to retrieve (default 5)")
+    retrieval.add_argument("--mode", default="hybrid", choices=["hybrid", "dense", "bm25"])
+    retrieval.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    search = commands.add_parser("search", parents=[retrieval], help="print the chunks retrieved for QUERY")
+    search.add_argument("query")
+    search.set_defaults(run=cmd_search)
+    ask = commands.add_parser("ask", parents=[retrieval], help="answer QUESTION from a collection, with sources")
+    ask.add_argument("question")
+    _add_generation_flags(ask, max_new_tokens=256)
+    ask.set_defaults(run=cmd_ask)
 
 
 def main(argv: list[str] | None = None) -> None:

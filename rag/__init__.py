@@ -1,13 +1,14 @@
-"""llmkit rag: document ingestion, embeddings, a persistent index and hybrid retrieval (cited answers: next)."""
+"""llmkit rag: document ingestion, embeddings, a persistent index, hybrid retrieval and cited answers."""
 
+from rag.answer import Answer, AnswerStream, Source, answer, stream_answer
 from rag.chunking import Chunk, chunk_pages, make_splitter
-from rag.collection import Collection
+from rag.collection import Collection, collection_names
 from rag.embeddings import Embedder, SentenceTransformerEmbedder
 from rag.index import VectorIndex, load_index, make_index
 from rag.loaders import LoadReport, Page, load_file, load_files
 from rag.retriever import Hit, Retriever
 from rag.store import MetadataStore
 
-__all__ = ["Chunk", "Collection", "Embedder", "Hit", "LoadReport", "MetadataStore", "Page", "Retriever",
-           "SentenceTransformerEmbedder", "VectorIndex", "chunk_pages", "load_file", "load_files", "load_index",
-           "make_index", "make_splitter"]
+__all__ = ["Answer", "AnswerStream", "Chunk", "Collection", "Embedder", "Hit", "LoadReport", "MetadataStore", "Page",
+           "Retriever", "SentenceTransformerEmbedder", "Source", "VectorIndex", "answer", "chunk_pages",
+           "collection_names", "load_file", "load_files", "load_index", "make_index", "make_splitter", "stream_answer"]

@@ -56,6 +56,12 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "llmkit"
 
 
+def collection_names(data_dir: str | Path | None = None) -> list[str]:
+    """The collections under the data dir, sorted."""
+    root = Path(data_dir or default_data_dir()) / "collections"
+    return sorted(p.name for p in root.iterdir() if (p / "store.sqlite").exists()) if root.is_dir() else []
+
+
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ValueError(f"invalid collection name {name!r}: use 1 to 64 letters, digits, '-' or '_'")

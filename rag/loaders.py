@@ -15,9 +15,11 @@ What it deliberately does not do:
 """
 
 import codecs
+import contextlib
 import hashlib
 import io
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -85,7 +87,8 @@ def load_file(path: str | Path, password: str | None = None) -> tuple[list[Page]
         data = _read_bytes(path)
         report.content_hash = hashlib.sha256(data).hexdigest()
         if kind == "pdf":
-            pages = _load_pdf(data, password, report)
+            with _pypdf_log_to(report):
+                pages = _load_pdf(data, password, report)
         else:
             text = _decode_text(data, report)
             pages = _split_pages(_html_to_text(text) if kind == "html" else text, report)
@@ -126,6 +129,26 @@ def load_files(
         if progress is not None:
             progress(done, len(paths), Path(path).name)
     return results
+
+
+@contextlib.contextmanager
+def _pypdf_log_to(report: LoadReport) -> Iterator[None]:
+    """pypdf logs the damage it repairs ("Ignoring wrong pointing object"); that belongs in the file's report,
+    once, not on the user's terminal."""
+    messages: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("pypdf")
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+        if messages:
+            more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
+            report.warnings.append(f"the PDF is damaged and was read with repairs: {messages[0]}{more}")
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -94,3 +94,18 @@ def smollm2_path():
     from core.resolve import embedded_model_path
 
     return embedded_model_path()
+
+
+DEMO_PDFS = Path(__file__).parent.parent / "data" / "pdfs" / "demo"
+
+
+@pytest.fixture(scope="session")
+def demo_data_dir(tmp_path_factory):
+    """A data dir holding collection "demo": the two committed NIST PDFs, embedded once per run. Read-only."""
+    from rag import Collection
+
+    data_dir = tmp_path_factory.mktemp("llmkit-home")
+    with Collection.open("demo", data_dir=data_dir) as collection:
+        reports = collection.add_files(sorted(DEMO_PDFS.glob("*.pdf")))
+        assert all(report.ok for report in reports), reports
+    return data_dir

@@ -1,0 +1,198 @@
+"""Cited answers: retrieved chunks as numbered sources in the prompt, generation through `core`, citations checked.
+
+The prompt is the fixed system prompt, then earlier turns, then one user message holding the sources and
+the question; the fixed prefix is what the engine's prefix cache reuses across questions. The model is
+asked to cite with the tag printed above each source, `[file p. N]`; a bare `[n]` is accepted and
+rewritten to its tag. Every citation in the finished answer is checked against the retrieved chunks: a
+tag that matches none is removed from the text and listed in `Answer.invalid_citations`.
+
+"Nothing relevant": a chunk counts only if the embedder scores it at least `MIN_SIMILARITY` against the
+question (all-MiniLM-L6-v2 gives 0.35-0.6 to chunks that answer and under 0.25 to unrelated ones on the
+committed PDFs). With no such chunk, the model is not called and the answer says so.
+
+Does not: rewrite the question from the conversation, or check that a cited page supports the sentence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from rag.retriever import Hit, Mode, Retriever
+
+MIN_SIMILARITY = 0.3
+NOTHING_RELEVANT = "I could not find anything about this in the documents."
+SYSTEM_PROMPT = (
+    "You answer questions about the user's documents using only the numbered sources given with the question. "
+    "End each sentence with the tag of its source in square brackets, as shown above the source, for example "
+    "[report.pdf p. 4]. If the sources do not contain the answer, say that the documents do not say. Be brief."
+)
+ANSWER_TOKENS = 256
+REPETITION_PENALTY = 1.1  # small models loop on long contexts when decoded greedily without it
+MAX_QUESTION_CHARS = 4000
+
+# Each with the blanks before it, so that a removed citation takes its space along.
+_TAG = re.compile(r"([ \t]*)\[([^\[\]\n]{1,200}?) p(?:\.|age)\s*(\d{1,5})\]")
+_NUMBER = re.compile(r"([ \t]*)\[(\d{1,2})\]")
+
+
+@dataclass
+class Source:
+    number: int  # 1-based, as numbered in the prompt
+    file: str
+    page: int  # 1-based
+    text: str
+    score: float  # the retriever's ranking score
+    similarity: float  # cosine of question and chunk
+    cited: bool = False
+
+    @property
+    def tag(self) -> str:
+        return f"[{self.file} p. {self.page}]"
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "page": self.page, "text": self.text, "score": self.score}
+
+
+@dataclass
+class Answer:
+    text: str  # what the model wrote, with citations normalised to tags and invalid ones removed
+    sources: list[Source]  # the retrieved chunks the model was given, in prompt order
+    invalid_citations: list[str] = field(default_factory=list)  # tags that matched no source, as written
+    finish_reason: str = "stop"  # "stop", "length", "nothing_relevant"
+
+    @property
+    def cited_sources(self) -> list[Source]:
+        return [s for s in self.sources if s.cited]
+
+    def to_json(self) -> dict:
+        return {"answer": self.text, "sources": [s.to_json() for s in self.sources],
+                "invalid_citations": self.invalid_citations}
+
+
+class AnswerStream:
+    """Iterate for the answer's text deltas as the model writes them; then `answer` holds the checked Answer."""
+
+    def __init__(self, deltas: Iterator[str], sources: list[Source], stream=None):
+        self.sources = sources
+        self.answer: Answer | None = None
+        self._deltas = deltas
+        self._stream = stream  # the core GenerationStream, None on the nothing-relevant path
+
+    def __iter__(self) -> Iterator[str]:
+        written = []
+        for delta in self._deltas:
+            written.append(delta)
+            yield delta
+        finish = self._stream.finish_reason if self._stream is not None else "nothing_relevant"
+        text, invalid = check_citations("".join(written), self.sources)
+        self.answer = Answer(text, self.sources, invalid, finish)
+
+    def cancel(self) -> None:
+        if self._stream is not None:
+            self._stream.cancel()
+
+
+def stream_answer(retriever: Retriever, llm, question: str, k: int = 5, mode: Mode = "hybrid",
+                  history: list[dict] | None = None, documents: list[str] | None = None,
+                  min_similarity: float = MIN_SIMILARITY, **sampling) -> AnswerStream:
+    """Retrieve k chunks for `question` and stream an answer citing them.
+
+    `llm`: a core.LLM (anything with `stream(messages, **sampling)` and `prompt_ids` works). `history`:
+    earlier {"role", "content"} turns of this conversation, oldest first; the oldest are dropped if the
+    prompt would not fit the context. `sampling`: as for `LLM.stream` (default: greedy, ANSWER_TOKENS,
+    REPETITION_PENALTY).
+    """
+    question = question.strip()
+    if not question:
+        raise ValueError("the question is empty")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise ValueError(f"the question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}")
+    sources = relevant_sources(retriever, question, k, mode, documents, min_similarity)
+    if not sources:
+        return AnswerStream(iter([NOTHING_RELEVANT]), [])
+    sampling = {"max_new_tokens": ANSWER_TOKENS, "temperature": 0.0, "repetition_penalty": REPETITION_PENALTY,
+                **sampling}
+    messages = fit_prompt(llm, sources, question, list(history or []), sampling["max_new_tokens"])
+    stream = llm.stream(messages, **sampling)
+    return AnswerStream(iter(stream), sources, stream)
+
+
+def answer(retriever: Retriever, llm, question: str, **options) -> Answer:
+    """`stream_answer`, consumed."""
+    stream = stream_answer(retriever, llm, question, **options)
+    for _ in stream:
+        pass
+    return stream.answer
+
+
+def relevant_sources(retriever: Retriever, question: str, k: int, mode: Mode, documents: list[str] | None,
+                     min_similarity: float) -> list[Source]:
+    """The retrieved chunks the embedder finds related to the question, numbered in rank order."""
+    hits = retriever.search(question, k=k, mode=mode, documents=documents)
+    similarities = _similarities(retriever, question, hits)
+    kept = [(hit, sim) for hit, sim in zip(hits, similarities, strict=True) if sim >= min_similarity]
+    return [Source(n, hit.chunk.file_name, hit.chunk.page, hit.chunk.text, hit.score, sim)
+            for n, (hit, sim) in enumerate(kept, start=1)]
+
+
+def _similarities(retriever: Retriever, question: str, hits: list[Hit]) -> list[float]:
+    """Cosine of question and chunk for every hit; hits that only BM25 found are embedded here."""
+    missing = [h for h in hits if h.dense_score is None]
+    if missing:
+        vectors = retriever.collection.embedder.embed([question, *(h.chunk.text for h in missing)])
+        scored = dict(zip((id(h) for h in missing), (vectors[1:] @ vectors[0]).tolist(), strict=True))
+    return [h.dense_score if h.dense_score is not None else scored[id(h)] for h in hits]
+
+
+def build_messages(sources: list[Source], question: str, history: list[dict]) -> list[dict]:
+    context = "\n\n".join(f"Source {s.number} {s.tag}:\n{s.text.strip()}" for s in sources)
+    user = f"Sources:\n\n{context}\n\nQuestion: {question}\nAnswer briefly, citing tags like {sources[0].tag}."
+    return [{"role": "system", "content": SYSTEM_PROMPT}, *history, {"role": "user", "content": user}]
+
+
+def fit_prompt(llm, sources: list[Source], question: str, history: list[dict], answer_tokens: int) -> list[dict]:
+    """The messages, dropping the oldest turns and then the lowest-ranked sources until the answer fits.
+
+    Raises ValueError when even the question with one source does not fit.
+    """
+    budget = llm.context_length - answer_tokens
+    sources = list(sources)
+    while True:
+        messages = build_messages(sources, question, history)
+        if len(llm.prompt_ids(messages)) <= budget:
+            return messages
+        if history:
+            history = history[2:]  # one question and its answer
+        elif len(sources) > 1:
+            sources.pop()
+        else:
+            raise ValueError(f"the question and its best source need more than the model's {budget} tokens "
+                             f"of prompt ({llm.context_length} tokens of context, {answer_tokens} kept for the answer)")
+
+
+def check_citations(text: str, sources: list[Source]) -> tuple[str, list[str]]:
+    """(text with citations normalised and invalid ones removed, the invalid citations as written).
+
+    Marks each cited source `cited`. `[n]` means source n; `[file p. N]` must name a source's file (or its
+    name without extension) and page.
+    """
+    by_number = {s.number: s for s in sources}
+    by_tag = {}
+    for source in sources:
+        for name in (source.file, source.file.rsplit(".", 1)[0]):
+            by_tag.setdefault((name.lower(), source.page), source)
+    invalid: list[str] = []
+
+    def replace(match: re.Match, source: Source | None) -> str:
+        if source is None:
+            invalid.append(match.group(0).strip())
+            return ""
+        source.cited = True
+        return match.group(1) + source.tag
+
+    text = _TAG.sub(lambda m: replace(m, by_tag.get((m.group(2).strip().lower(), int(m.group(3))))), text)
+    text = _NUMBER.sub(lambda m: replace(m, by_number.get(int(m.group(2)))), text)
+    return text.strip(), invalid
+

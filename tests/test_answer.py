@@ -1,0 +1,131 @@
+"""Cited answers over the committed PDFs: the real SmolLM2, the real embedder, citations checked."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from core import LLM
+from rag import Collection, Retriever, answer, stream_answer
+from rag.answer import NOTHING_RELEVANT, SYSTEM_PROMPT, Source, check_citations, fit_prompt
+
+GUIDE = "nist-sp800-90b-entropy-suite-user-guide.pdf"
+SRX = "nist-srx-proxy-protocol-3.0.pdf"
+CITATION = re.compile(r"\[([^\[\]]+) p\. (\d+)\]")
+
+
+@pytest.fixture(scope="module")
+def retriever(demo_data_dir):
+    with Collection.open("demo", data_dir=demo_data_dir) as collection:
+        yield Retriever(collection)
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return LLM.load()
+
+
+class ScriptedLLM:
+    """Writes a fixed reply, in pieces, whatever the prompt: to see what the checker makes of a given answer."""
+
+    context_length = 8192
+
+    def __init__(self, reply: str):
+        self.reply = reply
+        self.prompts: list[list[dict]] = []
+
+    def prompt_ids(self, messages):
+        return list(range(sum(len(m["content"]) // 4 for m in messages)))
+
+    def stream(self, messages, **sampling):
+        self.prompts.append(messages)
+        return ScriptedStream(self.reply)
+
+
+class ScriptedStream(list):
+    finish_reason = "stop"
+
+    def __init__(self, reply: str):
+        super().__init__(reply[i: i + 7] for i in range(0, len(reply), 7))
+
+
+def sources():
+    return [Source(1, GUIDE, 3, "markov.py contains the Markov estimate", 0.03, 0.5),
+            Source(2, SRX, 20, "the port", 0.02, 0.4)]
+
+
+def test_check_citations_keeps_retrieved_pages_and_drops_invented_ones():
+    text = (f"Markov is in markov.py [{GUIDE} p. 3]. Ports [2]. Made up [{GUIDE} p. 8]. "
+            f"No extension [nist-srx-proxy-protocol-3.0 p. 20]. Out of range [7].")
+    checked, invalid = check_citations(text, found := sources())
+    assert invalid == [f"[{GUIDE} p. 8]", "[7]"]
+    assert checked == (f"Markov is in markov.py [{GUIDE} p. 3]. Ports [{SRX} p. 20]. Made up. "
+                       f"No extension [{SRX} p. 20]. Out of range.")
+    assert [s.cited for s in found] == [True, True]
+
+
+def test_uncited_answer_marks_no_source():
+    checked, invalid = check_citations("Nothing cited here.", found := sources())
+    assert (checked, invalid) == ("Nothing cited here.", [])
+    assert not any(s.cited for s in found)
+
+
+def test_invented_citation_is_removed_from_a_streamed_answer(retriever):
+    reply = f"The Markov estimate is in markov.py [{GUIDE} p. 3]. See also [{GUIDE} p. 9] and [1]."
+    model = ScriptedLLM(reply)
+    stream = stream_answer(retriever, model, "Which file contains the Markov estimate method?")
+    assert "".join(stream) == reply  # deltas are what the model wrote, as it wrote them
+    result = stream.answer
+    assert result.sources[0].file == GUIDE and result.sources[0].page == 3
+    assert result.invalid_citations == [f"[{GUIDE} p. 9]"]
+    assert result.text == f"The Markov estimate is in markov.py [{GUIDE} p. 3]. See also and [{GUIDE} p. 3]."
+    prompt = model.prompts[0]
+    assert prompt[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    assert f"Source 1 [{GUIDE} p. 3]:" in prompt[-1]["content"]
+
+
+def test_real_model_answers_citing_only_retrieved_chunks(retriever, llm):
+    result = answer(retriever, llm, "What port does the SRx server listen on?", k=3, max_new_tokens=48)
+    assert result.finish_reason in ("stop", "length") and result.text
+    retrieved = {(s.file, s.page) for s in result.sources}
+    assert retrieved and all(s.file == SRX for s in result.sources)
+    for file, page in CITATION.findall(result.text):
+        assert (file, int(page)) in retrieved
+    assert all(s.similarity >= 0.3 for s in result.sources)
+
+
+@pytest.mark.parametrize("question", ["What is a good recipe for chocolate cake?",
+                                      "Who won the 2018 football world cup?"])
+def test_nothing_relevant_says_so_without_calling_the_model(retriever, question):
+    result = answer(retriever, None, question)  # a model call would fail: None has no `stream`
+    assert result.text == NOTHING_RELEVANT
+    assert result.sources == [] and result.finish_reason == "nothing_relevant"
+
+
+def test_system_prompt_is_reused_from_the_prefix_cache(retriever, llm):
+    cache = llm.engine.prefix_cache
+    answer(retriever, llm, "How do I run the non-IID tests?", k=2, max_new_tokens=4)
+    reused = cache.tokens_reused
+    answer(retriever, llm, "What is the Markov estimate?", k=2, max_new_tokens=4)
+    system_tokens = len(llm.prompt_ids([{"role": "system", "content": SYSTEM_PROMPT}]))
+    assert cache.tokens_reused - reused >= system_tokens - 2  # all but the tokens that open the user turn
+
+
+def test_prompt_that_does_not_fit_drops_history_then_sources():
+    model = ScriptedLLM("")
+    found = sources() * 3
+    history = [{"role": "user", "content": "x" * 4000}, {"role": "assistant", "content": "y" * 4000}]
+    model.context_length = 600
+    messages = fit_prompt(model, found, "q?", history, answer_tokens=100)
+    assert len(messages) == 2  # the turns went first
+    assert len(model.prompt_ids(messages)) <= 500
+    model.context_length = 120
+    with pytest.raises(ValueError, match="need more than the model's"):
+        fit_prompt(model, [Source(1, GUIDE, 3, "z" * 2000, 0.1, 0.5)], "q?", [], answer_tokens=100)
+
+
+@pytest.mark.parametrize("question, message", [("   ", "empty"), ("x" * 5000, "limit is 4000")])
+def test_bad_questions_are_refused(retriever, question, message):
+    with pytest.raises(ValueError, match=message):
+        stream_answer(retriever, None, question)
