@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: install
-	$(BIN)/llmkit chat
+	$(BIN)/llmkit pdf-chat
 
 test: install
 	$(BIN)/ruff check .

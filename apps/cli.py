@@ -193,6 +193,15 @@ def cmd_ask(args: argparse.Namespace) -> None:
               + " ".join(source.text.split())[:200])
 
 
+def cmd_pdf_chat(args: argparse.Namespace) -> None:
+    from apps.pdf_chat import main  # gradio loads only for this command
+
+    try:
+        main(host=args.host, port=args.port, collection=args.collection, data_dir=args.data_dir, model=args.model)
+    except ModelLoadError as error:
+        sys.exit(f"llmkit: {error}")
+
+
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="a .gguf file, a Hugging Face checkpoint directory or model id "
                         "(default: env LLMKIT_MODEL, else the embedded SmolLM2-135M-Instruct)")
@@ -227,6 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(run=cmd_serve)
     _add_rag_commands(commands)
+    pdf_chat = commands.add_parser("pdf-chat", help="the chat-with-your-PDFs web app (Gradio)")
+    _add_model_flags(pdf_chat)
+    pdf_chat.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network, without any auth")
+    pdf_chat.add_argument("--port", type=int, default=7860)
+    pdf_chat.add_argument("--collection", default="sample", help="the collection selected when the page opens")
+    pdf_chat.add_argument("--data-dir", help="where collections live (default: env LLMKIT_HOME, else "
+                          "~/.local/share/llmkit)")
+    pdf_chat.set_defaults(run=cmd_pdf_chat)
     return parser
 
 

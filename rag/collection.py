@@ -203,6 +203,23 @@ class Collection:
     def documents(self) -> list[DocumentRecord]:
         return self.store.documents()
 
+    def page_text(self, doc_id: str, page: int) -> str:
+        """Page `page` (1-based) of a document as indexed: its chunks joined where they overlap.
+
+        The store keeps chunks, not pages, so whitespace the splitter dropped between chunks comes back
+        as one newline; "" for a page without text.
+        """
+        chunks = [c for c in self.store.chunks_by_ids(self.store.chunk_ids(doc_id)) if c.page == page]
+        text, end = "", 0
+        for chunk in sorted(chunks, key=lambda c: (c.start, c.end)):
+            if chunk.end <= end:
+                continue
+            if chunk.start > end and text:
+                text += "\n"
+            text += chunk.text[max(0, end - chunk.start):]
+            end = chunk.end
+        return text
+
     def __len__(self) -> int:
         """The number of chunks (= vectors) searchable."""
         return len(self.index)

@@ -83,7 +83,8 @@ class MetadataStore:
         self.path = Path(path)
         exists = self.path.exists()
         # Autocommit mode: every transaction is an explicit BEGIN IMMEDIATE ... COMMIT (see `_transaction`).
-        self._db = sqlite3.connect(self.path, isolation_level=None)
+        # Any thread may use the store (a web app's workers do), but one at a time: the caller serialises.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL, not WAL's usual NORMAL: the collection saves the index right after a commit and relies on

@@ -109,3 +109,29 @@ def demo_data_dir(tmp_path_factory):
         reports = collection.add_files(sorted(DEMO_PDFS.glob("*.pdf")))
         assert all(report.ok for report in reports), reports
     return data_dir
+
+
+class ScriptedLLM:
+    """Stands in for core.LLM where a test needs a known answer: writes `reply`, in pieces, whatever the prompt,
+    and keeps the prompts it was given."""
+
+    context_length = 8192
+    name = "scripted"
+
+    def __init__(self, reply: str):
+        self.reply = reply
+        self.prompts: list[list[dict]] = []
+
+    def prompt_ids(self, messages):
+        return list(range(sum(len(m["content"]) // 4 for m in messages)))
+
+    def stream(self, messages, **sampling):
+        self.prompts.append(messages)
+        return ScriptedStream(self.reply)
+
+
+class ScriptedStream(list):
+    finish_reason = "stop"
+
+    def __init__(self, reply: str):
+        super().__init__(reply[i: i + 7] for i in range(0, len(reply), 7))

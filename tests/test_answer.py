@@ -10,6 +10,8 @@ from core import LLM
 from rag import Collection, Retriever, answer, stream_answer
 from rag.answer import NOTHING_RELEVANT, SYSTEM_PROMPT, Source, check_citations, fit_prompt
 
+from conftest import ScriptedLLM
+
 GUIDE = "nist-sp800-90b-entropy-suite-user-guide.pdf"
 SRX = "nist-srx-proxy-protocol-3.0.pdf"
 CITATION = re.compile(r"\[([^\[\]]+) p\. (\d+)\]")
@@ -24,30 +26,6 @@ def retriever(demo_data_dir):
 @pytest.fixture(scope="module")
 def llm():
     return LLM.load()
-
-
-class ScriptedLLM:
-    """Writes a fixed reply, in pieces, whatever the prompt: to see what the checker makes of a given answer."""
-
-    context_length = 8192
-
-    def __init__(self, reply: str):
-        self.reply = reply
-        self.prompts: list[list[dict]] = []
-
-    def prompt_ids(self, messages):
-        return list(range(sum(len(m["content"]) // 4 for m in messages)))
-
-    def stream(self, messages, **sampling):
-        self.prompts.append(messages)
-        return ScriptedStream(self.reply)
-
-
-class ScriptedStream(list):
-    finish_reason = "stop"
-
-    def __init__(self, reply: str):
-        super().__init__(reply[i: i + 7] for i in range(0, len(reply), 7))
 
 
 def sources():

@@ -1,0 +1,321 @@
+"""Agent: the step loop. Each step the model calls one tool or gives the final answer; the loop runs the tool.
+
+`stream(task)` returns an `AgentRun` to iterate for `Step`s as they happen; `run(task)` consumes it
+and returns the `RunResult`. The model's output is constrained to `agents.steps.step_schema`, so with
+a constraining backend every step is a well-formed call. What the model's call causes (unparseable
+output from an unconstrained backend, an unknown tool, arguments that fail validation, a tool that
+raises or times out, a call a person rejected) is recorded on the step and shown to the model at the
+next step: the model can correct itself. Errors in our code, and backend failures, propagate.
+
+Budgets (steps, tokens, seconds) are checked before each model call; a run that meets one stops with
+status "stopped" and the reason. A tool with `requires_approval` pauses the run (status "paused"); the
+`PausedRun` resumes in any Agent with the same tools. The agent keeps the conversation (`messages`)
+across runs, so a follow-up task can refer to earlier ones; `reset()` forgets it.
+
+Does not: summarise or trim a long conversation (it grows until the model's context is full), run
+tools in parallel, or ask for a last answer when a budget runs out.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from agents.approvals import Decision, PausedRun
+from agents.backends import ChatModel, Completion, LocalModel, ScriptedModel
+from agents.steps import (
+    RunResult,
+    Step,
+    StepError,
+    StepParseError,
+    Trace,
+    append_record,
+    parse_call,
+    read_trace,
+    run_header,
+    step_schema,
+    system_prompt,
+)
+from agents.tools import FINAL_ANSWER, Tool, ToolArgumentError, ToolFailed, ToolTimeout, tool
+
+DEFAULT_INSTRUCTIONS = "You are a helpful assistant. Use the tools when they help, then answer briefly."
+
+
+class AgentRun:
+    """Iterate for the steps as they happen; afterwards `result` holds the RunResult (as GenerationStream does)."""
+
+    def __init__(self, steps: Generator[Step, None, RunResult]):
+        self._steps = steps
+        self.result: RunResult | None = None
+
+    def __iter__(self) -> Iterator[Step]:
+        if self.result is None:
+            self.result = yield from self._steps
+
+
+@dataclass
+class _Run:
+    task: str
+    steps: list[Step]
+    seconds_before: float  # spent before a pause
+    trace: str | None
+    started: float = field(default_factory=time.monotonic)
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.monotonic() - self.started
+
+    def tokens(self) -> int:
+        return sum(step.prompt_tokens + step.completion_tokens for step in self.steps)
+
+
+class Agent:
+    """A model, tools (Tools or typed functions with docstrings) and budgets; see the module docstring.
+
+    max_tokens: prompt and completion tokens of the whole run. step_tokens: the most one reply may
+    take. max_string_length: the longest string (an argument, the answer) the model may write.
+    max_observation_chars: a tool result longer than this is cut before the model sees it.
+    """
+
+    def __init__(self, model: ChatModel | None = None, tools: Iterable[Tool | Callable] = (),
+                 instructions: str = DEFAULT_INSTRUCTIONS, *, max_steps: int = 8, max_tokens: int | None = None,
+                 max_seconds: float | None = None, step_tokens: int = 512, max_string_length: int = 300,
+                 max_observation_chars: int = 2000):
+        for name, value in (("max_steps", max_steps), ("step_tokens", step_tokens),
+                            ("max_string_length", max_string_length), ("max_observation_chars", max_observation_chars),
+                            ("max_tokens", max_tokens), ("max_seconds", max_seconds)):
+            if value is not None and not (isinstance(value, int | float) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        self.model = LocalModel() if model is None else model
+        self.tools: dict[str, Tool] = {}
+        for item in tools:
+            made = item if isinstance(item, Tool) else tool(item)
+            if made.name in self.tools:
+                raise ValueError(f"two tools are named {made.name!r}")
+            self.tools[made.name] = made
+        self.instructions = instructions
+        self.max_steps, self.max_tokens, self.max_seconds = max_steps, max_tokens, max_seconds
+        self.step_tokens, self.max_string_length = step_tokens, max_string_length
+        self.max_observation_chars = max_observation_chars
+        self.schema = step_schema(list(self.tools.values()), max_string_length)
+        self.system = system_prompt(instructions, list(self.tools.values()))
+        self.messages: list[dict] = []  # the conversation so far, every run's; the system prompt is added per call
+
+    @property
+    def limits(self) -> dict:
+        return {"max_steps": self.max_steps, "max_tokens": self.max_tokens, "max_seconds": self.max_seconds,
+                "step_tokens": self.step_tokens, "max_string_length": self.max_string_length,
+                "max_observation_chars": self.max_observation_chars}
+
+    def reset(self) -> None:
+        """Forget the conversation: the next run starts fresh."""
+        self.messages = []
+
+    def run(self, task: str, trace: str | Path | None = None) -> RunResult:
+        """Run `task` to an answer, a budget's end or a pause; `trace`: a JSON-lines file to append the run to."""
+        return _consume(self.stream(task, trace))
+
+    def stream(self, task: str, trace: str | Path | None = None) -> AgentRun:
+        if not isinstance(task, str) or not task.strip():
+            raise ValueError(f"the task must be a non-empty string, got {task!r}")
+        return AgentRun(self._start(task, None if trace is None else str(trace)))
+
+    def resume(self, paused: PausedRun, decision: Decision, trace: str | Path | None = None) -> RunResult:
+        """Carry on a paused run after a person's decision; the trace goes on in `trace`, else in the paused run's."""
+        return _consume(self.resume_stream(paused, decision, trace))
+
+    def resume_stream(self, paused: PausedRun, decision: Decision, trace: str | Path | None = None) -> AgentRun:
+        """Raises ValueError, before anything runs, for a tool this agent lacks or edited arguments that do not fit."""
+        tool_ = self.tools.get(paused.tool)
+        if tool_ is None or not tool_.requires_approval:
+            raise ValueError(f"this agent has no tool {paused.tool!r} that requires approval: resume the run with "
+                             "an agent built with the same tools")
+        if decision.action == "edit":
+            tool_.validator(decision.arguments)  # ToolArgumentError (a ValueError) names what is wrong
+        return AgentRun(self._resume(paused, decision, str(trace) if trace is not None else paused.trace))
+
+    # --- the loop -------------------------------------------------------------------------------------------------
+
+    def _start(self, task: str, trace: str | None) -> Generator[Step, None, RunResult]:
+        run = _Run(task, [], 0.0, trace)
+        if trace is not None:
+            append_record(trace, "run", run_header(task, self.instructions, self.model.name,
+                                                   list(self.tools.values()), self.limits, self.messages))
+        self.messages.append({"role": "user", "content": task})
+        return (yield from self._loop(run))
+
+    def _resume(self, paused: PausedRun, decision: Decision, trace: str | None) -> Generator[Step, None, RunResult]:
+        run = _Run(paused.task, [Step.from_dict(step.to_dict()) for step in paused.steps], paused.seconds, trace)
+        self.messages = [dict(message) for message in paused.messages]
+        if trace is not None:
+            append_record(trace, "resume", {"decision": asdict(decision)})
+        step = run.steps[-1]
+        self._decide(step, decision)
+        self._record(run, step)
+        yield step
+        return (yield from self._loop(run))
+
+    def _loop(self, run: _Run) -> Generator[Step, None, RunResult]:
+        while True:
+            reason = self._over_budget(run)
+            if reason is not None:
+                return self._finish(run, "stopped", stop_reason=reason)
+            step = self._model_step(run)
+            self._record(run, step)
+            yield step
+            if step.approval == "pending":
+                return self._finish(run, "paused")
+            if step.tool == FINAL_ANSWER and step.error is None:
+                return self._finish(run, "answered", answer=step.answer)
+
+    def _over_budget(self, run: _Run) -> str | None:
+        if len(run.steps) >= self.max_steps:
+            return f"max_steps: {len(run.steps)} steps taken without a final answer"
+        if self.max_tokens is not None and run.tokens() >= self.max_tokens:
+            return f"max_tokens: {run.tokens()} tokens used, the budget is {self.max_tokens}"
+        if self.max_seconds is not None and run.seconds() >= self.max_seconds:
+            return f"max_seconds: {run.seconds():.1f} s spent, the budget is {self.max_seconds:g} s"
+        return None
+
+    def _model_step(self, run: _Run) -> Step:
+        started = time.monotonic()
+        completion = self.model.complete([{"role": "system", "content": self.system}, *self.messages], self.schema,
+                                         self.step_tokens)
+        step = Step(len(run.steps) + 1, completion.text, prompt_tokens=completion.prompt_tokens,
+                    completion_tokens=completion.completion_tokens, finish_reason=completion.finish_reason,
+                    model_seconds=time.monotonic() - started)
+        run.steps.append(step)
+        self.messages.append({"role": "assistant", "content": completion.text})
+        try:
+            step.tool, step.arguments = parse_call(completion.text)
+        except StepParseError as error:
+            cut = completion.finish_reason == "length"
+            return self._fail(step, "parse", f"{error}" + (f"; the reply was cut off at {self.step_tokens} tokens, "
+                                                             "make it shorter" if cut else ""))
+        if step.tool == FINAL_ANSWER:
+            answer = step.arguments.get("answer") if isinstance(step.arguments, dict) else None
+            if not isinstance(answer, str) or set(step.arguments) != {"answer"}:
+                return self._fail(step, "arguments", f'{FINAL_ANSWER} takes exactly {{"answer": "<text>"}}')
+            step.answer = answer
+            return step
+        tool_ = self.tools.get(step.tool)
+        if tool_ is None:
+            known = ", ".join([*self.tools, FINAL_ANSWER])
+            return self._fail(step, "unknown_tool", f"there is no tool {step.tool!r}; the tools are: {known}")
+        if tool_.requires_approval:
+            try:
+                tool_.validator(step.arguments)  # a person is asked only about a call that could run
+            except ToolArgumentError as error:
+                return self._fail(step, "arguments", str(error))
+            step.approval = "pending"
+            return step
+        return self._execute(step, tool_)
+
+    def _decide(self, step: Step, decision: Decision) -> None:
+        if decision.action == "reject":
+            step.approval = "rejected"
+            why = f": {decision.reason}" if decision.reason else ""
+            self._fail(step, "rejected", f"a person rejected this call{why}. Do not make it again; carry on "
+                                         "without it or give your final answer")
+            return
+        if decision.action == "edit":
+            step.approval, step.proposed_arguments, step.arguments = "edited", step.arguments, decision.arguments
+        else:
+            step.approval = "approved"
+        self._execute(step, self.tools[step.tool])
+
+    def _execute(self, step: Step, tool_: Tool) -> Step:
+        started = time.monotonic()
+        try:
+            result = tool_.run(step.arguments)
+        except ToolArgumentError as error:
+            return self._fail(step, "arguments", str(error))
+        except ToolTimeout as error:
+            return self._fail(step, "timeout", str(error))
+        except ToolFailed as error:
+            return self._fail(step, "tool", str(error))
+        finally:
+            step.tool_seconds = time.monotonic() - started
+        text = observation_text(result, self.max_observation_chars)
+        if step.approval == "edited":
+            text = f"(a person changed the arguments to {json.dumps(step.arguments)}) {text}"
+        return self._observe(step, text)
+
+    def _fail(self, step: Step, kind: str, message: str) -> Step:
+        step.error = StepError(kind, message)
+        return self._observe(step, f"Error: {message}")
+
+    def _observe(self, step: Step, text: str) -> Step:
+        step.observation = text
+        name = step.tool if step.error is None or step.error.kind != "parse" else None
+        self.messages.append({"role": "tool", "name": name, "content": text})
+        return step
+
+    def _record(self, run: _Run, step: Step) -> None:
+        if run.trace is not None:
+            append_record(run.trace, "step", step.to_dict())
+
+    def _finish(self, run: _Run, status: str, answer: str | None = None, stop_reason: str | None = None) -> RunResult:
+        seconds = run.seconds()
+        paused = None
+        if status == "paused":
+            paused = PausedRun(run.task, [dict(message) for message in self.messages], run.steps, seconds, run.trace)
+        result = RunResult(run.task, status, run.steps, answer, stop_reason, paused, seconds)
+        if run.trace is not None:
+            append_record(run.trace, "result", {"status": status, "answer": answer, "stop_reason": stop_reason,
+                                                "seconds": seconds, "prompt_tokens": result.prompt_tokens,
+                                                "completion_tokens": result.completion_tokens})
+        return result
+
+
+def _consume(run: AgentRun) -> RunResult:
+    for _ in run:
+        pass
+    return run.result
+
+
+def observation_text(result, limit: int) -> str:
+    """What the model sees of a tool's return value: text as it is, anything else as JSON; cut at `limit`."""
+    if isinstance(result, str):
+        text = result
+    elif isinstance(result, BaseModel):
+        text = result.model_dump_json()
+    else:
+        text = json.dumps(result, ensure_ascii=False, default=str)
+    if len(text) > limit:
+        text = f"{text[:limit]}... [{len(text) - limit} more characters cut]"
+    return text
+
+
+def replay(trace: str | Path | Trace, tools: Iterable[Tool | Callable]) -> RunResult:
+    """Run a recorded run again, with a ScriptedModel giving the recorded outputs and the recorded decisions.
+
+    The tools really run: pass stand-ins for tools with side effects. With deterministic tools the
+    steps equal the recorded ones (`agents.steps.diff_steps`). A run that stopped on its time budget
+    is replayed up to its recorded number of steps instead, as time is not reproducible.
+    Raises ValueError when a tool is missing or its schema changed since the recording.
+    """
+    recorded = trace if isinstance(trace, Trace) else read_trace(trace)
+    header = recorded.header
+    limits = dict(header["limits"])
+    if recorded.results and (recorded.results[-1].get("stop_reason") or "").startswith("max_seconds"):
+        limits.update(max_seconds=None, max_steps=len(recorded.steps))
+    outputs = [Completion(step.output, step.prompt_tokens, step.completion_tokens, step.finish_reason or "stop")
+               for step in recorded.steps]
+    agent = Agent(ScriptedModel(outputs), tools, header["instructions"], **limits)
+    for spec in header["tools"]:
+        if spec["name"] not in agent.tools:
+            raise ValueError(f"the trace uses tool {spec['name']!r}, which is not among the tools given")
+        if agent.tools[spec["name"]].parameters != spec["parameters"]:
+            raise ValueError(f"tool {spec['name']!r} has a different schema from the one recorded")
+    agent.messages = [dict(message) for message in header["history"]]
+    result = agent.run(header["task"])
+    for decision in recorded.decisions:
+        if result.status != "paused":
+            break
+        result = agent.resume(result.paused, Decision(**decision))
+    return result

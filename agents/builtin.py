@@ -1,0 +1,166 @@
+"""Built-in tools the apps share: a safe calculator, the current date and time, and search over a RAG collection.
+
+`calculator` parses with `ast` and walks a whitelist (numbers, + - * / // % **, unary signs, a few
+math functions and constants): no eval, no names or attributes beyond the list, and exponents and
+factorials bounded so `9**9**9` is refused instead of filling memory. `rag_tools(collection)` makes the
+tools that read one collection: `search_documents`, `read_page` and `list_documents`.
+
+Does not: do symbolic maths, units, or comparisons; fetch anything from the network.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from datetime import datetime
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from agents.tools import Tool, tool
+
+if TYPE_CHECKING:
+    from rag.collection import Collection
+
+MAX_EXPRESSION_CHARS = 300
+MAX_EXPONENT = 1000  # |b| in a ** b
+MAX_FACTORIAL = 1000
+MAX_INT_BITS = 4096  # no intermediate integer beyond this (about 1,233 digits)
+SNIPPET_CHARS = 400  # of each search hit shown to the model
+PAGE_CHARS = 4000  # of a page shown to the model
+
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
+_FUNCTIONS = {"sqrt": math.sqrt, "log": math.log, "log10": math.log10, "log2": math.log2, "exp": math.exp,
+              "sin": math.sin, "cos": math.cos, "tan": math.tan, "asin": math.asin, "acos": math.acos,
+              "atan": math.atan, "degrees": math.degrees, "radians": math.radians, "floor": math.floor,
+              "ceil": math.ceil, "abs": abs, "round": round, "min": min, "max": max, "hypot": math.hypot,
+              "factorial": math.factorial}
+
+
+@tool
+def calculator(expression: str) -> str:
+    """Evaluate an arithmetic expression and return the number.
+
+    Args:
+        expression: the arithmetic to do, with numbers, + - * / // % ** and parentheses, and the functions
+            sqrt, log, exp, sin, cos, tan, floor, ceil, abs, round, min, max, factorial
+    """
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        raise ValueError(f"the expression is {len(expression)} characters long; the limit is {MAX_EXPRESSION_CHARS}")
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as error:
+        raise ValueError(f"not an arithmetic expression: {error.msg}") from None
+    value = _evaluate(tree.body)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return str(value)
+
+
+def _evaluate(node: ast.AST) -> int | float:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in _CONSTANTS:
+        return _CONSTANTS[node.id]
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _UNARY[type(node.op)](_evaluate(node.operand))
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _evaluate(node.left), _evaluate(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
+            raise ValueError(f"exponent {right} is too large (the limit is {MAX_EXPONENT})")
+        if isinstance(node.op, ast.Pow) and isinstance(left, int) and left.bit_length() * right > MAX_INT_BITS:
+            raise ValueError(f"the result has more than {MAX_INT_BITS} bits")
+        return _checked(_BINARY[type(node.op)](left, right))
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS
+            and not node.keywords):
+        arguments = [_evaluate(argument) for argument in node.args]
+        if node.func.id == "factorial" and arguments and abs(arguments[0]) > MAX_FACTORIAL:
+            raise ValueError(f"factorial of {arguments[0]} is too large (the limit is {MAX_FACTORIAL})")
+        return _checked(_FUNCTIONS[node.func.id](*arguments))
+    allowed = ", ".join([*_FUNCTIONS, *_CONSTANTS])
+    raise ValueError(f"unsupported expression {ast.unparse(node)!r}: use numbers, + - * / // % **, parentheses "
+                     f"and {allowed}")
+
+
+def _checked(value):
+    if isinstance(value, complex):
+        raise ValueError("the result is a complex number")
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        raise ValueError(f"the result has more than {MAX_INT_BITS} bits")
+    return value
+
+
+@tool
+def current_datetime(timezone: str = "UTC") -> str:
+    """The current date, weekday and time.
+
+    Args:
+        timezone: an IANA time zone name such as "UTC", "Europe/Paris" or "America/New_York"
+    """
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {timezone!r}; use an IANA name such as 'Europe/Paris'") from None
+    now = datetime.now(zone)
+    return f"{now:%A %Y-%m-%d %H:%M:%S} {timezone} (UTC{now:%z})"
+
+
+def rag_tools(collection: Collection, k: int = 5) -> list[Tool]:
+    """search_documents, read_page and list_documents over `collection` (its retriever is built once)."""
+    from rag.retriever import Retriever  # here, not at the top: `import agents` stays free of bm25s and numpy
+
+    retriever = Retriever(collection)
+    store = collection.store
+
+    @tool
+    def search_documents(query: str, k: int = k) -> str:
+        """Search the documents for passages about a question or topic; returns the best passages with file and page.
+
+        Args:
+            query: what to look for, in a few words
+            k: how many passages to return
+        """
+        hits = retriever.search(query, max(1, min(k, 20)))
+        if not hits:
+            return "No passages found: the collection is empty."
+        return "\n\n".join(f"[{n}] {hit.chunk.file_name}, page {hit.chunk.page}: "
+                           f"{_cut(' '.join(hit.chunk.text.split()), SNIPPET_CHARS)}"
+                           for n, hit in enumerate(hits, start=1))
+
+    @tool
+    def read_page(document: str, page: int) -> str:
+        """Read one page of a document in full.
+
+        Args:
+            document: the document's file name (as search_documents shows it)
+            page: the page number, from 1
+        """
+        matches = [d for d in store.documents() if document in (d.file_name, d.doc_id)]
+        if not matches:
+            names = ", ".join(d.file_name for d in store.documents()) or "none"
+            raise ValueError(f"no document {document!r}; the documents are: {names}")
+        record = matches[0]
+        if not 1 <= page <= record.pages_total:
+            raise ValueError(f"{record.file_name} has pages 1 to {record.pages_total}, not {page}")
+        text = collection.page_text(record.doc_id, page)
+        if not text:
+            why = " (a scan without a text layer)" if page in record.pages_needing_ocr else ""
+            return f"{record.file_name}, page {page} has no text{why}."
+        return f"{record.file_name}, page {page}:\n{_cut(text, PAGE_CHARS)}"
+
+    @tool
+    def list_documents() -> str:
+        """List the documents in the collection, with their page counts."""
+        documents = store.documents()
+        if not documents:
+            return "The collection is empty."
+        return "\n".join(f"{d.file_name} ({d.pages_total} pages)" for d in documents)
+
+    return [search_documents, read_page, list_documents]
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."

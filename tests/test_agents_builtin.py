@@ -1,0 +1,118 @@
+"""Built-in tools: the calculator computes without eval and within bounds; date/time; tools over a RAG collection."""
+
+import hashlib
+import re
+
+import numpy as np
+import pytest
+
+from agents import Agent, ScriptedModel, ToolFailed, calculator, current_datetime, rag_tools
+from agents.builtin import MAX_EXPONENT
+from rag.collection import Collection
+
+
+@pytest.mark.parametrize("expression, value", [
+    ("17 * 23", "391"), ("(3 + 4) * 5", "35"), ("2 ** 10", "1024"), ("7 / 2", "3.5"), ("7 // 2", "3"),
+    ("-7 % 3", "2"), ("sqrt(81)", "9"), ("round(pi, 3)", "3.142"), ("max(1, 5, 2) - min(4, 3)", "2"),
+    ("factorial(5)", "120"), ("log(e)", "1"), ("  1.5e3 + 1 ", "1501"), ("+-2", "-2"),
+    ("0.1 + 0.2", "0.30000000000000004"),
+])
+def test_calculator_computes(expression, value):
+    assert calculator.run({"expression": expression}) == value
+
+
+@pytest.mark.parametrize("expression, says", [
+    ("__import__('os').system('echo hi')", "unsupported expression"),
+    ("(1).__class__", "unsupported expression"),
+    ("open('/etc/passwd')", "unsupported expression"),
+    ("x + 1", "unsupported expression 'x'"),
+    ("2 ** 10000", f"exponent 10000 is too large \\(the limit is {MAX_EXPONENT}\\)"),
+    ("9 ** 9 ** 9", "exponent 387420489 is too large"),
+    ("(10 ** 999) ** 999", "more than 4096 bits"),
+    ("factorial(10 ** 6)", "factorial of 1000000 is too large"),
+    ("1 < 2", "unsupported expression"),
+    ("'a' * 3", "unsupported expression"),
+    ("sqrt(x=4)", "unsupported expression"),
+    ("1 +", "not an arithmetic expression"),
+    ("1 / 0", "ZeroDivisionError"),
+    ("(-1) ** 0.5", "complex number"),
+    ("1" * 400, "the limit is 300"),
+])
+def test_calculator_refuses_what_is_not_bounded_arithmetic(expression, says):
+    with pytest.raises(ToolFailed, match=says):
+        calculator.run({"expression": expression})
+
+
+def test_current_datetime_is_now_in_the_zone():
+    text = current_datetime.run({"timezone": "Europe/Paris"})
+    assert re.fullmatch(r"\w+day \d{4}-\d\d-\d\d \d\d:\d\d:\d\d Europe/Paris \(UTC[+-]\d{4}\)", text)
+    with pytest.raises(ToolFailed, match="unknown time zone 'Mars/Olympus'"):
+        current_datetime.run({"timezone": "Mars/Olympus"})
+
+
+class HashEmbedder:
+    """Bag of hashed words: enough for search to find the page that shares a query's words, in microseconds."""
+
+    dim = 64
+    max_tokens = 256
+
+    def embed(self, texts, progress=None):
+        vectors = np.zeros((len(texts), self.dim), np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                vectors[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+
+PAGES = ["Welcome to the handbook. Read it all.",
+         "Refunds: customers may return goods within 30 days for a full refund.",
+         "Vacation: staff have 25 days of paid vacation each year. "
+         + " ".join(f"Rule {n}: ask {n} weeks ahead." for n in range(60))]  # no repeats: chunk offsets are exact
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("rag")
+    (directory / "handbook.txt").write_text("\f".join(PAGES))
+    collection = Collection.open("docs", data_dir=directory / "data", embedder=HashEmbedder())
+    assert all(report.ok for report in collection.add_files([directory / "handbook.txt"]))
+    yield collection
+    collection.close()
+
+
+def test_rag_tools_search_read_and_list(collection):
+    search, read, listing = rag_tools(collection, k=2)
+    assert [t.name for t in (search, read, listing)] == ["search_documents", "read_page", "list_documents"]
+    assert search.parameters["properties"]["k"]["default"] == 2
+    found = search.run({"query": "refund within 30 days"})
+    assert found.startswith("[1] handbook.txt, page 2: Refunds: customers may return goods")
+    assert read.run({"document": "handbook.txt", "page": 1}) == "handbook.txt, page 1:\n" + PAGES[0]
+    assert listing.run({}) == "handbook.txt (3 pages)"
+
+
+def test_read_page_gives_a_page_split_into_several_chunks_whole(collection):
+    store = collection.store
+    doc = store.documents()[0]
+    assert len([c for c in store.chunks_by_ids(store.chunk_ids(doc.doc_id)) if c.page == 3]) > 1
+    text = rag_tools(collection)[1].run({"document": "handbook.txt", "page": 3})
+    assert text.split() == ["handbook.txt,", "page", "3:", *PAGES[2].split()]
+
+
+def test_read_page_errors_name_the_fix(collection):
+    read = rag_tools(collection)[1]
+    with pytest.raises(ToolFailed, match="no document 'guide.pdf'; the documents are: handbook.txt"):
+        read.run({"document": "guide.pdf", "page": 1})
+    with pytest.raises(ToolFailed, match="handbook.txt has pages 1 to 3, not 9"):
+        read.run({"document": "handbook.txt", "page": 9})
+
+
+def test_an_agent_uses_the_rag_tools(collection):
+    outputs = [{"tool": "search_documents", "arguments": {"query": "vacation days"}},
+               {"tool": "read_page", "arguments": {"document": "handbook.txt", "page": 3}},
+               {"tool": "final_answer", "arguments": {"answer": "25 days"}}]
+    result = Agent(ScriptedModel(outputs), rag_tools(collection)).run("How many vacation days?")
+    assert result.answer == "25 days" and all(step.error is None for step in result.steps)
+    assert "page 3" in result.steps[0].observation and "25 days of paid vacation" in result.steps[1].observation

@@ -1,0 +1,86 @@
+"""Agents on the real embedded SmolLM2 under constrained decoding: every step is valid, on every backend.
+
+Whether the 135M model picks the right tool is a figure, printed here for a sample of the task set
+(bench/agents.py runs all of it and keeps the results), not something these tests require.
+"""
+
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from agents import Agent, LocalModel, OpenAIModel, calculator
+from agents import backends as agent_backends
+from agents.evaluate import TASKS, TOOLS, evaluate, summary
+from agents.langchain import LangChainModel
+from core import LLM
+from core.langchain import ChatLLMKit
+from core.server import create_app
+
+SAMPLE = TASKS[::3][:10]  # 10 of the 32 tasks, every tool among them
+OPTIONS = dict(max_steps=1, step_tokens=160, max_string_length=40)  # 160 tokens hold the longest call these allow
+TASK = "What is 17 times 23?"
+
+
+@pytest.fixture(scope="module")
+def llm():
+    """One SmolLM2 for the module, also standing in as the embedded model that Agent() loads by default."""
+    llm = LLM.load()
+    agent_backends._EMBEDDED["llm"] = llm
+    yield llm
+    agent_backends._EMBEDDED.clear()
+
+
+def test_sampled_tasks_give_only_valid_steps(llm):
+    outcomes = evaluate(LocalModel(llm), SAMPLE, workers=len(SAMPLE), **OPTIONS)  # one batch
+    figures = summary(outcomes)
+    print(f"\nSmolLM2-135M, {len(SAMPLE)} tasks: valid steps {figures['valid_step_rate']:.0%}, right tool "
+          f"{figures['right_tool_rate']:.0%}, right arguments {figures['right_arguments_rate']:.0%}")
+    for outcome in outcomes:
+        print(f"  {'ok ' if outcome.right_tool else '-- '} {outcome.task.prompt[:50]:50} {outcome.first.output[:70]}")
+    assert figures["valid_step_rate"] == 1.0, [o.first.output for o in outcomes if not o.valid]
+    assert all(o.first.finish_reason == "stop" for o in outcomes), "a step was cut off by the token limit"
+
+
+def test_the_three_line_api_runs_on_the_embedded_model(llm):
+    result = Agent(tools=[calculator], max_steps=2, step_tokens=160, max_string_length=40).run(TASK)
+    assert result.steps and all(step.valid for step in result.steps)
+    assert result.status in ("answered", "stopped")
+    assert isinstance(Agent().model, LocalModel)
+
+
+@pytest.fixture(scope="module")
+def base_url(llm):
+    """`llmkit serve` in-process under uvicorn, on a loopback port the OS picked."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(llm, "smollm2"), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    server.should_exit = True
+    thread.join(timeout=30)
+    sock.close()
+
+
+def first_step(model):
+    return Agent(model, TOOLS, **OPTIONS).run(TASK).steps[0]
+
+
+def test_the_openai_backend_over_llmkit_serve_equals_the_local_model(llm, base_url):
+    """Same weights, template and schema, greedy: the server's step is the local one, token for token."""
+    remote = first_step(OpenAIModel(base_url, "smollm2"))
+    assert remote.valid and remote.prompt_tokens > 0 and remote.completion_tokens > 0
+    local = first_step(LocalModel(llm))
+    assert remote.output == local.output and remote.prompt_tokens == local.prompt_tokens
+
+
+def test_a_langchain_chat_model_backend_with_the_schema(llm):
+    step = first_step(LangChainModel(ChatLLMKit(llm=llm), constrain="json_schema"))
+    assert step.valid and step.output == first_step(LocalModel(llm)).output

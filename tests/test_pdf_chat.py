@@ -1,0 +1,160 @@
+"""The PDF chat app's handlers, called directly (no server): real files, the real embedder, scripted models."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from agents import ScriptedModel
+from apps.pdf_chat import MAX_QUESTION_CHARS, PdfChat, Settings, source_rows
+from rag import SentenceTransformerEmbedder
+
+from conftest import DEMO_PDFS, ScriptedLLM
+
+GUIDE = "nist-sp800-90b-entropy-suite-user-guide.pdf"
+SRX = "nist-srx-proxy-protocol-3.0.pdf"
+ROBUSTNESS = DEMO_PDFS.parent / "robustness"
+QUESTION = "Which file contains the Markov estimate method?"
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture
+def app(tmp_path, embedder):
+    return PdfChat(tmp_path / "home", llm=ScriptedLLM(f"It is markov.py [{GUIDE} p. 3], see also [{GUIDE} p. 9]."),
+                   embedder=embedder)
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    """The uploads people get wrong: corrupt, encrypted, an image renamed .pdf, empty."""
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    shutil.copy(ROBUSTNESS / "damaged-startxref.pdf", folder / "corrupt.pdf")
+    shutil.copy(ROBUSTNESS / "encrypted-aes256-userpw-foo.pdf", folder / "locked.pdf")
+    (folder / "photo.pdf").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    (folder / "empty.pdf").write_bytes(b"")
+    return sorted(folder.iterdir())
+
+
+def test_upload_reports_each_file_and_keeps_a_copy(app):
+    progress = []
+    report = app.upload("docs", [DEMO_PDFS / GUIDE], lambda fraction, what: progress.append((fraction, what)))
+    assert f"**{GUIDE}**: added, 9 of 9 pages with text" in report
+    assert progress[-1] == (1.0, "embedding") and all(0 <= f <= 1 for f, _ in progress)
+    assert app.documents("docs")[0][:3] == [GUIDE, 9, app.documents("docs")[0][2]]
+    kept = list((app.data_dir / "collections" / "docs" / "files").glob(f"*/{GUIDE}"))
+    assert len(kept) == 1 and kept[0].read_bytes() == (DEMO_PDFS / GUIDE).read_bytes()
+    assert "already in the collection" in app.upload("docs", [DEMO_PDFS / GUIDE])
+    assert len(list((app.data_dir / "collections" / "docs" / "files").iterdir())) == 1
+    assert app.collections() == ["docs"]
+
+
+def test_bad_uploads_are_reported_and_leave_the_collection_intact(app, bad_files):
+    app.upload("docs", [DEMO_PDFS / GUIDE])
+    before = app.documents("docs")
+    report = app.upload("docs", bad_files)
+    lines = report.splitlines()
+    assert len(lines) == 4 and all(": error: " in line for line in lines), report
+    assert "damaged or truncated" in report and "needs a password" in report
+    assert "a PNG image" in report and "empty (0 bytes)" in report
+    assert app.documents("docs") == before
+    assert len(list((app.data_dir / "collections" / "docs" / "files").iterdir())) == 1  # no copies of bad files
+
+
+def test_limits_are_named_and_explained(app, tmp_path):
+    too_many = [DEMO_PDFS / GUIDE] * 21
+    assert "Too many files" in app.upload("docs", too_many)
+    (tmp_path / "notes.docx").write_bytes(b"PK\x03\x04")
+    assert "unsupported type" in app.upload("docs", [tmp_path / "notes.docx"])
+    app.upload("docs", [DEMO_PDFS / GUIDE])
+    [reply] = app.ask("x" * (MAX_QUESTION_CHARS + 1), [], Settings("docs"))
+    assert "the limit is 2000" in reply.messages[0]["content"]
+    [reply] = app.ask("   ", [], Settings("docs"))
+    assert reply.messages[0]["content"] == "Type a question first."
+
+
+def test_ask_streams_then_gives_the_checked_answer_with_sources(app):
+    app.upload("docs", [DEMO_PDFS / GUIDE])
+    replies = list(app.ask(QUESTION, [], Settings("docs", k=3)))
+    assert len(replies) > 2  # streamed in pieces
+    texts = [r.messages[0]["content"] for r in replies]
+    assert all(texts[i + 1].startswith(texts[i]) for i in range(len(texts) - 2))  # each delta extends the last
+    final = replies[-1]
+    assert final.messages[0]["content"].startswith(f"It is markov.py [{GUIDE} p. 3], see also.")
+    assert f"removed citations of pages that were not retrieved: [{GUIDE} p. 9]" in final.messages[0]["content"]
+    assert final.sources[0].page == 3 and final.sources[0].cited
+    rows = source_rows(final.sources)
+    assert rows[0][:3] == [1, GUIDE, 3] and "markov.py" in rows[0][4]
+
+
+def test_conversation_memory_sends_earlier_turns(app):
+    app.upload("docs", [DEMO_PDFS / GUIDE])
+    history = [{"role": "user", "content": "What is this guide about?"},
+               {"role": "assistant", "content": "Entropy estimation."},
+               {"role": "assistant", "content": "a tool step", "metadata": {"title": "search"}}]
+    list(app.ask(QUESTION, history, Settings("docs")))
+    prompt = app.llm.prompts[-1]
+    assert [m["content"] for m in prompt[1:3]] == ["What is this guide about?", "Entropy estimation."]
+    assert all("a tool step" not in m["content"] for m in prompt)
+
+
+def test_unrelated_question_and_empty_collection(app):
+    [reply] = app.ask(QUESTION, [], Settings("empty"))
+    assert "has no documents yet" in reply.messages[0]["content"]
+    app.upload("docs", [DEMO_PDFS / GUIDE])
+    reply = list(app.ask("What is a good recipe for chocolate cake?", [], Settings("docs")))[-1]
+    assert reply.messages[0]["content"].startswith("I could not find anything") and reply.sources == []
+
+
+def test_page_view_highlights_the_cited_passage(app):
+    app.upload("docs", [DEMO_PDFS / GUIDE])
+    source = list(app.ask(QUESTION, [], Settings("docs")))[-1].sources[0]
+    view = app.page_view("docs", source)
+    assert f"{GUIDE}, page 3" in view
+    assert view.count("<mark>") == 1 and "markov.py" in view.split("<mark>")[1].split("</mark>")[0]
+
+
+def test_remove_and_reindex(app):
+    app.upload("docs", [DEMO_PDFS / GUIDE, DEMO_PDFS / SRX])
+    assert "added, 9 of 9 pages" in app.reindex("docs", GUIDE)
+    assert sorted(row[0] for row in app.documents("docs")) == [GUIDE, SRX]
+    assert app.remove("docs", GUIDE) == f"Removed {GUIDE}."
+    assert [row[0] for row in app.documents("docs")] == [SRX]
+    assert list((app.data_dir / "collections" / "docs" / "files").glob(f"*/{GUIDE}")) == []
+    assert "no document" in app.remove("docs", GUIDE)
+    replies = list(app.ask(QUESTION, [], Settings("docs")))
+    assert all(s.file == SRX for s in replies[-1].sources)  # a removed document is never a source
+
+
+def test_collections_persist_across_restarts(app, embedder):
+    app.upload("docs", [DEMO_PDFS / GUIDE])
+    restarted = PdfChat(app.data_dir, llm=ScriptedLLM("ok"), embedder=embedder)
+    assert restarted.collections() == ["docs"] and restarted.documents("docs")[0][0] == GUIDE
+
+
+def test_agent_mode_shows_each_step(app):
+    app.upload("docs", [DEMO_PDFS / GUIDE])
+    app.agent_model = ScriptedModel([
+        {"tool": "search_documents", "arguments": {"query": "Markov estimate", "k": 2}},
+        {"tool": "read_page", "arguments": {"document": GUIDE, "page": 3}},
+        {"tool": "final_answer", "arguments": {"answer": f"markov.py, on {GUIDE} page 3."}},
+    ])
+    replies = list(app.ask(QUESTION, [], Settings("docs", agent_mode=True)))
+    messages = replies[-1].messages
+    assert [m["metadata"]["title"] for m in messages[:2]] == [
+        "🔧 search_documents(query='Markov estimate', k=2)", f"🔧 read_page(document='{GUIDE}', page=3)"]
+    assert f"{GUIDE}, page 3" in messages[0]["content"] and "markov.py" in messages[1]["content"]
+    assert messages[-1] == {"role": "assistant", "content": f"markov.py, on {GUIDE} page 3."}
+    assert len(replies) == 3  # one update per step, as it happens
+
+
+def test_sample_is_indexed_once(app):
+    app.ensure_sample()
+    assert [row[0] for row in app.documents("sample")] == [GUIDE]
+    app.ensure_sample()
+    assert len(app.documents("sample")) == 1
