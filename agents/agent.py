@@ -12,6 +12,9 @@ status "stopped" and the reason. A tool with `requires_approval` pauses the run 
 `PausedRun` resumes in any Agent with the same tools. The agent keeps the conversation (`messages`)
 across runs, so a follow-up task can refer to earlier ones; `reset()` forgets it.
 
+A call that repeats an earlier successful call exactly (small models loop on one call) is not run
+again: the model is told so, and its next step may only be the final answer.
+
 Does not: summarise or trim a long conversation (it grows until the model's context is full), run
 tools in parallel, or ask for a last answer when a budget runs out.
 """
@@ -102,6 +105,7 @@ class Agent:
         self.step_tokens, self.max_string_length = step_tokens, max_string_length
         self.max_observation_chars = max_observation_chars
         self.schema = step_schema(list(self.tools.values()), max_string_length)
+        self.answer_schema = step_schema([], max_string_length)  # after a repeated call: final_answer only
         self.system = system_prompt(instructions, list(self.tools.values()))
         self.messages: list[dict] = []  # the conversation so far, every run's; the system prompt is added per call
 
@@ -183,8 +187,9 @@ class Agent:
 
     def _model_step(self, run: _Run) -> Step:
         started = time.monotonic()
-        completion = self.model.complete([{"role": "system", "content": self.system}, *self.messages], self.schema,
-                                         self.step_tokens)
+        repeated = bool(run.steps) and run.steps[-1].error is not None and run.steps[-1].error.kind == "repeated"
+        completion = self.model.complete([{"role": "system", "content": self.system}, *self.messages],
+                                         self.answer_schema if repeated else self.schema, self.step_tokens)
         step = Step(len(run.steps) + 1, completion.text, prompt_tokens=completion.prompt_tokens,
                     completion_tokens=completion.completion_tokens, finish_reason=completion.finish_reason,
                     model_seconds=time.monotonic() - started)
@@ -206,6 +211,9 @@ class Agent:
         if tool_ is None:
             known = ", ".join([*self.tools, FINAL_ANSWER])
             return self._fail(step, "unknown_tool", f"there is no tool {step.tool!r}; the tools are: {known}")
+        if any(s.tool == step.tool and s.arguments == step.arguments and s.error is None for s in run.steps[:-1]):
+            return self._fail(step, "repeated", f"you already called {step.tool} with these arguments and its "
+                                                f"result is above. Give your final answer now with {FINAL_ANSWER}")
         if tool_.requires_approval:
             try:
                 tool_.validator(step.arguments)  # a person is asked only about a call that could run

@@ -35,6 +35,7 @@ MAX_UPLOAD_MB = 50
 MAX_FILES_PER_UPLOAD = 20
 MAX_QUESTION_CHARS = 2000
 MAX_HISTORY_TURNS = 3  # earlier question/answer pairs sent with a question (the prompt drops more if needed)
+SUMMARY_CHARS = 6000  # of a document's first pages that the summarise tool reads
 DEFAULT_COLLECTION = "sample"
 SAMPLE_PDF = Path(__file__).resolve().parents[1] / "data/pdfs/demo/nist-sp800-90b-entropy-suite-user-guide.pdf"
 SOURCE_COLUMNS = ["#", "file", "page", "score", "passage"]
@@ -218,7 +219,7 @@ class PdfChat:
         """The question goes to an agent with the collection's tools; each step shows as it happens."""
         from agents import Agent, LocalModel, rag_tools
 
-        tools = [_locked(t, lock) for t in rag_tools(collection, k=settings.k)]
+        tools = [*(_locked(t, lock) for t in rag_tools(collection, k=settings.k)), self._summary_tool(collection, lock)]
         model = self.agent_model or LocalModel(self.llm, temperature=settings.temperature)
         agent = Agent(model, tools,
                       instructions=AGENT_INSTRUCTIONS, max_steps=6)
@@ -234,6 +235,32 @@ class PdfChat:
         if not any(m.get("metadata") is None for m in messages):
             messages.append(_assistant("The agent stopped before it found an answer (step limit reached)."))
             yield Reply(list(messages))
+
+    def _summary_tool(self, collection: Collection, lock: threading.Lock):
+        from agents import tool
+
+        @tool
+        def summarize_document(document: str) -> str:
+            """Summarise one document in a few sentences, from its first pages.
+
+            Args:
+                document: the document's file name, as list_documents or search_documents show it
+            """
+            with lock:
+                records = [d for d in collection.documents() if document in (d.file_name, d.doc_id)]
+                if not records:
+                    names = ", ".join(d.file_name for d in collection.documents())
+                    raise ValueError(f"no document {document!r}; the documents are: {names}")
+                text = ""
+                for number in range(1, records[0].pages_total + 1):
+                    text += collection.page_text(records[0].doc_id, number) + "\n"
+                    if len(text) >= SUMMARY_CHARS:
+                        break
+            prompt = [{"role": "user", "content": f"Summarise this document in three sentences.\n\n"
+                                                  f"{text[:SUMMARY_CHARS]}"}]
+            return self.llm.generate(prompt, max_new_tokens=160, temperature=0.0, repetition_penalty=1.1)
+
+        return summarize_document
 
     def page_view(self, name: str, source: Source) -> str:
         """HTML of the source's page as indexed, with the cited passage highlighted."""

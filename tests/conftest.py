@@ -129,6 +129,9 @@ class ScriptedLLM:
         self.prompts.append(messages)
         return ScriptedStream(self.reply)
 
+    def generate(self, messages, **sampling):
+        return "".join(self.stream(messages, **sampling))
+
 
 class ScriptedStream(list):
     finish_reason = "stop"

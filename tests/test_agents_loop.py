@@ -145,12 +145,12 @@ def test_the_token_budget_is_checked_before_each_step():
 
 def test_the_time_budget_stops_a_slow_run():
     @tool
-    def slow() -> str:
+    def slow(attempt: int) -> str:
         """Takes a while."""
         time.sleep(0.3)
         return "ok"
 
-    result = Agent(ScriptedModel([call("slow")] * 5), [slow], max_seconds=0.5).run("t")
+    result = Agent(ScriptedModel([call("slow", attempt=i) for i in range(5)]), [slow], max_seconds=0.5).run("t")
     assert result.status == "stopped" and len(result.steps) == 2 and result.stop_reason.startswith("max_seconds: 0.6")
     assert 0.5 <= result.seconds < 2
 
@@ -202,3 +202,20 @@ def test_long_results_are_cut_and_structured_results_are_json():
     result = Agent(ScriptedModel([call("big"), answer("ok")]), [big], max_observation_chars=50).run("t")
     observation = result.steps[0].observation
     assert observation.startswith('{"rows": [0, 1, 2') and observation.endswith("more characters cut]")
+
+
+def test_a_repeated_call_is_not_run_again_and_the_next_step_must_answer():
+    calls = []
+
+    @tool
+    def lookup(word: str) -> str:
+        """Look a word up."""
+        calls.append(word)
+        return f"{word}: a fruit"
+
+    model = ScriptedModel([call("lookup", word="apple"), call("lookup", word="apple"), answer("A fruit.")])
+    result = Agent(model, [lookup]).run("What is an apple?")
+    assert calls == ["apple"] and result.answer == "A fruit." and len(result.steps) == 3
+    assert result.steps[1].error.kind == "repeated" and "already called lookup" in result.steps[1].observation
+    assert model.calls[1][1]["anyOf"][0]["properties"]["tool"] == {"const": "lookup"}
+    assert [b["properties"]["tool"] for b in model.calls[2][1]["anyOf"]] == [{"const": "final_answer"}]

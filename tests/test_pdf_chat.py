@@ -142,6 +142,7 @@ def test_agent_mode_shows_each_step(app):
     app.agent_model = ScriptedModel([
         {"tool": "search_documents", "arguments": {"query": "Markov estimate", "k": 2}},
         {"tool": "read_page", "arguments": {"document": GUIDE, "page": 3}},
+        {"tool": "summarize_document", "arguments": {"document": GUIDE}},
         {"tool": "final_answer", "arguments": {"answer": f"markov.py, on {GUIDE} page 3."}},
     ])
     replies = list(app.ask(QUESTION, [], Settings("docs", agent_mode=True)))
@@ -149,8 +150,11 @@ def test_agent_mode_shows_each_step(app):
     assert [m["metadata"]["title"] for m in messages[:2]] == [
         "🔧 search_documents(query='Markov estimate', k=2)", f"🔧 read_page(document='{GUIDE}', page=3)"]
     assert f"{GUIDE}, page 3" in messages[0]["content"] and "markov.py" in messages[1]["content"]
+    assert messages[2]["content"] == app.llm.reply  # the summary is the model's, from the document's text
+    assert "Summarise this document" in app.llm.prompts[-1][0]["content"]
+    assert "SP 800-90B" in app.llm.prompts[-1][0]["content"]
     assert messages[-1] == {"role": "assistant", "content": f"markov.py, on {GUIDE} page 3."}
-    assert len(replies) == 3  # one update per step, as it happens
+    assert len(replies) == 4  # one update per step, as it happens
 
 
 def test_sample_is_indexed_once(app):
