@@ -198,7 +198,7 @@ def cmd_pdf_chat(args: argparse.Namespace) -> None:
 
     try:
         main(host=args.host, port=args.port, collection=args.collection, data_dir=args.data_dir, model=args.model)
-    except ModelLoadError as error:
+    except (ModelLoadError, ValueError, ConnectionError) as error:
         sys.exit(f"llmkit: {error}")
 
 

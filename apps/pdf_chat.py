@@ -24,7 +24,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from core import LLM
+from core import LLM, ModelLoadError, RemoteLLM
 from rag import Collection, Retriever, collection_names, stream_answer
 from rag.answer import Source
 from rag.collection import check_name, default_data_dir
@@ -64,6 +64,14 @@ class Reply:
     sources: list[Source] = field(default_factory=list)
 
 
+def load_llm(spec: str | None) -> LLM | RemoteLLM:
+    """None or "": the embedded model; an http(s) URL: an OpenAI-compatible server (…/v1); else a model path or id."""
+    spec = (spec or "").strip()
+    if spec.startswith(("http://", "https://")):
+        return RemoteLLM(spec)
+    return LLM.load(spec or None)
+
+
 class PdfChat:
     def __init__(self, data_dir: str | Path | None = None, llm: LLM | None = None, embedder: Embedder | None = None,
                  agent_model=None):
@@ -77,6 +85,14 @@ class PdfChat:
         self.agent_model = agent_model
         self._collections: dict[str, tuple[Collection, Retriever, threading.Lock]] = {}
         self._open_lock = threading.Lock()
+
+    def set_model(self, spec: str) -> str:
+        """Switch the model every chat uses (see `load_llm`); on failure keep the current one and say why."""
+        try:
+            self.llm = load_llm(spec)
+        except (ModelLoadError, ValueError, ConnectionError, OSError) as error:
+            return f"Could not load {spec!r}: {error}. Still using `{self.llm.name}`."
+        return f"Model: `{self.llm.name}`."
 
     # --- collections and documents --------------------------------------------------------------------------------
 
@@ -197,10 +213,14 @@ class PdfChat:
             yield from self._ask_agent(question, history, settings, collection, lock)
             return
         turns = [m for m in history if m["role"] in ("user", "assistant") and not m.get("metadata")]
-        with lock:
-            stream = stream_answer(retriever, self.llm, question, k=settings.k,
-                                   mode="hybrid" if settings.hybrid else "dense",
-                                   history=turns[-2 * MAX_HISTORY_TURNS:], temperature=settings.temperature)
+        try:
+            with lock:
+                stream = stream_answer(retriever, self.llm, question, k=settings.k,
+                                       mode="hybrid" if settings.hybrid else "dense",
+                                       history=turns[-2 * MAX_HISTORY_TURNS:], temperature=settings.temperature)
+        except ValueError as error:  # the question and its sources do not fit this model's context
+            yield Reply([_assistant(f"Cannot answer with this model: {error}.")])
+            return
         text = ""
         for delta in stream:
             text += delta
@@ -387,7 +407,11 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
                     top_k = gr.Slider(1, 10, value=5, step=1, label="Passages retrieved")
                     hybrid = gr.Checkbox(value=True, label="Hybrid search (meaning + keywords)")
                     agent_mode = gr.Checkbox(value=False, label="Agent mode (the model searches and reads pages)")
-                    gr.Markdown(f"Model: `{app.llm.name}`. Start with `llmkit pdf-chat --model PATH` for another.")
+                    model_box = gr.Textbox(label="Model: empty for the embedded one, a .gguf path, a checkpoint "
+                                           "directory, a Hugging Face id, or an OpenAI-compatible URL (…/v1)",
+                                           elem_id="model")
+                    load_model = gr.Button("Load model", size="sm")
+                    model_status = gr.Markdown(f"Model: `{app.llm.name}`.", elem_id="model-status")
             with gr.Column(scale=2):
                 chatbot = gr.Chatbot(label="Chat", height=420, elem_id="chat")
                 question = gr.Textbox(label="Question", placeholder="Ask about your documents",
@@ -415,6 +439,7 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
         question.submit(on_ask, ask_inputs, ask_outputs)
         ask_button.click(on_ask, ask_inputs, ask_outputs)
         new_chat.click(lambda: ([], [], [], "", ""), None, [chatbot, sources_table, sources_state, page, answer_status])
+        load_model.click(app.set_model, model_box, model_status)
         sources_table.select(on_source_select, [sources_state, collection_box], page)
     demo.css = CSS
     return demo
@@ -424,6 +449,6 @@ def main(host: str = "127.0.0.1", port: int = 7860, collection: str = DEFAULT_CO
          data_dir: str | None = None, model: str | None = None) -> None:
     """Load everything once, make sure the sample is indexed, serve until Ctrl-C."""
     print("Loading the models...", flush=True)
-    app = PdfChat(data_dir, llm=LLM.load(model))
+    app = PdfChat(data_dir, llm=load_llm(model))
     app.ensure_sample()
     build_demo(app, collection).queue().launch(server_name=host, server_port=port, show_error=True)

@@ -1,4 +1,5 @@
-"""llmkit core: our own transformer, its loaders (GGUF, Hugging Face), tokenizer and generation engine."""
+"""llmkit core: our own transformer, its loaders (GGUF, Hugging Face), tokenizer and generation engine; RemoteLLM for
+models behind an OpenAI-compatible server."""
 
 from core.config import ModelConfig
 from core.engine import Engine, EngineConfig, GenerationStream
@@ -6,8 +7,9 @@ from core.errors import ModelLoadError
 from core.kv_cache import KVCache
 from core.llm import LLM
 from core.model import Transformer
+from core.remote import RemoteLLM, RemoteStream
 from core.sampling import SamplingParams
 from core.tokenizer import Tokenizer
 
 __all__ = ["LLM", "Engine", "EngineConfig", "GenerationStream", "KVCache", "ModelConfig", "ModelLoadError",
-           "SamplingParams", "Tokenizer", "Transformer"]
+           "RemoteLLM", "RemoteStream", "SamplingParams", "Tokenizer", "Transformer"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 
 import pytest
 
@@ -10,7 +11,7 @@ from agents import ScriptedModel
 from apps.pdf_chat import MAX_QUESTION_CHARS, PdfChat, Settings, source_rows
 from rag import SentenceTransformerEmbedder
 
-from conftest import DEMO_PDFS, ScriptedLLM
+from conftest import DEMO_PDFS, ScriptedLLM, save_tiny_checkpoint
 
 GUIDE = "nist-sp800-90b-entropy-suite-user-guide.pdf"
 SRX = "nist-srx-proxy-protocol-3.0.pdf"
@@ -162,3 +163,18 @@ def test_sample_is_indexed_once(app):
     assert [row[0] for row in app.documents("sample")] == [GUIDE]
     app.ensure_sample()
     assert len(app.documents("sample")) == 1
+
+
+def test_model_setting_switches_or_explains(app, tmp_path):
+    before = app.llm
+    message = app.set_model(str(tmp_path / "missing.gguf"))
+    assert message.startswith("Could not load") and "Still using `scripted`" in message and app.llm is before
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert app.set_model(f"http://127.0.0.1:{port}/v1").startswith("Could not load") and app.llm is before
+    save_tiny_checkpoint("llama", tmp_path / "tiny")
+    assert app.set_model(str(tmp_path / "tiny")) == "Model: `tiny`."
+    app.upload("docs", [DEMO_PDFS / GUIDE])
+    [reply] = app.ask(QUESTION, [], Settings("docs"))  # 256 tokens of context: too small for a source
+    assert reply.messages[0]["content"].startswith("Cannot answer with this model: the question and its best source")
