@@ -87,7 +87,7 @@ def load_file(path: str | Path, password: str | None = None) -> tuple[list[Page]
         data = _read_bytes(path)
         report.content_hash = hashlib.sha256(data).hexdigest()
         if kind == "pdf":
-            with _pypdf_log_to(report):
+            with _pypdf_quiet():
                 pages = _load_pdf(data, password, report)
         else:
             text = _decode_text(data, report)
@@ -132,13 +132,12 @@ def load_files(
 
 
 @contextlib.contextmanager
-def _pypdf_log_to(report: LoadReport) -> Iterator[None]:
-    """pypdf logs the damage it repairs ("Ignoring wrong pointing object"); that belongs in the file's report,
-    once, not on the user's terminal."""
-    messages: list[str] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: messages.append(record.getMessage())
+def _pypdf_quiet() -> Iterator[None]:
+    """pypdf logs each repair it makes ("Ignoring wrong pointing object": an xref offset off by a few bytes,
+    common in real PDFs) on the terminal. The text comes out right, so neither the user nor the report
+    hears of it; what does go wrong reaches the report as an error or a page warning."""
     logger = logging.getLogger("pypdf")
+    handler = logging.NullHandler()
     logger.addHandler(handler)
     propagate, logger.propagate = logger.propagate, False
     try:
@@ -146,9 +145,6 @@ def _pypdf_log_to(report: LoadReport) -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.propagate = propagate
-        if messages:
-            more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
-            report.warnings.append(f"the PDF is damaged and was read with repairs: {messages[0]}{more}")
 
 
 def _read_bytes(path: Path) -> bytes:
