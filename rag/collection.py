@@ -4,6 +4,10 @@
 (vectors by chunk id: `rag.index`). The data dir is the `data_dir` argument, else env LLMKIT_HOME, else
 the user's data dir (`$XDG_DATA_HOME/llmkit`, `~/.local/share/llmkit`).
 
+The store's meta table records which embedder (model and precision) made the vectors; opening the
+collection with another re-embeds every chunk, with a warning, so queries and chunks are never compared
+across models.
+
 Crash consistency. The store is the source of truth; the index is kept so that, on disk, its ids are
 always a subset of the store's chunk ids, and every *ready* chunk has its vector. Document states in the
 store act as a write-ahead record:
@@ -42,6 +46,7 @@ from rag.store import DocumentRecord, MetadataStore
 HOME_ENV = "LLMKIT_HOME"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ALREADY_PRESENT = "already in the collection"
+EMBEDDER_KEY = "embedder"  # in the store's meta table: which embedder (model, precision) made the vectors
 
 Progress = Callable[[str, int, int], None]  # (stage "load" | "embed", done, total)
 
@@ -90,10 +95,17 @@ class Collection:
             index = _open_index(directory / "index", embedder, store, index_kind)
             collection = cls(name, directory, embedder, store, index)
             collection._recover()
+            identity, built_by = _identity(embedder), store.get_meta(EMBEDDER_KEY)
             if len(index) != store.count_chunks():
                 warnings.warn(f"collection {name!r}: the index holds {len(index)} vectors but the store "
                               f"{store.count_chunks()} chunks; rebuilding the index from the store", stacklevel=2)
                 collection.index = _rebuild(directory / "index", embedder, store, index_kind)
+            elif built_by is not None and built_by != identity and len(index):
+                warnings.warn(f"collection {name!r} was embedded with {built_by}, not {identity}: re-embedding its "
+                              f"{len(index)} chunks", stacklevel=2)
+                collection.index = _rebuild(directory / "index", embedder, store, index_kind)
+            if built_by != identity:
+                store.set_meta(EMBEDDER_KEY, identity)
         except BaseException:
             store.close()
             raise
@@ -240,6 +252,10 @@ def _open_index(directory: Path, embedder: Embedder, store: MetadataStore, kind:
         raise ValueError(f"{directory} holds {index.dim}-d vectors but the embedder makes {embedder.dim}-d ones: "
                          "open the collection with the embedding model that built it")
     return index
+
+
+def _identity(embedder: Embedder) -> str:
+    return getattr(embedder, "identity", type(embedder).__name__)
 
 
 def _rebuild(directory: Path, embedder: Embedder, store: MetadataStore, kind: str) -> VectorIndex:

@@ -40,6 +40,7 @@ APPROX_THRESHOLD = 50_000  # below this, exact flat search is fast enough and ne
 HNSW_M = 32
 EF_CONSTRUCTION = 80
 EF_SEARCH = 128
+FEW_QUERIES = 8  # searches of fewer queries run on one thread (see FaissIndex.search)
 REBUILD_FRACTION = 0.25  # rebuild the HNSW graph once this share of its nodes are tombstones
 MANIFEST = "index.json"
 FORMAT_VERSION = 1
@@ -239,6 +240,20 @@ class FaissIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = _check_search(queries, k, self.dim)
+        if len(queries) >= FEW_QUERIES:
+            return self._search(queries, k)
+        # A few queries: one OpenMP thread. One query gains nothing from threads (flat, 10k vectors: 0.3 ms on one,
+        # 0.7 on two), and loses much when cores are busy: faiss's workers wait at a barrier for a descheduled
+        # peer, e.g. behind torch's or onnxruntime's spinning threads; in bench/rag.py a query's search took
+        # 20+ ms instead of 0.7. The setting is the calling thread's own (an OpenMP ICV): other threads keep theirs.
+        threads = self._faiss.omp_get_max_threads()
+        self._faiss.omp_set_num_threads(1)
+        try:
+            return self._search(queries, k)
+        finally:
+            self._faiss.omp_set_num_threads(threads)
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if not self.approximate:
             return top_k(*self._index.search(queries, min(k, max(len(self), 1))), k)
         self._index.hnsw.efSearch = self.ef_search

@@ -103,7 +103,7 @@ class Retriever:
 
     def _bm25_index(self) -> tuple[bm25s.BM25 | None, list[int]]:
         store = self.collection.store
-        key = (tuple(d.doc_id for d in store.documents()), store.count_chunks())
+        key = store.generation()
         if self._bm25 is None or self._bm25[0] != key:
             chunks = list(store.all_chunks())
             index = None

@@ -209,6 +209,24 @@ class MetadataStore:
         return self._db.execute("SELECT COUNT(*) FROM chunks c JOIN documents d USING (doc_id) WHERE d.state = ?",
                                 (state,)).fetchone()[0]
 
+    def generation(self) -> tuple[tuple[str, ...], int]:
+        """Changes whenever the searchable chunks do: the ready documents and the last chunk id handed out.
+
+        Ids are never reused (AUTOINCREMENT), so removing a document and adding it back changes it too.
+        """
+        ready = self._db.execute("SELECT doc_id FROM documents WHERE state = 'ready' ORDER BY rowid")
+        docs = tuple(row[0] for row in ready)
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunks'").fetchone()
+        return docs, row[0] if row else 0
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
     def close(self) -> None:
         self._db.close()
 

@@ -94,6 +94,9 @@ def test_removed_documents_leave_bm25_too(tmp_path, embedder):
     collection.remove(SRX)
     for mode in ("bm25", "dense", "hybrid"):
         assert all(h.chunk.file_name == GUIDE for h in retriever.search("SRx proxy", k=10, mode=mode))
+    collection.add_files([DEMO / SRX])  # the same documents and chunk count as before the removal, new ids
+    for mode in ("bm25", "dense", "hybrid"):
+        assert SRX in {h.chunk.file_name for h in retriever.search("SRx proxy", k=10, mode=mode)}
     collection.close()
 
 
