@@ -170,7 +170,7 @@ def synthetic_collection(directory: Path, embedder, size: int, seed: int = 0):
     start = time.perf_counter()
     index.add(ids, vectors)
     index_build = time.perf_counter() - start
-    return Collection("bench", directory, embedder, store, index), index_build
+    return Collection("bench", directory, embedder, store, index), index_build, ids, vectors
 
 
 def percentile_ms(seconds: list[float], q: float) -> float:
@@ -190,7 +190,8 @@ def measure_retrieval(size: int, precision: str, queries: int, ttft: bool) -> di
     questions = [questions[i % len(questions)] for i in range(queries)]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        collection, result["index_build_s"] = synthetic_collection(Path(tmp), embedder, size)
+        collection, result["index_build_s"], ids, vectors = synthetic_collection(Path(tmp), embedder, size)
+        result["recall_at_10"] = index_recall(collection.index, ids, vectors, embedder.embed(questions))
         result["build_s"] = time.perf_counter() - start
         retriever = Retriever(collection)
         start = time.perf_counter()
@@ -210,6 +211,13 @@ def measure_retrieval(size: int, precision: str, queries: int, ttft: bool) -> di
         result["ttft_s"] = time_to_first_token(retriever, questions[:3]) if ttft else None
         collection.close()
     return result
+
+
+def index_recall(index, ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int = 10) -> float:
+    """Recall@k of the collection's index against exact inner-product search over the same vectors."""
+    exact = ids[np.argsort(-(queries @ vectors.T), axis=1)[:, :k]]  # (q, k)
+    found = index.search(queries, k)[1]
+    return float(np.mean([len(set(e) & set(f)) / k for e, f in zip(exact, found, strict=True)]))
 
 
 def hybrid_parts(retriever, questions: list[str]) -> dict:
@@ -298,6 +306,7 @@ def markdown(ingest: dict, retrieval: dict, header: str) -> str:
                 f"{retrieval[s]['hybrid_parts_ms'][part]:.2f}" for s in sizes) + " |")
         extra = [("vector index", lambda r: "HNSW (approximate)" if r["approximate_index"] else "flat (exact)"),
                  ("vector index build s", lambda r: f"{r['index_build_s']:.1f}"),
+                 ("vector index recall@10 vs exact search", lambda r: f"{r['recall_at_10']:.3f}"),
                  ("BM25 index build (first query) s", lambda r: f"{r['bm25_build_s']:.1f}"),
                  ("RSS MB (after build and queries)", lambda r: f"{r['rss_mb']:.0f}"),
                  ("RSS MB growth over the loaded embedder", lambda r: f"{r['rss_mb'] - r['rss_before_mb']:.0f}"),
