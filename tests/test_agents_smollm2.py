@@ -4,12 +4,8 @@ Whether the 135M model picks the right tool is a figure, printed here for a samp
 (bench/agents.py runs all of it and keeps the results), not something these tests require.
 """
 
-import socket
-import threading
-import time
 
 import pytest
-import uvicorn
 
 from agents import Agent, LocalModel, OpenAIModel, calculator
 from agents import backends as agent_backends
@@ -17,7 +13,8 @@ from agents.evaluate import TASKS, TOOLS, evaluate, summary
 from agents.langchain import LangChainModel
 from core import LLM
 from core.langchain import ChatLLMKit
-from core.server import create_app
+
+from conftest import serving
 
 SAMPLE = TASKS[::3][:10]  # 10 of the 32 tasks, every tool among them
 OPTIONS = dict(max_steps=1, step_tokens=160, max_string_length=40)  # 160 tokens hold the longest call these allow
@@ -53,20 +50,8 @@ def test_the_three_line_api_runs_on_the_embedded_model(llm):
 
 @pytest.fixture(scope="module")
 def base_url(llm):
-    """`llmkit serve` in-process under uvicorn, on a loopback port the OS picked."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(llm, "smollm2"), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    server.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    with serving(llm, "smollm2") as url:
+        yield url
 
 
 def first_step(model):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import uvicorn
 
 from core import LLM, RemoteLLM
-from core.server import create_app
+
+from conftest import serving
 
 MODEL = "smollm2-test"
 QUESTION = [{"role": "user", "content": "Tell me about Paris."}]  # longer than 16 tokens to answer
@@ -30,21 +30,8 @@ def llm():
 
 @pytest.fixture(scope="module")
 def base_url(llm):
-    """The app under uvicorn in a background thread, on a loopback port the OS picked (no race for it)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(llm, MODEL), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    with serving(llm, MODEL) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
