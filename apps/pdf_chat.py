@@ -178,7 +178,7 @@ class PdfChat:
                 shutil.rmtree(path.parent, ignore_errors=True)
         return f"Removed {file_name}." if removed else f"There is no document {file_name!r} in {name!r}."
 
-    def reindex(self, name: str, file_name: str, progress: Progress | None = None) -> str:
+    def reindex(self, name: str, file_name: str) -> str:
         """Read the document's file again and replace it (after a chunking or model change, or an edit)."""
         collection, _, lock = self._open(name)
         with lock:
