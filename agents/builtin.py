@@ -108,11 +108,16 @@ def current_datetime(timezone: str = "UTC") -> str:
     return f"{now:%A %Y-%m-%d %H:%M:%S} {timezone} (UTC{now:%z})"
 
 
-def rag_tools(collection: Collection, k: int = 5) -> list[Tool]:
-    """search_documents, read_page and list_documents over `collection` (its retriever is built once)."""
-    from rag.retriever import Retriever  # here, not at the top: `import agents` stays free of bm25s and numpy
+def rag_tools(collection: Collection, k: int = 5, retriever=None) -> list[Tool]:
+    """search_documents, read_page and list_documents over `collection`.
 
-    retriever = Retriever(collection)
+    `retriever`: a rag.Retriever of the collection to share (its BM25 index is built once per retriever);
+    default: a new one.
+    """
+    if retriever is None:
+        from rag.retriever import Retriever  # here, not at the top: `import agents` stays free of bm25s and numpy
+
+        retriever = Retriever(collection)
     store = collection.store
 
     @tool

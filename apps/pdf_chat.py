@@ -209,15 +209,16 @@ class PdfChat:
             yield Reply([_assistant(f"The collection {settings.collection!r} has no documents yet: upload a PDF "
                                     "first.")])
             return
-        if settings.agent_mode:
-            yield from self._ask_agent(question, history, settings, collection, lock)
-            return
         turns = [m for m in history if m["role"] in ("user", "assistant") and not m.get("metadata")]
+        turns = turns[-2 * MAX_HISTORY_TURNS:]
+        if settings.agent_mode:
+            yield from self._ask_agent(question, turns, settings, collection, retriever, lock)
+            return
         try:
             with lock:
                 stream = stream_answer(retriever, self.llm, question, k=settings.k,
                                        mode="hybrid" if settings.hybrid else "dense",
-                                       history=turns[-2 * MAX_HISTORY_TURNS:], temperature=settings.temperature)
+                                       history=turns, temperature=settings.temperature)
         except ValueError as error:  # the question and its sources do not fit this model's context
             yield Reply([_assistant(f"Cannot answer with this model: {error}.")])
             return
@@ -234,15 +235,18 @@ class PdfChat:
             final += "\n\n_(cut off at the answer length limit)_"
         yield Reply([_assistant(final)], result.sources)
 
-    def _ask_agent(self, question: str, history: list[dict], settings: Settings, collection: Collection,
-                   lock: threading.Lock) -> Iterator[Reply]:
-        """The question goes to an agent with the collection's tools; each step shows as it happens."""
+    def _ask_agent(self, question: str, turns: list[dict], settings: Settings, collection: Collection,
+                   retriever: Retriever, lock: threading.Lock) -> Iterator[Reply]:
+        """The question goes to an agent with the collection's tools, after the chat's earlier `turns`; each step
+        shows as it happens."""
         from agents import Agent, LocalModel, rag_tools
 
-        tools = [*(_locked(t, lock) for t in rag_tools(collection, k=settings.k)), self._summary_tool(collection, lock)]
+        tools = [*(_locked(t, lock) for t in rag_tools(collection, settings.k, retriever)),
+                 self._summary_tool(collection, lock)]
         model = self.agent_model or LocalModel(self.llm, temperature=settings.temperature)
         agent = Agent(model, tools,
                       instructions=AGENT_INSTRUCTIONS, max_steps=6)
+        agent.messages = [dict(turn) for turn in turns]
         messages: list[dict] = []
         for step in agent.stream(question):
             if step.answer is not None:
@@ -295,6 +299,21 @@ class PdfChat:
                 + "</mark>" + html.escape(text[at + len(source.text):]))
         return (f"<h4>{html.escape(source.file)}, page {source.page}</h4>"
                 f"<div class='page-text' style='white-space: pre-wrap'>{body}</div>")
+
+
+def plain_messages(history: list[dict]) -> list[dict]:
+    """The chat as Gradio hands it back ({"role", "content": [{"type": "text", "text"}], "metadata", ...}) as
+    {"role", "content": str} messages, metadata kept where there is some."""
+    messages = []
+    for message in history or []:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        plain = {"role": message["role"], "content": content if isinstance(content, str) else ""}
+        if message.get("metadata"):
+            plain["metadata"] = message["metadata"]
+        messages.append(plain)
+    return messages
 
 
 def _assistant(text: str) -> dict:
@@ -368,7 +387,7 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
 
     def on_ask(question: str, history: list[dict], name: str, temperature: float, k: int, hybrid: bool,
                agent_mode: bool):
-        history = list(history or [])
+        history = plain_messages(history)
         settings = Settings(name, temperature, int(k), hybrid, agent_mode)
         shown = [*history, {"role": "user", "content": question}]
         started, first = time.monotonic(), None

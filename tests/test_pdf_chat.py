@@ -5,10 +5,11 @@ from __future__ import annotations
 import shutil
 import socket
 
+import gradio as gr
 import pytest
 
 from agents import ScriptedModel
-from apps.pdf_chat import MAX_QUESTION_CHARS, PdfChat, Settings, source_rows
+from apps.pdf_chat import MAX_QUESTION_CHARS, PdfChat, Settings, plain_messages, source_rows
 from rag import SentenceTransformerEmbedder
 
 from conftest import DEMO_PDFS, ScriptedLLM, save_tiny_checkpoint
@@ -102,6 +103,15 @@ def test_conversation_memory_sends_earlier_turns(app):
     prompt = app.llm.prompts[-1]
     assert [m["content"] for m in prompt[1:3]] == ["What is this guide about?", "Entropy estimation."]
     assert all("a tool step" not in m["content"] for m in prompt)
+
+
+def test_gradio_chat_history_becomes_plain_messages():
+    chatbot = gr.Chatbot()
+    shown = [{"role": "user", "content": "What is this guide about?"},
+             {"role": "assistant", "content": "a step", "metadata": {"title": "🔧 search_documents()"}},
+             {"role": "assistant", "content": "Entropy estimation."}]
+    returned = chatbot.preprocess(chatbot.postprocess(shown))  # what a handler receives from the browser
+    assert plain_messages(returned) == shown
 
 
 def test_unrelated_question_and_empty_collection(app):

@@ -102,6 +102,15 @@ def test_upload_ask_and_open_the_cited_page(page):
     expect(view.locator("mark")).to_contain_text("Keep Window")
     page.screenshot(path=ARTIFACTS / "pdf-chat.png", full_page=True)
 
+    page.fill("#question textarea", "And what is it measured in?")  # a follow-up: the chat's memory goes back
+    page.click("#ask")
+    status = page.locator("#answer-status")
+    expect(status).to_contain_text("Answering", timeout=60_000)
+    expect(status).to_contain_text("Answered in", timeout=300_000)
+    answers = page.locator("#chat [data-testid=bot]")
+    expect(answers).to_have_count(2)
+    assert answers.last.inner_text().strip()
+
 
 def test_bad_uploads_show_errors_and_leave_the_collection(page, tmp_path):
     expect(page.locator("#documents")).to_contain_text("nist-sp800-90b")
