@@ -30,11 +30,26 @@ class Hit:
     bm25_score: float | None = None
 
 
+@dataclass
+class _Corpus:
+    key: tuple  # the store's generation this was built from
+    bm25: bm25s.BM25 | None  # None for an empty collection
+    ids: np.ndarray  # (n,) chunk ids, in BM25's order
+    documents: list[str]  # the documents' ids, in order of first appearance
+    codes: np.ndarray  # (n,) int32: each chunk's document, as an index into `documents`
+    doc_of: dict[int, str]  # chunk id -> document
+
+    def mask(self, allowed: set[str]) -> np.ndarray:
+        """(n,) float32: 1 for the chunks of the allowed documents, else 0 (BM25's weight mask)."""
+        wanted = [code for code, doc_id in enumerate(self.documents) if doc_id in allowed]
+        return np.isin(self.codes, wanted).astype(np.float32)
+
+
 class Retriever:
     def __init__(self, collection: Collection, candidates: int = CANDIDATES):
         self.collection = collection
         self.candidates = candidates
-        self._bm25: tuple[tuple, bm25s.BM25 | None, list[int]] | None = None  # (contents key, index, chunk ids)
+        self._cached: _Corpus | None = None
 
     def search(self, query: str, k: int = 5, mode: Mode = "hybrid", documents: list[str] | None = None,
                mmr: float | None = None) -> list[Hit]:
@@ -80,38 +95,51 @@ class Retriever:
         index = self.collection.index
         if len(index) == 0:
             return {}
-        # With a filter, search everything: the best chunks of one document may rank far down overall.
-        k = len(index) if allowed is not None else min(max(k, self.candidates), len(index))
-        scores, ids = index.search(self.collection.embedder.embed([query]), k)  # (1, k)
-        hits = {int(i): float(s) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0}
-        return self._keep(hits, allowed)
+        want = min(max(k, self.candidates), len(index))
+        queries = self.collection.embedder.embed([query])  # (1, dim)
+        corpus = self._corpus() if allowed is not None else None
+        if corpus is not None:
+            want = min(want, int(corpus.mask(allowed).sum()))
+            if want == 0:
+                return {}
+        # With a filter, the best chunks of the allowed documents may rank far down overall: widen until found.
+        fetch = want
+        while True:
+            fetch = min(fetch * 4 if corpus is not None else fetch, len(index))
+            scores, ids = index.search(queries, fetch)  # (1, fetch)
+            hits = {int(i): float(s) for s, i in zip(scores[0], ids[0], strict=True)
+                    if i >= 0 and (corpus is None or corpus.doc_of.get(int(i)) in allowed)}
+            if len(hits) >= want or fetch >= len(index):
+                return dict(sorted(hits.items(), key=lambda item: -item[1])[:want])
 
     def _lexical(self, query: str, k: int, allowed: set[str] | None) -> dict[int, float]:
-        bm25, ids = self._bm25_index()
-        if bm25 is None:
+        corpus = self._corpus()
+        if corpus.bm25 is None:
             return {}
-        k = len(ids) if allowed is not None else min(max(k, self.candidates), len(ids))
-        found, scores = bm25.retrieve(_tokenize([query]), k=k, show_progress=False)  # (1, k)
-        hits = {ids[int(p)]: float(s) for p, s in zip(found[0], scores[0], strict=True) if s > 0}
-        return self._keep(hits, allowed)
+        mask = corpus.mask(allowed) if allowed is not None else None
+        k = min(max(k, self.candidates), len(corpus.ids) if mask is None else int(mask.sum()))
+        if k == 0:
+            return {}
+        found, scores = corpus.bm25.retrieve(_tokenize([query]), k=k, show_progress=False,
+                                             weight_mask=mask)  # (1, k); masked chunks score 0
+        return {int(corpus.ids[p]): float(s) for p, s in zip(found[0], scores[0], strict=True) if s > 0}
 
-    def _keep(self, hits: dict[int, float], allowed: set[str] | None) -> dict[int, float]:
-        if allowed is None or not hits:
-            return hits
-        chunks = self.collection.store.chunks_by_ids(hits)
-        return {c.id: hits[c.id] for c in chunks if c.doc_id in allowed}
-
-    def _bm25_index(self) -> tuple[bm25s.BM25 | None, list[int]]:
+    def _corpus(self) -> _Corpus:
+        """BM25 over every ready chunk and whose chunk is whose, rebuilt when the collection's chunks change."""
         store = self.collection.store
         key = store.generation()
-        if self._bm25 is None or self._bm25[0] != key:
+        if self._cached is None or self._cached.key != key:
             chunks = list(store.all_chunks())
-            index = None
+            bm25 = None
             if chunks:
-                index = bm25s.BM25()
-                index.index(_tokenize([c.text for c in chunks]), show_progress=False)
-            self._bm25 = (key, index, [c.id for c in chunks])
-        return self._bm25[1], self._bm25[2]
+                bm25 = bm25s.BM25()
+                bm25.index(_tokenize([c.text for c in chunks]), show_progress=False)
+            documents = list(dict.fromkeys(c.doc_id for c in chunks))
+            code_of = {doc_id: code for code, doc_id in enumerate(documents)}
+            self._cached = _Corpus(key, bm25, np.array([c.id for c in chunks], np.int64), documents,
+                                   np.array([code_of[c.doc_id] for c in chunks], np.int32),
+                                   {c.id: c.doc_id for c in chunks})
+        return self._cached
 
     def _mmr(self, query: str, candidates: list[int], k: int, lam: float) -> list[int]:
         """Maximal marginal relevance (Carbonell & Goldstein, 1998) over the candidates' embeddings."""

@@ -70,6 +70,18 @@ def test_document_filter(retriever):
         retriever.search("anything", documents=["missing.pdf"])
 
 
+@pytest.mark.parametrize("mode", ["dense", "bm25"])
+def test_filtered_search_is_the_unfiltered_ranking_restricted_to_the_document(retriever, mode):
+    """The guide's chunks rank below the SRx ones for an SRx question: the filter finds its best ones, in order."""
+    query = "SRx proxy hello message"
+    everything = retriever.search(query, k=len(retriever.collection), mode=mode)
+    expected = [h.chunk.id for h in everything if h.chunk.file_name == GUIDE][:7]
+    assert [h.chunk.id for h in everything[:7]] != expected
+    filtered = retriever.search(query, k=7, mode=mode, documents=[GUIDE])
+    assert [h.chunk.id for h in filtered] == expected
+    assert [h.score for h in filtered] == pytest.approx([h.score for h in everything if h.chunk.id in expected])
+
+
 def test_mmr_diversifies_without_losing_the_best_hit(retriever, embedder):
     query = "entropy estimation"
     plain = retriever.search(query, k=6)
