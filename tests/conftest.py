@@ -6,7 +6,6 @@ import os
 import socket
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -144,26 +143,35 @@ class ScriptedStream(list):
         super().__init__(reply[i: i + 7] for i in range(0, len(reply), 7))
 
 
-@contextmanager
-def serving(llm, model_name: str):
-    """`llmkit serve`'s app under uvicorn in a background thread, on a loopback port the OS picked (no race for
-    it); yields the base URL, ending in /v1."""
+SERVED_MODEL = "smollm2-test"  # the name `served_url` serves the embedded model under
+
+
+@pytest.fixture(scope="session")
+def llm():
+    """The embedded SmolLM2, loaded once for the whole run."""
+    from core import LLM
+
+    return LLM.load()
+
+
+@pytest.fixture(scope="session")
+def served_url(llm):
+    """`llmkit serve`'s app over `llm` under uvicorn in a background thread, on a loopback port the OS picked (no
+    race for it); the base URL, ending in /v1."""
     import uvicorn
 
     from core.server import create_app
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(llm, model_name), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(llm, SERVED_MODEL), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    server.should_exit = True
+    thread.join(timeout=30)
+    sock.close()

@@ -11,22 +11,20 @@ from agents import Agent, LocalModel, OpenAIModel, calculator
 from agents import backends as agent_backends
 from agents.evaluate import TASKS, TOOLS, evaluate, summary
 from agents.langchain import LangChainModel
-from core import LLM
 from core.langchain import ChatLLMKit
 
-from conftest import serving
+from conftest import SERVED_MODEL
 
 SAMPLE = TASKS[::3][:10]  # 10 of the 32 tasks, every tool among them
 OPTIONS = dict(max_steps=1, step_tokens=160, max_string_length=40)  # 160 tokens hold the longest call these allow
 TASK = "What is 17 times 23?"
 
 
-@pytest.fixture(scope="module")
-def llm():
-    """One SmolLM2 for the module, also standing in as the embedded model that Agent() loads by default."""
-    llm = LLM.load()
+@pytest.fixture(scope="module", autouse=True)
+def embedded(llm):
+    """The run's SmolLM2 stands in as the embedded model that Agent() loads by default."""
     agent_backends._EMBEDDED["llm"] = llm
-    yield llm
+    yield
     agent_backends._EMBEDDED.clear()
 
 
@@ -48,19 +46,13 @@ def test_the_three_line_api_runs_on_the_embedded_model(llm):
     assert isinstance(Agent().model, LocalModel)
 
 
-@pytest.fixture(scope="module")
-def base_url(llm):
-    with serving(llm, "smollm2") as url:
-        yield url
-
-
 def first_step(model):
     return Agent(model, TOOLS, **OPTIONS).run(TASK).steps[0]
 
 
-def test_the_openai_backend_over_llmkit_serve_equals_the_local_model(llm, base_url):
+def test_the_openai_backend_over_llmkit_serve_equals_the_local_model(llm, served_url):
     """Same weights, template and schema, greedy: the server's step is the local one, token for token."""
-    remote = first_step(OpenAIModel(base_url, "smollm2"))
+    remote = first_step(OpenAIModel(served_url, SERVED_MODEL))
     assert remote.valid and remote.prompt_tokens > 0 and remote.completion_tokens > 0
     local = first_step(LocalModel(llm))
     assert remote.output == local.output and remote.prompt_tokens == local.prompt_tokens

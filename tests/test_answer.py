@@ -6,7 +6,6 @@ import re
 
 import pytest
 
-from core import LLM
 from rag import Collection, Retriever, answer, stream_answer
 from rag.answer import NOTHING_RELEVANT, SYSTEM_PROMPT, Source, check_citations, fit_prompt
 
@@ -14,18 +13,13 @@ from conftest import ScriptedLLM
 
 GUIDE = "nist-sp800-90b-entropy-suite-user-guide.pdf"
 SRX = "nist-srx-proxy-protocol-3.0.pdf"
-CITATION = re.compile(r"\[([^\[\]]+) p\. (\d+)\]")
+CITATION_TAG = re.compile(r"(\[([^\[\]]+) p\. (\d+)\])")
 
 
 @pytest.fixture(scope="module")
 def retriever(demo_data_dir):
     with Collection.open("demo", data_dir=demo_data_dir) as collection:
         yield Retriever(collection)
-
-
-@pytest.fixture(scope="module")
-def llm():
-    return LLM.load()
 
 
 def sources():
@@ -64,13 +58,19 @@ def test_invented_citation_is_removed_from_a_streamed_answer(retriever):
 
 
 def test_real_model_answers_citing_only_retrieved_chunks(retriever, llm):
-    result = answer(retriever, llm, "What port does the SRx server listen on?", k=3, max_new_tokens=48)
+    stream = stream_answer(retriever, llm, "What port does the SRx server listen on?", k=3, max_new_tokens=48)
+    written = "".join(stream)  # what the model wrote, citations and all
+    result = stream.answer
     assert result.finish_reason in ("stop", "length") and result.text
     retrieved = {(s.file, s.page) for s in result.sources}
     assert retrieved and all(s.file == SRX for s in result.sources)
-    for file, page in CITATION.findall(result.text):
-        assert (file, int(page)) in retrieved
     assert all(s.similarity >= 0.3 for s in result.sources)
+    # Every tag the model wrote is either a retrieved page, kept, or reported and removed; nothing else survives.
+    for tag, file, page in CITATION_TAG.findall(written):
+        assert ((file, int(page)) in retrieved) != (tag in result.invalid_citations), tag
+    kept = {(file, int(page)) for _, file, page in CITATION_TAG.findall(result.text)}
+    assert kept <= retrieved
+    assert {(s.file, s.page) for s in result.cited_sources} == kept
 
 
 @pytest.mark.parametrize("question", ["What is a good recipe for chocolate cake?",

@@ -14,11 +14,6 @@ from core import LLM
 from core.constrain import TokenConstraint
 
 
-@pytest.fixture(scope="module")
-def llm() -> LLM:
-    return LLM.load()
-
-
 def generate(llm: LLM, question: str, seeds: list[int | None], temperature: float = 0.8, **spec) -> list[str]:
     """One constrained answer per seed through the public API, all submitted at once so the engine batches them.
 

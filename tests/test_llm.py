@@ -6,11 +6,6 @@ from core import LLM
 from core.text_stream import TextStream
 
 
-@pytest.fixture(scope="module")
-def llm():
-    return LLM.load()
-
-
 def test_stream_joins_to_generate_and_greedy_is_deterministic(llm):
     deltas = list(llm.stream("The capital of France is", max_new_tokens=12))
     assert len(deltas) > 1

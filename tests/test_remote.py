@@ -13,30 +13,18 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from core import LLM, RemoteLLM
+from core import RemoteLLM
 
-from conftest import serving
+from conftest import SERVED_MODEL
 
-MODEL = "smollm2-test"
 QUESTION = [{"role": "user", "content": "Tell me about Paris."}]  # longer than 16 tokens to answer
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9,"  # goes on for as long as it is allowed to
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def llm():
-    return LLM.load()
-
-
-@pytest.fixture(scope="module")
-def base_url(llm):
-    with serving(llm, MODEL) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def remote(base_url, llm):
-    return RemoteLLM(base_url, context_length=llm.context_length, timeout=60)
+def remote(served_url, llm):
+    return RemoteLLM(served_url, context_length=llm.context_length, timeout=60)
 
 
 @pytest.fixture
@@ -117,7 +105,7 @@ def test_a_broken_stream_raises_connection_error_after_the_text_so_far(events, w
 
 
 def test_model_name_is_discovered_from_the_server(remote):
-    assert remote.name == MODEL
+    assert remote.name == SERVED_MODEL
 
 
 def test_stream_gives_the_local_greedy_text_in_deltas_with_usage(remote, llm):
@@ -166,9 +154,9 @@ def test_unreachable_server_raises_connection_error_naming_the_url(closed_url):
         RemoteLLM(closed_url, model="any").stream(QUESTION)
 
 
-def test_server_refusal_is_a_value_error_with_the_servers_message(base_url, remote):
-    with pytest.raises(ValueError, match=f"HTTP 404: .*{MODEL}"):
-        RemoteLLM(base_url, model="gpt-4o").generate(QUESTION)
+def test_server_refusal_is_a_value_error_with_the_servers_message(served_url, remote):
+    with pytest.raises(ValueError, match=f"HTTP 404: .*{SERVED_MODEL}"):
+        RemoteLLM(served_url, model="gpt-4o").generate(QUESTION)
     with pytest.raises(ValueError, match="HTTP 400: the prompt has .* tokens; the context holds"):
         remote.generate([{"role": "user", "content": "word " * 5000}])
 

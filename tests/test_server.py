@@ -14,38 +14,24 @@ import jsonschema
 import openai
 import pytest
 
-from core import LLM
+from conftest import SERVED_MODEL
 
-from conftest import serving
-
-MODEL = "smollm2-test"
 TIMEOUT = 120  # seconds for any one request: a hung request fails its test rather than stalling the run
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
-def llm():
-    return LLM.load()
-
-
-@pytest.fixture(scope="module")
-def base_url(llm):
-    with serving(llm, MODEL) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(base_url):
-    return openai.OpenAI(base_url=base_url, api_key="unused", timeout=TIMEOUT, max_retries=0)
+def client(served_url):
+    return openai.OpenAI(base_url=served_url, api_key="unused", timeout=TIMEOUT, max_retries=0)
 
 
 def chat(client, messages=QUESTION, **options):
-    return client.chat.completions.create(model=MODEL, messages=messages, **{"max_tokens": 8, "temperature": 0,
+    return client.chat.completions.create(model=SERVED_MODEL, messages=messages, **{"max_tokens": 8, "temperature": 0,
                                                                               **options})
 
 
-def post(base_url, path, body, timeout=TIMEOUT, **kwargs):
-    return httpx.post(base_url + path, timeout=timeout, **({"json": body} if body is not None else {}), **kwargs)
+def post(served_url, path, body, timeout=TIMEOUT, **kwargs):
+    return httpx.post(served_url + path, timeout=timeout, **({"json": body} if body is not None else {}), **kwargs)
 
 
 def wait_until_engine_idle(llm, seconds=20):
@@ -59,14 +45,14 @@ def wait_until_engine_idle(llm, seconds=20):
 
 
 def test_models_lists_the_served_name(client):
-    assert [model.id for model in client.models.list().data] == [MODEL]
-    assert client.models.retrieve(MODEL).id == MODEL
+    assert [model.id for model in client.models.list().data] == [SERVED_MODEL]
+    assert client.models.retrieve(SERVED_MODEL).id == SERVED_MODEL
 
 
 def test_chat_completion_has_content_usage_and_finish_reason(client, llm):
     reply = chat(client, max_tokens=4)
     choice = reply.choices[0]
-    assert reply.object == "chat.completion" and reply.model == MODEL
+    assert reply.object == "chat.completion" and reply.model == SERVED_MODEL
     assert choice.message.role == "assistant" and choice.message.content.strip()
     assert choice.finish_reason == "length"  # 4 tokens cannot finish the answer
     assert reply.usage.prompt_tokens == len(llm.prompt_ids(QUESTION))
@@ -93,7 +79,7 @@ def test_chat_stops_at_a_stop_string(client):
 
 
 def test_completions_stream_and_not(client):
-    options = dict(model=MODEL, prompt="The capital of France is", max_tokens=4, temperature=0)
+    options = dict(model=SERVED_MODEL, prompt="The capital of France is", max_tokens=4, temperature=0)
     reply = client.completions.create(**options)
     assert reply.object == "text_completion" and "Paris" in reply.choices[0].text
     assert reply.usage.completion_tokens == 4
@@ -117,10 +103,10 @@ def test_response_format_json_object_gives_an_object(client):
     assert isinstance(json.loads(reply.choices[0].message.content), dict)
 
 
-def test_langchain_chat_openai_invoke_and_stream(base_url):
+def test_langchain_chat_openai_invoke_and_stream(served_url):
     from langchain_openai import ChatOpenAI
 
-    model = ChatOpenAI(base_url=base_url, api_key="unused", model=MODEL, temperature=0, max_tokens=8,
+    model = ChatOpenAI(base_url=served_url, api_key="unused", model=SERVED_MODEL, temperature=0, max_tokens=8,
                        timeout=TIMEOUT, max_retries=0)
     text = model.invoke("What is the capital of France?").content
     assert text.strip()
@@ -146,25 +132,26 @@ def test_concurrent_requests_return_what_sequential_ones_do(client):
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "wibble"}}}},
      400, "wibble"),
     ({"response_format": {"type": "xml"}}, 400, "response_format"),
-    ({"model": "gpt-4o"}, 404, MODEL),
+    ({"model": "gpt-4o"}, 404, SERVED_MODEL),
     ({"n": 2}, 400, "not supported"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "not supported"),
     ({"frequency_penalty": 0.5}, 400, "not supported"),
 ])
-def test_bad_chat_requests_get_a_clear_openai_error(base_url, body, status, words):
-    response = post(base_url, "/chat/completions", {"model": MODEL, "messages": QUESTION, "max_tokens": 4, **body})
+def test_bad_chat_requests_get_a_clear_openai_error(served_url, body, status, words):
+    response = post(served_url, "/chat/completions",
+                    {"model": SERVED_MODEL, "messages": QUESTION, "max_tokens": 4, **body})
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and words in error["message"]
 
 
 @pytest.mark.parametrize("raw, words", [
-    (f'{{"model": "{MODEL}", "prompt": "hi", "temperature": NaN}}', "temperature"),  # clients refuse to send NaN
-    (f'{{"model": "{MODEL}", "prompt": "hi", ', "JSON"),
-    (f'{{"model": "{MODEL}", "prompt": ["token", "lists"]}}', "prompt"),
+    (f'{{"model": "{SERVED_MODEL}", "prompt": "hi", "temperature": NaN}}', "temperature"),  # clients refuse to send NaN
+    (f'{{"model": "{SERVED_MODEL}", "prompt": "hi", ', "JSON"),
+    (f'{{"model": "{SERVED_MODEL}", "prompt": ["token", "lists"]}}', "prompt"),
 ])
-def test_bad_completion_bodies_get_400(base_url, raw, words):
-    response = post(base_url, "/completions", None, content=raw, headers={"Content-Type": "application/json"})
+def test_bad_completion_bodies_get_400(served_url, raw, words):
+    response = post(served_url, "/completions", None, content=raw, headers={"Content-Type": "application/json"})
     assert response.status_code == 400, response.text
     assert words in response.json()["error"]["message"]
 
@@ -172,28 +159,28 @@ def test_bad_completion_bodies_get_400(base_url, raw, words):
 def test_the_openai_client_raises_bad_request_with_the_message(client):
     with pytest.raises(openai.BadRequestError, match="temperature"):
         chat(client, temperature=-0.5)
-    with pytest.raises(openai.NotFoundError, match=MODEL):
+    with pytest.raises(openai.NotFoundError, match=SERVED_MODEL):
         client.chat.completions.create(model="gpt-4o", messages=QUESTION)
 
 
-def test_unsupported_route_is_an_openai_error(base_url):
-    response = post(base_url, "/embeddings", {"model": MODEL, "input": "hi"})
+def test_unsupported_route_is_an_openai_error(served_url):
+    response = post(served_url, "/embeddings", {"model": SERVED_MODEL, "input": "hi"})
     assert response.status_code == 404 and "error" in response.json()
 
 
-COUNTING = {"model": MODEL, "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9,", "max_tokens": 2000, "temperature": 0}
+COUNTING = {"model": SERVED_MODEL, "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9,", "max_tokens": 2000, "temperature": 0}
 
 
-def test_a_client_leaving_a_stream_ends_its_generation(base_url, llm):
+def test_a_client_leaving_a_stream_ends_its_generation(served_url, llm):
     body = {**COUNTING, "stream": True}
-    with httpx.stream("POST", base_url + "/completions", json=body, timeout=TIMEOUT) as response:
+    with httpx.stream("POST", served_url + "/completions", json=body, timeout=TIMEOUT) as response:
         assert next(line for line in response.iter_lines() if line.startswith("data: "))
     assert wait_until_engine_idle(llm)
 
 
-def test_a_client_leaving_a_non_streamed_request_ends_its_generation(base_url, llm):
+def test_a_client_leaving_a_non_streamed_request_ends_its_generation(served_url, llm):
     with pytest.raises(httpx.ReadTimeout):
-        post(base_url, "/completions", COUNTING, timeout=3)
+        post(served_url, "/completions", COUNTING, timeout=3)
     assert wait_until_engine_idle(llm)
 
 
