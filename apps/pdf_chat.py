@@ -382,8 +382,8 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
             return "Select a document in the table first.", app.documents(name)
         return app.reindex(name, file_name), app.documents(name)
 
-    def on_document_select(rows, event: gr.SelectData):
-        return rows.iloc[event.index[0], 0] if hasattr(rows, "iloc") else rows[event.index[0]][0]
+    def on_document_select(event: gr.SelectData):
+        return event.row_value[0]  # the file name
 
     def on_ask(question: str, history: list[dict], name: str, temperature: float, k: int, hybrid: bool,
                agent_mode: bool):
@@ -417,7 +417,8 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
                 documents = gr.Dataframe(headers=["file", "pages", "chunks", "needs OCR", "added"],
                                          interactive=False, label="Documents",
                                          elem_id="documents")
-                selected_document = gr.Textbox(label="Selected document", interactive=False)
+                selected_document = gr.Textbox(label="Selected document", interactive=False,
+                                               elem_id="selected-document")
                 with gr.Row():
                     remove_button = gr.Button("Delete", variant="stop", size="sm")
                     reindex_button = gr.Button("Re-index", size="sm")
@@ -450,7 +451,7 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
                   [documents, collection_box])
         files.upload(on_upload, [collection_box, files], [upload_report, documents, collection_box])
         collection_box.change(on_collection, collection_box, [documents, chatbot, sources_table, page, sources_state])
-        documents.select(on_document_select, documents, selected_document)
+        documents.select(on_document_select, None, selected_document)
         remove_button.click(on_remove, [collection_box, selected_document], [upload_report, documents])
         reindex_button.click(on_reindex, [collection_box, selected_document], [upload_report, documents])
         ask_inputs = [question, chatbot, collection_box, temperature, top_k, hybrid, agent_mode]

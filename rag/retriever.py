@@ -65,8 +65,9 @@ class Retriever:
         if mmr is not None and not 0 <= mmr <= 1:
             raise ValueError(f"mmr must lie in [0, 1], got {mmr}")
         allowed = self._allowed_docs(documents)
-        dense = self._dense(query, k, allowed) if mode != "bm25" else {}
-        lexical = self._lexical(query, k, allowed) if mode != "dense" else {}
+        mask = self._corpus().mask(allowed) if allowed is not None else None  # (n,) over BM25's chunk order
+        dense = self._dense(query, k, allowed, mask) if mode != "bm25" else {}
+        lexical = self._lexical(query, k, mask) if mode != "dense" else {}
         if mode == "dense":
             ranked = sorted(dense, key=lambda i: -dense[i])
             scores = dense
@@ -91,15 +92,15 @@ class Retriever:
             raise ValueError(f"none of {documents} is in collection {self.collection.name!r}")
         return allowed
 
-    def _dense(self, query: str, k: int, allowed: set[str] | None) -> dict[int, float]:
+    def _dense(self, query: str, k: int, allowed: set[str] | None, mask: np.ndarray | None) -> dict[int, float]:
         index = self.collection.index
         if len(index) == 0:
             return {}
         want = min(max(k, self.candidates), len(index))
         queries = self.collection.embedder.embed([query])  # (1, dim)
         corpus = self._corpus() if allowed is not None else None
-        if corpus is not None:
-            want = min(want, int(corpus.mask(allowed).sum()))
+        if mask is not None:
+            want = min(want, int(mask.sum()))
             if want == 0:
                 return {}
         # With a filter, the best chunks of the allowed documents may rank far down overall: widen until found.
@@ -112,11 +113,10 @@ class Retriever:
             if len(hits) >= want or fetch >= len(index):
                 return dict(sorted(hits.items(), key=lambda item: -item[1])[:want])
 
-    def _lexical(self, query: str, k: int, allowed: set[str] | None) -> dict[int, float]:
+    def _lexical(self, query: str, k: int, mask: np.ndarray | None) -> dict[int, float]:
         corpus = self._corpus()
         if corpus.bm25 is None:
             return {}
-        mask = corpus.mask(allowed) if allowed is not None else None
         k = min(max(k, self.candidates), len(corpus.ids) if mask is None else int(mask.sum()))
         if k == 0:
             return {}

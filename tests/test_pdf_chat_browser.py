@@ -129,3 +129,5 @@ def test_bad_uploads_show_errors_and_leave_the_collection(page, tmp_path):
         expect(report).to_contain_text(expected)
     page.screenshot(path=ARTIFACTS / "pdf-chat-bad-uploads.png", full_page=True)
     assert documents(page) == before
+    page.click("#documents [data-testid=cell-0-0]")  # choosing a document for Delete / Re-index
+    expect(page.locator("#selected-document textarea")).to_have_value(before[0])
