@@ -175,3 +175,13 @@ def served_url(llm):
     server.should_exit = True
     thread.join(timeout=30)
     sock.close()
+
+
+def wait_until_engine_idle(llm, seconds: float = 20) -> bool:
+    """True once no engine row is occupied: a request whose client left must not keep decoding."""
+    deadline = time.monotonic() + seconds
+    while any(llm.engine.rows):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

@@ -5,7 +5,6 @@ import json
 import re
 import socket
 import threading
-import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from core import RemoteLLM
 
-from conftest import SERVED_MODEL
+from conftest import SERVED_MODEL, wait_until_engine_idle
 
 QUESTION = [{"role": "user", "content": "Tell me about Paris."}]  # longer than 16 tokens to answer
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9,"  # goes on for as long as it is allowed to
@@ -34,15 +33,6 @@ def closed_url():
         sock.bind(("127.0.0.1", 0))
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
 
-
-def wait_until_engine_idle(llm, seconds=20):
-    """True once no engine row is occupied: a request whose client hung up must not keep decoding."""
-    deadline = time.monotonic() + seconds
-    while any(llm.engine.rows):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 class CannedEvents(BaseHTTPRequestHandler):

@@ -14,7 +14,7 @@ import jsonschema
 import openai
 import pytest
 
-from conftest import SERVED_MODEL
+from conftest import SERVED_MODEL, wait_until_engine_idle
 
 TIMEOUT = 120  # seconds for any one request: a hung request fails its test rather than stalling the run
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -33,15 +33,6 @@ def chat(client, messages=QUESTION, **options):
 def post(served_url, path, body, timeout=TIMEOUT, **kwargs):
     return httpx.post(served_url + path, timeout=timeout, **({"json": body} if body is not None else {}), **kwargs)
 
-
-def wait_until_engine_idle(llm, seconds=20):
-    """True once no engine row is occupied: a request whose client left must not keep decoding."""
-    deadline = time.monotonic() + seconds
-    while any(llm.engine.rows):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def test_models_lists_the_served_name(client):
