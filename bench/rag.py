@@ -22,6 +22,7 @@ sys.path and `import rag` would find this file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -43,6 +44,8 @@ MODES = ("dense", "bm25", "hybrid")
 REFERENCE = "float32"
 TARGET_P95_MS = 50  # retrieval at 100k chunks
 TARGET_PARSE_CHUNK_SHARE = 0.20  # of the ingest total
+TARGET_EMBED_SPEEDUP = 3.0  # the fastest precision's embedding over float32's
+STAGES = ("parse", "chunk", "embed", "write")
 
 
 # --- ingest ---------------------------------------------------------------------------------------------------------
@@ -61,6 +64,16 @@ def concatenated_pdf(directory: Path, copies: int) -> tuple[Path, int]:
     return path, len(writer.pages)
 
 
+@contextlib.contextmanager
+def timed(stage: str, times: dict):
+    """Wall seconds of the block into times[stage], CPU seconds of the whole process (all threads) into
+    times[stage + "_cpu"]."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield
+    times[stage] = time.perf_counter() - wall
+    times[f"{stage}_cpu"] = time.process_time() - cpu
+
+
 def ingest_once(embedder, pdf: Path, directory: Path) -> dict:
     """Seconds per stage for one PDF, the stages of Collection.add_files (rag.collection._ingest)."""
     from rag.chunking import chunk_pages, make_splitter
@@ -69,25 +82,21 @@ def ingest_once(embedder, pdf: Path, directory: Path) -> dict:
     from rag.store import MetadataStore
 
     times = {}
-    start = time.perf_counter()
-    pages, report = load_file(pdf)
-    times["parse"] = time.perf_counter() - start
+    with timed("parse", times):
+        pages, report = load_file(pdf)
     assert report.ok, report.error
-    start = time.perf_counter()
-    chunks = chunk_pages(pages, report.content_hash, report.name, make_splitter(embedder.count_tokens))
-    times["chunk"] = time.perf_counter() - start
-    start = time.perf_counter()
-    vectors = embedder.embed([c.text for c in chunks])
-    times["embed"] = time.perf_counter() - start
-    start = time.perf_counter()
-    store = MetadataStore(directory / "store.sqlite")
-    ids = store.add_document(report, chunks)
-    index = make_index(embedder.dim)
-    index.add(np.array(ids, np.int64), vectors)
-    index.save(directory / "index")
-    store.close()
-    times["write"] = time.perf_counter() - start
-    return {**times, "total": sum(times.values()), "pages": len(pages), "chunks": len(chunks)}
+    with timed("chunk", times):
+        chunks = chunk_pages(pages, report.content_hash, report.name, make_splitter(embedder.count_tokens))
+    with timed("embed", times):
+        vectors = embedder.embed([c.text for c in chunks])
+    with timed("write", times):
+        store = MetadataStore(directory / "store.sqlite")
+        ids = store.add_document(report, chunks)
+        index = make_index(embedder.dim)
+        index.add(np.array(ids, np.int64), vectors)
+        index.save(directory / "index")
+        store.close()
+    return {**times, "total": sum(times[stage] for stage in STAGES), "pages": len(pages), "chunks": len(chunks)}
 
 
 def measure_ingest(precisions: list[str], copies: int, repeats: int) -> dict:
@@ -109,11 +118,14 @@ def measure_ingest(precisions: list[str], copies: int, repeats: int) -> dict:
                     f"{k} {v:.2f}" for k, v in runs[precision][-1].items()), file=sys.stderr)
     results = {}
     for precision, rs in runs.items():
-        med = {key: statistics.median(r[key] for r in rs) for key in ("parse", "chunk", "embed", "write", "total")}
+        keys = [*STAGES, "total", *(f"{stage}_cpu" for stage in STAGES)]
+        med = {key: statistics.median(r[key] for r in rs) for key in keys}
         pages, chunks = rs[0]["pages"], rs[0]["chunks"]
+        cpu_total = sum(med[f"{stage}_cpu"] for stage in STAGES)
         results[precision] = {**med, "pages": pages, "chunks": chunks, "pages_per_s": pages / med["total"],
                               "chunks_per_s": chunks / med["total"], "embed_chunks_per_s": chunks / med["embed"],
-                              "parse_chunk_share": (med["parse"] + med["chunk"]) / med["total"]}
+                              "parse_chunk_share": (med["parse"] + med["chunk"]) / med["total"],
+                              "parse_chunk_cpu_share": (med["parse_cpu"] + med["chunk_cpu"]) / cpu_total}
     return results
 
 
@@ -288,7 +300,8 @@ def markdown(ingest: dict, retrieval: dict, header: str) -> str:
     rows = [("parse s", "parse", ".2f"), ("chunk s", "chunk", ".2f"), ("embed s", "embed", ".2f"),
             ("write s", "write", ".2f"), ("total s", "total", ".2f"), ("pages/s", "pages_per_s", ".1f"),
             ("chunks/s (ingest)", "chunks_per_s", ".1f"), ("chunks/s (embed only)", "embed_chunks_per_s", ".1f"),
-            ("parse + chunk share of total", "parse_chunk_share", ".1%")]
+            ("parse + chunk share of total", "parse_chunk_share", ".1%"),
+            ("parse + chunk share of CPU time (all threads)", "parse_chunk_cpu_share", ".1%")]
     for label, key, fmt in rows:
         lines.append(f"| {label} | " + " | ".join(format(ingest[p][key], fmt) for p in precisions) + " |")
     if ref:
@@ -298,7 +311,13 @@ def markdown(ingest: dict, retrieval: dict, header: str) -> str:
             f"{ref['total'] / ingest[p]['total']:.2f}x" for p in precisions) + " |")
     share = max(ingest[p]["parse_chunk_share"] for p in precisions)
     lines += ["", f"Target: parse + chunk under {TARGET_PARSE_CHUNK_SHARE:.0%} of the ingest total: "
-              f"{'met' if share < TARGET_PARSE_CHUNK_SHARE else 'MISSED'} (worst {share:.1%})."]
+              f"{'met' if share < TARGET_PARSE_CHUNK_SHARE else 'MISSED'} (worst {share:.1%}). The CPU-time "
+              "share is the least any overlap of parsing with embedding could reach on these cores: embedding "
+              "keeps them all busy, parsing (pure-Python pypdf) takes the same CPU seconds wherever it runs."]
+    if ref:
+        best, fastest = max((ref["embed"] / ingest[p]["embed"], p) for p in precisions)
+        lines.append(f"Target: embedding at least {TARGET_EMBED_SPEEDUP:.0f}x faster than {REFERENCE}: "
+                     f"{'met' if best >= TARGET_EMBED_SPEEDUP else 'MISSED'} ({fastest} {best:.2f}x).")
     if retrieval:
         sizes = list(retrieval)
         precision = next(iter(retrieval.values()))["precision"]

@@ -74,6 +74,17 @@ def test_token_count_matches_the_models_tokenizer(embedder, reference):
                                                                            truncation=False)["input_ids"])
 
 
+def test_model_input_ids_are_those_sentence_transformers_would_feed(embedder, reference):
+    """int8 runs our own tokenization: it must give the model the ids, specials and truncation of PyTorch's path."""
+    chunks, _ = reference
+    texts = [*chunks[:5], "entropy " * 400, "", "  padded  ", "ünïcode ✓ 中文"]
+    expected = embedder.model.preprocess(texts)
+    rows = zip(embedder._token_ids(texts), expected["input_ids"], expected["attention_mask"], strict=True)
+    for ids, padded, mask in rows:
+        assert ids == padded[mask.bool()].tolist()
+    assert len(embedder._token_ids(["entropy " * 400])[0]) == embedder.max_tokens
+
+
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="Could not load the embedding model"):
         SentenceTransformerEmbedder(str(tmp_path / "no-such-model"))
