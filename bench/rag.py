@@ -65,7 +65,7 @@ def concatenated_pdf(directory: Path, copies: int) -> tuple[Path, int]:
 
 
 @contextlib.contextmanager
-def timed(stage: str, times: dict):
+def timed_stage(stage: str, times: dict):
     """Wall seconds of the block into times[stage], CPU seconds of the whole process (all threads) into
     times[stage + "_cpu"]."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -82,14 +82,14 @@ def ingest_once(embedder, pdf: Path, directory: Path) -> dict:
     from rag.store import MetadataStore
 
     times = {}
-    with timed("parse", times):
+    with timed_stage("parse", times):
         pages, report = load_file(pdf)
     assert report.ok, report.error
-    with timed("chunk", times):
+    with timed_stage("chunk", times):
         chunks = chunk_pages(pages, report.content_hash, report.name, make_splitter(embedder.count_tokens))
-    with timed("embed", times):
+    with timed_stage("embed", times):
         vectors = embedder.embed([c.text for c in chunks])
-    with timed("write", times):
+    with timed_stage("write", times):
         store = MetadataStore(directory / "store.sqlite")
         ids = store.add_document(report, chunks)
         index = make_index(embedder.dim)
@@ -240,7 +240,7 @@ def index_recall(index, ids: np.ndarray, vectors: np.ndarray, queries: np.ndarra
 
 def hybrid_parts(retriever, questions: list[str]) -> dict:
     """Median ms of each step a hybrid search takes, timed one by one: where the latency goes."""
-    from rag.retriever import _tokenize, rrf
+    from rag.retriever import rrf
 
     collection, k = retriever.collection, retriever.candidates
     store, index = collection.store, collection.index
@@ -256,10 +256,9 @@ def hybrid_parts(retriever, questions: list[str]) -> dict:
     for question in questions:
         vector = timed("embed query", lambda q=question: collection.embedder.embed([q]))
         _, dense = timed("vector search", lambda v=vector: index.search(v, k))
-        corpus = timed("BM25 freshness check", retriever._corpus)
-        found, _ = timed("BM25 search", lambda q=question, b=corpus.bm25: b.retrieve(_tokenize([q]), k=k,
-                                                                                     show_progress=False))
-        lexical = [int(corpus.ids[p]) for p in found[0]]
+        timed("BM25 freshness check", retriever._corpus)
+        scores = timed("BM25 search", lambda q=question: retriever._lexical(q, k, None))
+        lexical = sorted(scores, key=lambda i: -scores[i])
         fused = timed("RRF", lambda d=dense, x=lexical: rrf([d[0].tolist(), x]))
         best = sorted(fused, key=lambda i: -fused[i])[:5]
         timed("SQLite fetch", lambda b=best: store.chunks_by_ids(b))

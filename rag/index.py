@@ -66,6 +66,7 @@ class VectorIndex(Protocol):
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
     def remove(self, ids: np.ndarray) -> int: ...
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def search_among(self, queries: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
     def save(self, directory: str | Path) -> None: ...
     @classmethod
     def load(cls, directory: str | Path) -> Self: ...
@@ -108,6 +109,12 @@ def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     return np.take_along_axis(scores, order, -1), np.take_along_axis(ids, order, -1)
 
 
+def _exact(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force over the given (n,) ids and their (n, dim) vectors: (q, k) scores and ids, padded."""
+    scores = queries @ vectors.T  # (q, n)
+    return top_k(scores, np.broadcast_to(ids, scores.shape), k)
+
+
 def _check_search(queries: np.ndarray, k: int, dim: int) -> np.ndarray:
     if not isinstance(k, int | np.integer) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -142,8 +149,12 @@ class NumpyIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = _check_search(queries, k, self.dim)
-        scores = queries @ self._vectors.T  # (q, n)
-        return top_k(scores, np.broadcast_to(self._ids, scores.shape), k)
+        return _exact(queries, self._ids, self._vectors, k)
+
+    def search_among(self, queries: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        queries = _check_search(queries, k, self.dim)
+        keep = np.isin(self._ids, np.asarray(ids, np.int64))
+        return _exact(queries, self._ids[keep], self._vectors[keep], k)
 
     def save(self, directory: str | Path) -> None:
         _commit(Path(directory), {"kind": self.kind, "dim": self.dim, "count": len(self)},
@@ -252,6 +263,19 @@ class FaissIndex:
             return self._search(queries, k)
         finally:
             self._faiss.omp_set_num_threads(threads)
+
+    def search_among(self, queries: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search over `ids` only (those not in the index are ignored), HNSW or not: for a document filter.
+
+        The vectors are copied out and scored directly, so cost grows with len(ids): meant for a few thousand,
+        where a search of the whole index widened until enough of them turn up would cost far more."""
+        queries = _check_search(queries, k, self.dim)
+        ids = np.unique(np.asarray(ids, np.int64))
+        if self.approximate:
+            labels = np.flatnonzero(np.isin(self._labels, ids))  # tombstones (-1) never match
+            return _exact(queries, self._labels[labels], self._index.reconstruct_batch(labels), k)
+        ids = ids[np.fromiter((i in self._ids for i in ids.tolist()), bool, len(ids))]
+        return _exact(queries, ids, self._index.reconstruct_batch(ids), k)
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if not self.approximate:

@@ -188,6 +188,26 @@ def test_hnsw_deletes_never_come_back_and_rebuilds():
     assert_same_results(reference.search(queries, 10), index.search(queries, 10))
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_search_among_is_exact_search_over_those_ids_only(kind):
+    """A document filter's search: equal to brute force over the allowed ids, also in HNSW after removes and
+    re-adds; ids the index does not hold are ignored."""
+    rng = np.random.default_rng(6)
+    ids, vectors, queries = np.arange(3000, dtype=np.int64), random_unit(rng, 3000), random_unit(rng, 20)
+    index = filled(kind, ids, vectors)
+    index.remove(ids[:200])
+    index.add(ids[:100], vectors[:100])  # back, with their own vectors, under new HNSW labels
+    allowed = np.concatenate([rng.choice(ids, 300, replace=False), [5000, 150]])  # 5000: never added, 150: removed
+    held = np.setdiff1d(allowed, np.concatenate([ids[100:200], [5000]]))
+    reference = NumpyIndex(DIM)
+    reference.add(held, vectors[held])
+    assert_same_results(reference.search(queries, 10), index.search_among(queries, 10, allowed))
+    scores, found = index.search_among(queries, 4, np.array([7, 150, 5000]))
+    assert (found[:, 0] == 7).all() and (found[:, 1:] == -1).all() and np.isneginf(scores[:, 1:]).all()
+    scores, found = index.search_among(queries, 3, np.array([], np.int64))
+    assert found.shape == (20, 3) and (found == -1).all()
+
+
 # --- persistence ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import rag.retriever
 from rag.collection import Collection
 from rag.embeddings import SentenceTransformerEmbedder
 from rag.retriever import RRF_K, Retriever, rrf
@@ -70,9 +71,13 @@ def test_document_filter(retriever):
         retriever.search("anything", documents=["missing.pdf"])
 
 
+@pytest.mark.parametrize("exact_filter_max", [rag.retriever.EXACT_FILTER_MAX, 0], ids=["score-all", "widen"])
 @pytest.mark.parametrize("mode", ["dense", "bm25"])
-def test_filtered_search_is_the_unfiltered_ranking_restricted_to_the_document(retriever, mode):
-    """The guide's chunks rank below the SRx ones for an SRx question: the filter finds its best ones, in order."""
+def test_filtered_search_is_the_unfiltered_ranking_restricted_to_the_document(retriever, mode, exact_filter_max,
+                                                                             monkeypatch):
+    """The guide's chunks rank below the SRx ones for an SRx question: the filter finds its best ones, in order,
+    whether the dense search scores the allowed chunks alone or widens a search of all of them."""
+    monkeypatch.setattr(rag.retriever, "EXACT_FILTER_MAX", exact_filter_max)
     query = "SRx proxy hello message"
     everything = retriever.search(query, k=len(retriever.collection), mode=mode)
     expected = [h.chunk.id for h in everything if h.chunk.file_name == GUIDE][:7]
