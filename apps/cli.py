@@ -92,10 +92,12 @@ def _progress_bar():
 
     bars = {}
 
-    def update(stage: str, done: int, total: int) -> None:
+    def update(stage: str, done: float, total: int) -> None:
         if stage not in bars:
+            # Reading counts files, in fractions as a PDF's pages go by: show them to one decimal.
+            count = "{n:.1f}/{total} files" if stage == "load" else "{n_fmt}/{total_fmt} chunks"
             bars[stage] = tqdm(total=total, desc={"load": "reading", "embed": "embedding"}.get(stage, stage),
-                               unit="file" if stage == "load" else "chunk", file=sys.stderr)
+                               bar_format="{l_bar}{bar}| " + count + " [{elapsed}<{remaining}]", file=sys.stderr)
         bars[stage].update(done - bars[stage].n)
         if done >= total:
             bars[stage].close()

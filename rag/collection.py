@@ -48,7 +48,8 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ALREADY_PRESENT = "already in the collection"
 EMBEDDER_KEY = "embedder"  # in the store's meta table: which embedder (model, precision) made the vectors
 
-Progress = Callable[[str, int, int], None]  # (stage "load" | "embed", done, total)
+Progress = Callable[[str, float, int], None]  # (stage "load" | "embed", done, total); "load" counts files,
+# in fractions as a PDF's pages are read
 
 
 def default_data_dir() -> Path:
@@ -158,7 +159,8 @@ class Collection:
         The new file is loaded first: if it fails, the old document stays. The remove and the add are two
         steps, so a crash between them leaves neither version.
         """
-        pages, report = load_file(path, password)
+        on_page = (lambda read, pages: progress("load", read / pages, 1)) if progress else None
+        pages, report = load_file(path, password, on_page)
         if progress:
             progress("load", 1, 1)
         if report.ok and not self.store.has_document(report.content_hash):

@@ -238,4 +238,16 @@ def test_batch_goes_on_past_bad_files_and_reports_progress(tmp_path):
     assert [report.ok for _, report in results] == [True, False, True, False, False, True, True]
     assert all(isinstance(report, LoadReport) for _, report in results)
     assert results[0][0] == [Page(1, "hello")] and results[6][0] == [Page(1, "world")]
-    assert calls == [(i, len(paths), Path(p).name) for i, p in enumerate(paths, start=1)]
+    assert [done for done, _, _ in calls] == sorted(done for done, _, _ in calls), "progress never goes back"
+    files_done = dict.fromkeys(call for call in calls if call[0] == int(call[0]))  # a PDF's last page ends it too
+    assert list(files_done) == [(i, len(paths), Path(p).name) for i, p in enumerate(paths, start=1)]
+
+
+def test_a_pdf_reports_each_page_read():
+    pages_read = []
+    pages, report = load_file(DEMO / "nist-sp800-90b-entropy-suite-user-guide.pdf",
+                              on_page=lambda read, total: pages_read.append((read, total)))
+    assert report.ok and pages_read == [(n, 9) for n in range(1, 10)]
+    calls = []
+    load_files([DEMO / "nist-sp800-90b-entropy-suite-user-guide.pdf"], progress=lambda *args: calls.append(args))
+    assert [done for done, _, _ in calls[:2]] == pytest.approx([1 / 9, 2 / 9]) and calls[-1][0] == 1
