@@ -129,9 +129,11 @@ def load_files(
     results = []
     for done, path in enumerate(paths):
         name = Path(path).name
-        on_page = (lambda read, pages, done=done, name=name: progress(done + read / pages, len(paths), name)
-                   ) if progress is not None else None
-        results.append(load_file(path, password, on_page))
+
+        def on_page(read: int, pages: int, done: int = done, name: str = name) -> None:
+            progress(done + read / pages, len(paths), name)
+
+        results.append(load_file(path, password, on_page if progress is not None else None))
         if progress is not None:
             progress(done + 1, len(paths), name)
     return results
