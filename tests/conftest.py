@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 import time
@@ -100,6 +101,19 @@ def smollm2_path():
 
 
 DEMO_PDFS = Path(__file__).parent.parent / "data" / "pdfs" / "demo"
+ROBUSTNESS_PDFS = DEMO_PDFS.parent / "robustness"
+
+
+@pytest.fixture
+def bad_files(tmp_path) -> list[Path]:
+    """The uploads people get wrong: corrupt, encrypted, an image renamed .pdf, empty."""
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    shutil.copy(ROBUSTNESS_PDFS / "damaged-startxref.pdf", folder / "corrupt.pdf")
+    shutil.copy(ROBUSTNESS_PDFS / "encrypted-aes256-userpw-foo.pdf", folder / "locked.pdf")
+    (folder / "photo.pdf").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    (folder / "empty.pdf").write_bytes(b"")
+    return sorted(folder.iterdir())
 
 
 @pytest.fixture(scope="session")

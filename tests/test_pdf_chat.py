@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 
 import gradio as gr
@@ -16,7 +15,6 @@ from conftest import DEMO_PDFS, ScriptedLLM, save_tiny_checkpoint
 
 GUIDE = "nist-sp800-90b-entropy-suite-user-guide.pdf"
 SRX = "nist-srx-proxy-protocol-3.0.pdf"
-ROBUSTNESS = DEMO_PDFS.parent / "robustness"
 QUESTION = "Which file contains the Markov estimate method?"
 
 
@@ -29,18 +27,6 @@ def embedder():
 def app(tmp_path, embedder):
     return PdfChat(tmp_path / "home", llm=ScriptedLLM(f"It is markov.py [{GUIDE} p. 3], see also [{GUIDE} p. 9]."),
                    embedder=embedder)
-
-
-@pytest.fixture
-def bad_files(tmp_path):
-    """The uploads people get wrong: corrupt, encrypted, an image renamed .pdf, empty."""
-    folder = tmp_path / "bad"
-    folder.mkdir()
-    shutil.copy(ROBUSTNESS / "damaged-startxref.pdf", folder / "corrupt.pdf")
-    shutil.copy(ROBUSTNESS / "encrypted-aes256-userpw-foo.pdf", folder / "locked.pdf")
-    (folder / "photo.pdf").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
-    (folder / "empty.pdf").write_bytes(b"")
-    return sorted(folder.iterdir())
 
 
 def test_upload_reports_each_file_and_keeps_a_copy(app):

@@ -23,7 +23,6 @@ ARTIFACTS = Path(os.environ.get("LLMKIT_TEST_ARTIFACTS", Path(__file__).parent.p
 SRX = "nist-srx-proxy-protocol-3.0.pdf"
 QUESTION = "What does the Keep Window field of the goodbye message specify?"
 ANSWER_PAGE = "30"
-ROBUSTNESS = DEMO_PDFS.parent / "robustness"
 
 
 def free_port() -> int:
@@ -112,16 +111,10 @@ def test_upload_ask_and_open_the_cited_page(page):
     assert answers.last.inner_text().strip()
 
 
-def test_bad_uploads_show_errors_and_leave_the_collection(page, tmp_path):
+def test_bad_uploads_show_errors_and_leave_the_collection(page, bad_files):
     expect(page.locator("#documents")).to_contain_text("nist-sp800-90b")
     before = documents(page)
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    shutil.copy(ROBUSTNESS / "damaged-startxref.pdf", bad / "corrupt.pdf")
-    shutil.copy(ROBUSTNESS / "encrypted-aes256-userpw-foo.pdf", bad / "locked.pdf")
-    (bad / "photo.pdf").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(300))
-    (bad / "empty.pdf").write_bytes(b"")
-    page.set_input_files("#upload input[type=file]", sorted(str(p) for p in bad.iterdir()))
+    page.set_input_files("#upload input[type=file]", [str(path) for path in bad_files])
     report = page.locator("#upload-report")
     expect(report).to_contain_text("photo.pdf: error: not a PDF: the file is a PNG image", timeout=120_000)
     for expected in ("corrupt.pdf: error: cannot read the PDF", "locked.pdf: error: encrypted",
