@@ -104,6 +104,14 @@ DEMO_PDFS = Path(__file__).parent.parent / "data" / "pdfs" / "demo"
 ROBUSTNESS_PDFS = DEMO_PDFS.parent / "robustness"
 
 
+@pytest.fixture(scope="session")
+def embedder():
+    """The embedded all-MiniLM-L6-v2 at the default precision, loaded once per run (test_embeddings has its own)."""
+    from rag import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder()
+
+
 @pytest.fixture
 def bad_files(tmp_path) -> list[Path]:
     """The uploads people get wrong: corrupt, encrypted, an image renamed .pdf, empty."""

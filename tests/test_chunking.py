@@ -3,17 +3,11 @@
 import pytest
 
 from rag.chunking import CHUNK_TOKENS, chunk_pages, make_splitter
-from rag.embeddings import SentenceTransformerEmbedder
 from rag.loaders import Page
 
 RIVERS = ["Nile", "Amazon", "Yangtze", "Danube", "Rhine", "Volga", "Ganges", "Mekong", "Niger", "Congo"]
 SENTENCES = [f"The {r} carries water {i} km from the mountains to the sea, shaping valley {i}, feeding farm {i}."
              for i, r in enumerate(RIVERS * 12)]  # no two sentences alike, so every offset is unambiguous
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    return SentenceTransformerEmbedder()
 
 
 @pytest.fixture(scope="module")

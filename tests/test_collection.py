@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from rag.collection import ALREADY_PRESENT, Collection
-from rag.embeddings import SentenceTransformerEmbedder
 from rag.retriever import Retriever
 from rag.store import MetadataStore, StoreFormatError
 
@@ -17,11 +16,6 @@ ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "data/pdfs/demo/nist-sp800-90b-entropy-suite-user-guide.pdf"  # 9 pages; markov.py listed on p. 3
 ROBUST = ROOT / "data/pdfs/robustness"
 MARKOV = "which file contains the Markov estimate method"
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    return SentenceTransformerEmbedder()
 
 
 @pytest.fixture

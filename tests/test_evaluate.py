@@ -5,7 +5,6 @@ import json
 import pypdf
 import pytest
 
-from rag.embeddings import SentenceTransformerEmbedder
 from rag.evaluate import (
     DEMO_PDFS,
     K,
@@ -69,10 +68,10 @@ def test_a_bad_question_line_names_its_line(tmp_path):
         load_questions(path)
 
 
-def test_hybrid_retrieval_finds_the_answer_page(tmp_path):
+def test_hybrid_retrieval_finds_the_answer_page(tmp_path, embedder):
     """Measured with the int8 default: hybrid hit@5 0.92, hit@1 0.71, MRR 0.80 (66 questions); margins below."""
     questions = load_questions()
-    with build_collection(tmp_path, SentenceTransformerEmbedder()) as collection:
+    with build_collection(tmp_path, embedder) as collection:
         results = evaluate(Retriever(collection), questions, modes=["hybrid"])
     assert list(results) == ["hybrid"]
     hybrid = results["hybrid"]

@@ -9,18 +9,12 @@ import pytest
 
 from agents import ScriptedModel
 from apps.pdf_chat import MAX_QUESTION_CHARS, PdfChat, Settings, plain_messages, source_rows
-from rag import SentenceTransformerEmbedder
 
 from conftest import DEMO_PDFS, ScriptedLLM, save_tiny_checkpoint
 
 GUIDE = "nist-sp800-90b-entropy-suite-user-guide.pdf"
 SRX = "nist-srx-proxy-protocol-3.0.pdf"
 QUESTION = "Which file contains the Markov estimate method?"
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    return SentenceTransformerEmbedder()
 
 
 @pytest.fixture

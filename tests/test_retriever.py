@@ -9,17 +9,11 @@ import pytest
 
 import rag.retriever
 from rag.collection import Collection
-from rag.embeddings import SentenceTransformerEmbedder
 from rag.retriever import RRF_K, Retriever, rrf
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "pdfs" / "demo"
 GUIDE = "nist-sp800-90b-entropy-suite-user-guide.pdf"
 SRX = "nist-srx-proxy-protocol-3.0.pdf"
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    return SentenceTransformerEmbedder()
 
 
 @pytest.fixture(scope="module")
