@@ -1,9 +1,9 @@
 """Loading a model and its tokenizer from what core.resolve found, with a converted cache for GGUF.
 
 Reading and dequantising a GGUF takes seconds; the converted form (float32 safetensors in our
-parameter names + tokenizer.json) loads in a fraction of that. It lives under the user's cache dir,
-versioned, keyed by the GGUF file's SHA-256, and is written atomically, so a crash mid-write leaves
-no half cache behind.
+parameter names + tokenizer.json) loads in a fraction of that. It lives in the "converted" cache
+(`core.settings.cache_dir`: versioned, under the user's cache dir or LLMKIT_CACHE), keyed by the GGUF
+file's SHA-256, and is written atomically, so a crash mid-write leaves no half cache behind.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from core import settings
 from core.config import ModelConfig
 from core.errors import ModelLoadError
 from core.hf import read_hf_config, read_hf_weights
@@ -25,15 +26,9 @@ from core.model import Transformer
 from core.resolve import resolve_model
 from core.tokenizer import Tokenizer
 
-CACHE_VERSION = 1
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-CACHE_ENV = "LLMKIT_CACHE"
+CACHE = "converted"  # the settings.cache_dir kind
 _CONFIG_FILE, _WEIGHTS_FILE = "model_config.json", "weights.safetensors"
-
-
-def cache_root() -> Path:
-    base = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llmkit"
-    return Path(base) / f"converted-v{CACHE_VERSION}"
 
 
 def load_model(name: str | None = None, dtype: str = "float32") -> tuple[Transformer, Tokenizer, Path]:
@@ -52,7 +47,7 @@ def load_model(name: str | None = None, dtype: str = "float32") -> tuple[Transfo
         except FileNotFoundError as error:
             raise ModelLoadError(str(error)) from error
         return build_model(config, read_hf_weights(path, model_type, config), DTYPES[dtype]), tokenizer, path
-    converted = cache_root() / _file_digest(path)
+    converted = settings.cache_dir(CACHE) / _file_digest(path)
     if not (converted / _WEIGHTS_FILE).is_file():
         _convert(path, converted)
     config = ModelConfig.from_dict(json.loads((converted / _CONFIG_FILE).read_text()))
@@ -92,7 +87,7 @@ def _convert(gguf_path: Path, target: Path) -> None:
         (staging / _CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=1))
         tokenizer.save(staging)
         save_file({k: v.contiguous() for k, v in state.items()}, staging / _WEIGHTS_FILE,
-                  metadata={"source": str(gguf_path), "llmkit_cache_version": str(CACHE_VERSION)})
+                  metadata={"source": str(gguf_path), "llmkit_cache_version": str(settings.CACHE_VERSIONS[CACHE])})
         os.replace(staging, target)  # atomic: readers see all of it or none
     except OSError:
         if target.is_dir():  # another process converted the same file first

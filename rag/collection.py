@@ -1,8 +1,8 @@
 """A named, persistent collection of documents: the metadata store and the vector index in one directory.
 
 `<data dir>/collections/<name>/` holds `store.sqlite` (documents, chunk texts: `rag.store`) and `index/`
-(vectors by chunk id: `rag.index`). The data dir is the `data_dir` argument, else env LLMKIT_HOME, else
-the user's data dir (`$XDG_DATA_HOME/llmkit`, `~/.local/share/llmkit`).
+(vectors by chunk id: `rag.index`). The data dir is the `data_dir` argument, else `core.settings.data_dir()`
+(env LLMKIT_HOME, else the user's data dir: `~/.local/share/llmkit` on Linux).
 
 The store's meta table records which embedder (model and precision) made the vectors; opening the
 collection with another re-embeds every chunk, with a warning, so queries and chunks are never compared
@@ -28,22 +28,20 @@ input files are reported in their `LoadReport` and the batch goes on.
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
+from core import settings
 from rag.chunking import chunk_pages, make_splitter
 from rag.embeddings import Embedder
 from rag.index import IndexFormatError, VectorIndex, load_index, make_index
 from rag.loaders import LoadReport, Page, load_file, load_files
 from rag.store import DocumentRecord, MetadataStore
 
-HOME_ENV = "LLMKIT_HOME"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ALREADY_PRESENT = "already in the collection"
 EMBEDDER_KEY = "embedder"  # in the store's meta table: which embedder (model, precision) made the vectors
@@ -52,19 +50,9 @@ Progress = Callable[[str, float, int], None]  # (stage "load" | "embed", done, t
 # in fractions as a PDF's pages are read
 
 
-def default_data_dir() -> Path:
-    if os.environ.get(HOME_ENV):
-        return Path(os.environ[HOME_ENV])
-    if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "llmkit"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "llmkit"
-    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "llmkit"
-
-
 def collection_names(data_dir: str | Path | None = None) -> list[str]:
     """The collections under the data dir, sorted."""
-    root = Path(data_dir or default_data_dir()) / "collections"
+    root = Path(data_dir or settings.data_dir()) / "collections"
     return sorted(p.name for p in root.iterdir() if (p / "store.sqlite").exists()) if root.is_dir() else []
 
 
@@ -85,7 +73,7 @@ class Collection:
              index_kind: str = "faiss") -> Collection:
         """Open the collection `name`, creating it if missing; finishes any write a crash interrupted."""
         check_name(name)
-        directory = Path(data_dir or default_data_dir()) / "collections" / name
+        directory = Path(data_dir or settings.data_dir()) / "collections" / name
         directory.mkdir(parents=True, exist_ok=True)
         if embedder is None:
             from rag.embeddings import SentenceTransformerEmbedder  # loads a model: only when none is given

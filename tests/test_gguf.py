@@ -8,7 +8,8 @@ from gguf import GGMLQuantizationType as Q
 
 from core.errors import ModelLoadError
 from core.gguf import gguf_tokenizer
-from core.loading import cache_root, load_model
+from core.loading import load_model
+from core.settings import cache_dir
 
 from conftest import tiny_bpe_tokenizer, tiny_hf_model
 from gguf_files import write_gguf
@@ -41,14 +42,14 @@ def test_tiny_gguf_matches_transformers_reading_the_same_file(tmp_path, arch, qt
 def test_conversion_is_cached_by_content(tmp_path):
     path, _ = tiny_gguf(tmp_path)
     model, _, _ = load_model(str(path))
-    converted = [d for d in cache_root().iterdir() if not d.name.startswith(".")]
+    converted = [d for d in cache_dir("converted").iterdir() if not d.name.startswith(".")]
     weights = {d: (d / "weights.safetensors").stat().st_mtime_ns for d in converted}
     copy = shutil.copy(path, tmp_path / "copy.gguf")  # same bytes, another name: same cache entry
     again, _, _ = load_model(str(copy))
     assert {d: (d / "weights.safetensors").stat().st_mtime_ns for d in converted} == weights
-    assert len([d for d in cache_root().iterdir() if not d.name.startswith(".")]) == len(converted)
+    assert len([d for d in cache_dir("converted").iterdir() if not d.name.startswith(".")]) == len(converted)
     assert torch.equal(model.output.weight, again.output.weight)
-    assert not list(cache_root().glob(".partial-*"))
+    assert not list(cache_dir("converted").glob(".partial-*"))
 
 
 def test_missing_file_names_what_was_tried_and_the_fix(tmp_path):
