@@ -1,4 +1,9 @@
-"""The `llmkit` command. Each subcommand parses its flags and calls the library; no logic lives here."""
+"""The `llmkit` command. Each subcommand parses its flags and calls the library; no logic lives here.
+
+Every command that uses a model takes the same model flags and hands them to `core.load`. The errors a user
+can cause (a missing model, a server that cannot be reached or refuses, a bad value) end as one `llmkit: ...`
+line and exit status 1.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,19 @@ import argparse
 import json
 import sys
 
-from core import LLM, ModelLoadError
+from core import ModelLoadError, RemoteLLM, load, settings
+from core.resolve import is_url, model_spec
 
 CHAT_HELP = "Type a message and press Enter. /reset starts a new conversation; /exit or Ctrl-D quits."
+MODEL_NAME_HELP = (f"for a server URL: the model to ask it for (default: env {settings.MODEL_NAME}, else the first "
+                   "it lists); for a local model: the name it goes by (default: the file's stem)")
+SERVED_NAME_HELP = "the name clients send as `model` (default: the model file's stem)"
+DATA_DIR_HELP = (f"where collections live (default: env {settings.HOME}, else the user's data dir, "
+                 "~/.local/share/llmkit on Linux)")
 
 
-def _load(args: argparse.Namespace) -> LLM:
-    try:
-        return LLM.load(args.model, dtype=args.dtype)
-    except ModelLoadError as error:
-        sys.exit(f"llmkit: {error}")
+def _load(args: argparse.Namespace):
+    return load(args.model, dtype=args.dtype, model_name=args.model_name, api_key=args.api_key)
 
 
 def _sampling(args: argparse.Namespace) -> dict:
@@ -25,17 +33,15 @@ def _sampling(args: argparse.Namespace) -> dict:
 def cmd_generate(args: argparse.Namespace) -> None:
     llm = _load(args)
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
-    try:
-        for delta in llm.stream(prompt, **_sampling(args)):
-            print(delta, end="", flush=True)
-    except ValueError as error:
-        sys.exit(f"llmkit: {error}")
+    for delta in llm.stream(prompt, **_sampling(args)):
+        print(delta, end="", flush=True)
     print()
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
     llm = _load(args)
-    print(f"llmkit chat with {llm.source}\n{CHAT_HELP}")
+    where = f"{llm.name} at {llm.base_url}" if isinstance(llm, RemoteLLM) else llm.source
+    print(f"llmkit chat with {where}\n{CHAT_HELP}")
     messages: list[dict] = []
     while True:
         try:
@@ -60,7 +66,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
                 print(delta, end="", flush=True)
         except KeyboardInterrupt:
             print(" [stopped]", end="")
-        except ValueError as error:  # the conversation outgrew the context
+        except ValueError as error:  # the conversation outgrew the context (or the server refused it)
             messages.pop()
             print(f"\nllmkit: {error}. Type /reset to start a new conversation.")
             continue
@@ -71,7 +77,11 @@ def cmd_chat(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from core.server import serve  # fastapi and uvicorn load only for this command
 
-    serve(_load(args), host=args.host, port=args.port, model_name=args.model_name)
+    spec = model_spec(args.model)
+    if is_url(spec):
+        sys.exit(f"llmkit: serve runs a local model; {spec} is already a server (serving a remote model is "
+                 "not supported: point clients at it directly)")
+    serve(_load(args), host=args.host, port=args.port)
 
 
 def _open_collection(args: argparse.Namespace, must_exist: bool = True):
@@ -82,7 +92,7 @@ def _open_collection(args: argparse.Namespace, must_exist: bool = True):
                  "`llmkit index add` creates one)")
     try:
         return Collection.open(args.collection, args.data_dir)
-    except (ValueError, FileNotFoundError) as error:
+    except FileNotFoundError as error:  # the embedding model named by LLMKIT_EMBEDDING_MODEL
         sys.exit(f"llmkit: {error}")
 
 
@@ -154,10 +164,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     with _open_collection(args) as collection:
         from rag import Retriever
 
-        try:
-            hits = Retriever(collection).search(args.query, k=args.k, mode=args.mode)
-        except ValueError as error:
-            sys.exit(f"llmkit: {error}")
+        hits = Retriever(collection).search(args.query, k=args.k, mode=args.mode)
     if args.json:
         print(json.dumps({"sources": [_source_json(hit) for hit in hits]}, ensure_ascii=False))
         return
@@ -170,16 +177,12 @@ def cmd_ask(args: argparse.Namespace) -> None:
     from rag import Retriever, stream_answer
 
     with _open_collection(args) as collection:
-        llm = _load(args)
-        try:
-            stream = stream_answer(Retriever(collection), llm, args.question, k=args.k, mode=args.mode,
-                                   max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                   top_p=args.top_p, seed=args.seed)
-            for delta in stream:
-                if not args.json:
-                    print(delta, end="", flush=True)
-        except ValueError as error:
-            sys.exit(f"llmkit: {error}")
+        stream = stream_answer(Retriever(collection), _load(args), args.question, k=args.k, mode=args.mode,
+                               max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                               top_p=args.top_p, seed=args.seed)
+        for delta in stream:
+            if not args.json:
+                print(delta, end="", flush=True)
     answer = stream.answer
     if args.json:
         print(json.dumps(answer.to_json(), ensure_ascii=False))
@@ -198,22 +201,25 @@ def cmd_ask(args: argparse.Namespace) -> None:
 def cmd_pdf_chat(args: argparse.Namespace) -> None:
     from apps.pdf_chat import main  # gradio loads only for this command
 
-    try:
-        main(host=args.host, port=args.port, collection=args.collection, data_dir=args.data_dir, model=args.model)
-    except (ModelLoadError, ValueError, ConnectionError) as error:
-        sys.exit(f"llmkit: {error}")
+    main(host=args.host, port=args.port, collection=args.collection, data_dir=args.data_dir, model=args.model,
+         model_name=args.model_name, api_key=args.api_key, dtype=args.dtype)
 
 
-def _add_model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="a .gguf file, a Hugging Face checkpoint directory or model id "
-                        "(default: env LLMKIT_MODEL, else the embedded SmolLM2-135M-Instruct)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                        help="float32 matches transformers exactly; float16 decodes ~3x faster on CPU, "
-                        "bfloat16 prefills and batches faster (see the README)")
+def _add_model_flags(parser: argparse.ArgumentParser, model_name_help: str) -> None:
+    """The flags every command that uses a model takes, meaning the same everywhere (see `core.load`)."""
+    flags = parser.add_argument_group("model")
+    flags.add_argument("--model", help="a .gguf file, a Hugging Face checkpoint directory or model id, or an "
+                       f"OpenAI-compatible server's URL http(s)://HOST:PORT/v1 (default: env {settings.MODEL}, "
+                       "else the embedded SmolLM2-135M-Instruct)")
+    flags.add_argument("--model-name", help=model_name_help)
+    flags.add_argument("--api-key", help=f"for a server URL: its API key (default: env {settings.MODEL_API_KEY})")
+    flags.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                       help="for a local model: float32 matches transformers exactly; float16 decodes ~3x faster "
+                       "on CPU, bfloat16 prefills and batches faster (see the README)")
 
 
 def _add_generation_flags(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
-    _add_model_flags(parser)
+    _add_model_flags(parser, MODEL_NAME_HELP)
     parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: keep this much probability mass")
@@ -232,27 +238,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_flags(generate, max_new_tokens=128)
     generate.set_defaults(run=cmd_generate)
     serve = commands.add_parser("serve", help="serve the model over an OpenAI-compatible HTTP API (/v1)")
-    _add_model_flags(serve)
-    serve.add_argument("--model-name", help="the name clients send as `model` (default: the model file's stem)")
+    _add_model_flags(serve, SERVED_NAME_HELP)
     serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network, without any auth")
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(run=cmd_serve)
     _add_rag_commands(commands)
     pdf_chat = commands.add_parser("pdf-chat", help="the chat-with-your-PDFs web app (Gradio)")
-    _add_model_flags(pdf_chat)
+    _add_model_flags(pdf_chat, MODEL_NAME_HELP)
     pdf_chat.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network, without any auth")
     pdf_chat.add_argument("--port", type=int, default=7860)
     pdf_chat.add_argument("--collection", default="sample", help="the collection selected when the page opens")
-    pdf_chat.add_argument("--data-dir", help="where collections live (default: env LLMKIT_HOME, else "
-                          "~/.local/share/llmkit)")
+    pdf_chat.add_argument("--data-dir", help=DATA_DIR_HELP)
     pdf_chat.set_defaults(run=cmd_pdf_chat)
     return parser
 
 
 def _add_rag_commands(commands) -> None:
     data_dir = argparse.ArgumentParser(add_help=False)
-    data_dir.add_argument("--data-dir", help="where collections live (default: env LLMKIT_HOME, else "
-                          "~/.local/share/llmkit)")
+    data_dir.add_argument("--data-dir", help=DATA_DIR_HELP)
     index = commands.add_parser("index", help="add, list and remove the documents of a collection")
     actions = index.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", parents=[data_dir], help="read, chunk, embed and index files (PDF, txt, md, "
@@ -285,7 +288,10 @@ def _add_rag_commands(commands) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except (ModelLoadError, ConnectionError, ValueError) as error:
+        sys.exit(f"llmkit: {error}")
 
 
 if __name__ == "__main__":

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from core import LLM, ModelLoadError, RemoteLLM
+from core import LLM, ModelLoadError, load, settings
 from rag import Collection, Retriever, collection_names, stream_answer
 from rag.answer import Source
-from rag.collection import check_name, default_data_dir
+from rag.collection import check_name
 from rag.embeddings import Embedder, SentenceTransformerEmbedder
 from rag.loaders import SUFFIX_KINDS
 
@@ -64,14 +64,6 @@ class Reply:
     sources: list[Source] = field(default_factory=list)
 
 
-def load_llm(spec: str | None) -> LLM | RemoteLLM:
-    """None or "": the embedded model; an http(s) URL: an OpenAI-compatible server (…/v1); else a model path or id."""
-    spec = (spec or "").strip()
-    if spec.startswith(("http://", "https://")):
-        return RemoteLLM(spec)
-    return LLM.load(spec or None)
-
-
 class PdfChat:
     def __init__(self, data_dir: str | Path | None = None, llm: LLM | None = None, embedder: Embedder | None = None,
                  agent_model=None):
@@ -79,17 +71,17 @@ class PdfChat:
 
         `agent_model`: the agents.ChatModel of agent mode; default: `llm` at the chat's temperature.
         """
-        self.data_dir = Path(data_dir or default_data_dir())
+        self.data_dir = Path(data_dir or settings.data_dir())
         self.embedder = embedder or SentenceTransformerEmbedder()
-        self.llm = llm or LLM.load()
+        self.llm = llm or load()
         self.agent_model = agent_model
         self._collections: dict[str, tuple[Collection, Retriever, threading.Lock]] = {}
         self._open_lock = threading.Lock()
 
     def set_model(self, spec: str) -> str:
-        """Switch the model every chat uses (see `load_llm`); on failure keep the current one and say why."""
+        """Switch the model every chat uses (see `core.load`); on failure keep the current one and say why."""
         try:
-            self.llm = load_llm(spec)
+            self.llm = load(spec)
         except (ModelLoadError, ValueError, ConnectionError, OSError) as error:
             return f"Could not load {spec!r}: {error}. Still using `{self.llm.name}`."
         return f"Model: `{self.llm.name}`."
@@ -466,9 +458,10 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
 
 
 def main(host: str = "127.0.0.1", port: int = 7860, collection: str = DEFAULT_COLLECTION,
-         data_dir: str | None = None, model: str | None = None) -> None:
-    """Load everything once, make sure the sample is indexed, serve until Ctrl-C."""
+         data_dir: str | None = None, model: str | None = None, model_name: str | None = None,
+         api_key: str | None = None, dtype: str = "float32") -> None:
+    """Load everything once, make sure the sample is indexed, serve until Ctrl-C; the model as `core.load` takes it."""
     print("Loading the models...", flush=True)
-    app = PdfChat(data_dir, llm=load_llm(model))
+    app = PdfChat(data_dir, llm=load(model, dtype=dtype, model_name=model_name, api_key=api_key))
     app.ensure_sample()
     build_demo(app, collection).queue().launch(server_name=host, server_port=port, show_error=True)

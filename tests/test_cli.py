@@ -1,13 +1,19 @@
-"""The `llmkit` command as a user runs it: a real process on the embedded model."""
+"""The `llmkit` command as a user runs it: a real process, on the embedded model or through a server's URL."""
 
+import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import SERVED_MODEL
+
 LLMKIT = Path(sys.executable).parent / "llmkit"  # the console script `make install` puts in the venv
+SRX = "nist-srx-proxy-protocol-3.0.pdf"
 
 
 def llmkit(*args, stdin=None, env=None):
@@ -59,3 +65,59 @@ def test_env_variable_selects_the_model(smollm2_path, tmp_path):
     result = llmkit("chat", stdin="/exit\n", env={"LLMKIT_MODEL": str(link)})
     assert result.returncode == 0, result.stderr
     assert "my-model.gguf" in result.stdout
+
+
+# --- --model URL: every command through an OpenAI-compatible server (`llmkit serve`'s app on loopback) -------------
+
+def closed_port_url() -> str:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+
+
+def test_generate_through_a_server_url(served_url):
+    result = llmkit("generate", "The capital of France is", "--max-new-tokens", "6", "--model", served_url)
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+
+
+def test_chat_through_a_server_url_from_the_environment(served_url):
+    result = llmkit("chat", "--max-new-tokens", "24", stdin="What is the capital of France?\n/exit\n",
+                    env={"LLMKIT_MODEL": served_url, "LLMKIT_MODEL_NAME": SERVED_MODEL})
+    assert result.returncode == 0, result.stderr
+    assert f"llmkit chat with {SERVED_MODEL} at {served_url}" in result.stdout
+    assert "assistant> " in result.stdout and "Paris" in result.stdout
+
+
+def test_ask_through_a_server_url(served_url, demo_data_dir, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(demo_data_dir, home)
+    result = llmkit("ask", "demo", "What port does the SRx server listen on?", "--k", "2", "--max-new-tokens", "24",
+                    "--json", "--data-dir", str(home), "--model", served_url, "--model-name", SERVED_MODEL,
+                    "--api-key", "unused")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["answer"] and [s["file"] for s in answer["sources"]] == [SRX, SRX]
+
+
+def test_a_model_name_the_server_lacks_is_one_line(served_url):
+    result = llmkit("generate", "hi", "--model", served_url, "--model-name", "gpt-4o")
+    assert result.returncode == 1
+    assert result.stderr.startswith("llmkit: ") and "'gpt-4o' does not exist" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [["generate", "hi"], ["chat"], ["pdf-chat", "--port", "0"]])
+def test_a_server_that_cannot_be_reached_is_one_line(command):
+    url = closed_port_url()
+    result = llmkit(*command, "--model", url, stdin="hi\n/exit\n")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("llmkit: ") and url in last, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_server_url():
+    result = llmkit("serve", "--model", "http://127.0.0.1:8000/v1")
+    assert result.returncode == 1
+    assert "serving a remote model is not supported" in result.stderr and "Traceback" not in result.stderr
