@@ -66,7 +66,8 @@ class SentenceTransformerEmbedder:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r} "
                              f"(from the argument or {settings.EMBEDDING_PRECISION})")
-        name = model or settings.env(settings.EMBEDDING_MODEL) or str(embedded_model_dir())
+        chosen = model or settings.env(settings.EMBEDDING_MODEL)
+        name = chosen or str(embedded_model_dir())
         try:
             self.model = SentenceTransformer(name, device="cpu")
         except (OSError, ValueError) as error:
@@ -75,7 +76,7 @@ class SentenceTransformerEmbedder:
         self.name = name
         self.precision = precision
         # What a collection records about the embedder that built it (the embedded model's path varies by venv).
-        self.identity = f"{'embedded all-MiniLM-L6-v2' if name == str(embedded_model_dir()) else name} {precision}"
+        self.identity = f"{name if chosen else 'embedded all-MiniLM-L6-v2'} {precision}"
         self.batch_size = batch_size
         self.dim = int(self.model.get_embedding_dimension())
         self.max_tokens = int(self.model.max_seq_length)
