@@ -143,11 +143,10 @@ def rag_tools(collection: Collection, k: int = 5, retriever=None) -> list[Tool]:
             document: the document's file name (as search_documents shows it)
             page: the page number, from 1
         """
-        matches = [d for d in store.documents() if document in (d.file_name, d.doc_id)]
-        if not matches:
+        record = collection.find(document)
+        if record is None:
             names = ", ".join(d.file_name for d in store.documents()) or "none"
             raise ValueError(f"no document {document!r}; the documents are: {names}")
-        record = matches[0]
         if not 1 <= page <= record.pages_total:
             raise ValueError(f"{record.file_name} has pages 1 to {record.pages_total}, not {page}")
         text = collection.page_text(record.doc_id, page)

@@ -149,7 +149,10 @@ def cmd_index_list(args: argparse.Namespace) -> None:
 
 def cmd_index_remove(args: argparse.Namespace) -> None:
     with _open_collection(args) as collection:
-        missing = [name for name in args.files if collection.remove(name) == 0]
+        try:
+            missing = [name for name in args.files if collection.remove(name) == 0]
+        except ValueError as error:  # an id prefix of several documents
+            sys.exit(f"llmkit: {error}")
     for name in missing:
         print(f"llmkit: no document {name!r} in collection {args.collection!r}", file=sys.stderr)
     if missing:

@@ -174,10 +174,13 @@ class PdfChat:
         """Read the document's file again and replace it (after a chunking or model change, or an edit)."""
         collection, _, lock = self._open(name)
         with lock:
-            paths = [d.path for d in collection.documents() if d.file_name == file_name]
-            if not paths:
+            try:
+                record = collection.find(file_name)
+            except ValueError as error:  # several documents have this name
+                return f"{error}."
+            if record is None:
                 return f"There is no document {file_name!r} in {name!r}."
-            report = collection.replace(paths[0])
+            report = collection.replace(record.path)
         return _report_line(report)
 
     # --- questions ------------------------------------------------------------------------------------------------
@@ -263,13 +266,13 @@ class PdfChat:
                 document: the document's file name, as list_documents or search_documents show it
             """
             with lock:
-                records = [d for d in collection.documents() if document in (d.file_name, d.doc_id)]
-                if not records:
+                record = collection.find(document)
+                if record is None:
                     names = ", ".join(d.file_name for d in collection.documents())
                     raise ValueError(f"no document {document!r}; the documents are: {names}")
                 text = ""
-                for number in range(1, records[0].pages_total + 1):
-                    text += collection.page_text(records[0].doc_id, number) + "\n"
+                for number in range(1, record.pages_total + 1):
+                    text += collection.page_text(record.doc_id, number) + "\n"
                     if len(text) >= SUMMARY_CHARS:
                         break
             prompt = [{"role": "user", "content": f"Summarise this document in three sentences.\n\n"
@@ -282,8 +285,8 @@ class PdfChat:
         """HTML of the source's page as indexed, with the cited passage highlighted."""
         collection, _, lock = self._open(name)
         with lock:
-            records = [d for d in collection.documents() if d.file_name == source.file]
-            text = next((t for d in records if (t := collection.page_text(d.doc_id, source.page))), "")
+            record = collection.find(source.doc_id or source.file)
+            text = collection.page_text(record.doc_id, source.page) if record else ""
         if not text:
             return f"<p>Page {source.page} of {html.escape(source.file)} is no longer in the collection.</p>"
         at = text.find(source.text)

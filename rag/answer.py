@@ -2,9 +2,10 @@
 
 The prompt is the fixed system prompt, then earlier turns, then one user message holding the sources and
 the question; the fixed prefix is what the engine's prefix cache reuses across questions. The model is
-asked to cite with the tag printed above each source, `[file p. N]`; a bare `[n]` is accepted and
-rewritten to its tag. Every citation in the finished answer is checked against the retrieved chunks: a
-tag that matches none is removed from the text and listed in `Answer.invalid_citations`.
+asked to cite with the tag printed above each source, `[name locator]`: `[file p. N]` for a page,
+`[name L12-30]` for lines of a text item, `[name <message-id>]` for an item with its own locator; a bare
+`[n]` is accepted and rewritten to its tag. Every citation in the finished answer is checked against the
+retrieved chunks: a tag that matches none is removed from the text and listed in `Answer.invalid_citations`.
 
 "Nothing relevant": a chunk counts only if the embedder scores it at least `MIN_SIMILARITY` against the
 question (all-MiniLM-L6-v2 gives 0.35-0.6 to chunks that answer and under 0.25 to unrelated ones on the
@@ -19,6 +20,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from rag.chunking import page_locator
 from rag.retriever import Hit, Mode, Retriever
 
 MIN_SIMILARITY = 0.3
@@ -32,27 +34,37 @@ ANSWER_TOKENS = 256
 REPETITION_PENALTY = 1.1  # small models loop on long contexts when decoded greedily without it
 MAX_QUESTION_CHARS = 4000
 
-# Each with the blanks before it, so that a removed citation takes its space along.
-_TAG = re.compile(r"([ \t]*)\[([^\[\]\n]{1,200}?) p(?:\.|age)\s*(\d{1,5})\]")
-_NUMBER = re.compile(r"([ \t]*)\[(\d{1,2})\]")
+# Anything in square brackets, with the blanks before it so that a removed citation takes its space along;
+# `check_citations` decides which are citations.
+_BRACKETS = re.compile(r"([ \t]*)\[([^\[\]\n]{1,400})\]")
+# Matched against a bracket's text in lower case.
+_NUMBER = re.compile(r"\d{1,2}")
+_PAGE = re.compile(r"(.+?) p(?:\.|age)\s*(\d{1,5})")  # "[file p. 3]", "[file page 3]"
+_LINES = re.compile(r".+ l\d+(?:-\d+)?")  # "[name L12-30]"
 
 
 @dataclass
 class Source:
     number: int  # 1-based, as numbered in the prompt
-    file: str
-    page: int  # 1-based
+    file: str  # the document's name: a file name, or a text item's
+    page: int  # 1-based (a text item is one page)
     text: str
     score: float  # the retriever's ranking score
     similarity: float  # cosine of question and chunk
     cited: bool = False
+    locator: str = ""  # where in the document (rag.chunking); "" means the page: "p. N"
+    doc_id: str = ""  # the document's id, for Collection.find ("" when not known)
+
+    def __post_init__(self) -> None:
+        if not self.locator:
+            self.locator = page_locator(self.page)
 
     @property
     def tag(self) -> str:
-        return f"[{self.file} p. {self.page}]"
+        return f"[{self.file} {self.locator}]"
 
     def to_json(self) -> dict:
-        return {"file": self.file, "page": self.page, "text": self.text, "score": self.score}
+        return {"file": self.file, "page": self.page, "locator": self.locator, "text": self.text, "score": self.score}
 
 
 @dataclass
@@ -133,7 +145,8 @@ def relevant_sources(retriever: Retriever, question: str, k: int, mode: Mode, do
     hits = retriever.search(question, k=k, mode=mode, documents=documents)
     similarities = _similarities(retriever, question, hits)
     kept = [(hit, sim) for hit, sim in zip(hits, similarities, strict=True) if sim >= min_similarity]
-    return [Source(n, hit.chunk.file_name, hit.chunk.page, hit.chunk.text, hit.score, sim)
+    return [Source(n, hit.chunk.file_name, hit.chunk.page, hit.chunk.text, hit.score, sim,
+                   locator=hit.chunk.locator, doc_id=hit.chunk.doc_id)
             for n, (hit, sim) in enumerate(kept, start=1)]
 
 
@@ -175,24 +188,41 @@ def fit_prompt(llm, sources: list[Source], question: str, history: list[dict], a
 def check_citations(text: str, sources: list[Source]) -> tuple[str, list[str]]:
     """(text with citations normalised and invalid ones removed, the invalid citations as written).
 
-    Marks each cited source `cited`. `[n]` means source n; `[file p. N]` must name a source's file (or its
-    name without extension) and page.
+    Marks each cited source `cited`. `[n]` means source n. A source's tag, `[name locator]`, may be written
+    with the name without its extension, in any case, with any spacing; `[file p. N]` and `[file page N]`
+    name a page. A bracket that has a citation's shape (a page, a line range "L12-30", or a retrieved
+    document's name then a locator) but matches no source is invalid; other brackets ("[sic]", code) stay.
     """
     by_number = {s.number: s for s in sources}
-    by_tag = {}
+    by_tag, by_page, names = {}, {}, set()
     for source in sources:
-        for name in (source.file, source.file.rsplit(".", 1)[0]):
-            by_tag.setdefault((name.lower(), source.page), source)
+        for name in {source.file.lower(), source.file.rsplit(".", 1)[0].lower()}:
+            by_tag.setdefault(_normal(f"{name} {source.locator}"), source)
+            if source.locator == page_locator(source.page):
+                by_page.setdefault((_normal(name), source.page), source)
+            names.add(_normal(name) + " ")
     invalid: list[str] = []
 
-    def replace(match: re.Match, source: Source | None) -> str:
+    def replace(match: re.Match) -> str:
+        body = _normal(match.group(2))
+        if _NUMBER.fullmatch(body):
+            source = by_number.get(int(body))
+        elif body in by_tag:
+            source = by_tag[body]
+        elif page := _PAGE.fullmatch(body):
+            source = by_page.get((page.group(1), int(page.group(2))))
+        elif _LINES.fullmatch(body) or body.startswith(tuple(names)):
+            source = None
+        else:
+            return match.group(0)  # not a citation
         if source is None:
             invalid.append(match.group(0).strip())
             return ""
         source.cited = True
         return match.group(1) + source.tag
 
-    text = _TAG.sub(lambda m: replace(m, by_tag.get((m.group(2).strip().lower(), int(m.group(3))))), text)
-    text = _NUMBER.sub(lambda m: replace(m, by_number.get(int(m.group(2)))), text)
-    return text.strip(), invalid
+    return _BRACKETS.sub(replace, text).strip(), invalid
 
+
+def _normal(text: str) -> str:
+    return " ".join(text.split()).lower()

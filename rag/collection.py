@@ -21,9 +21,13 @@ re-embedded. Search sees ready documents only. As a last resort, if the index is
 its size disagrees with the store's ready chunks (deleted or damaged by hand), it is rebuilt by
 re-embedding every chunk text from the store, with a warning.
 
+Files (`add_files`) and text items (`add_texts`: an email body, a news item, a source file) take one path
+into the collection: each is loaded into pages and a `LoadReport`, then chunked, embedded and stored by
+`_ingest`, with the same dedup, crash consistency and reports.
+
 Does not: lock (one process writes a collection at a time), do OCR, or search: `rag.retriever.Retriever`
 reads a collection (dense, BM25 or both). Errors of the environment (a full disk while saving) propagate; bad
-input files are reported in their `LoadReport` and the batch goes on.
+input files and items are reported in their `LoadReport` and the batch goes on.
 """
 
 from __future__ import annotations
@@ -39,15 +43,16 @@ from core import settings
 from rag.chunking import chunk_pages, make_splitter
 from rag.embeddings import Embedder
 from rag.index import IndexFormatError, VectorIndex, load_index, make_index
-from rag.loaders import LoadReport, Page, load_file, load_files
+from rag.loaders import LoadReport, Page, TextItem, load_file, load_files, load_text
 from rag.store import DocumentRecord, MetadataStore
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ALREADY_PRESENT = "already in the collection"
 EMBEDDER_KEY = "embedder"  # in the store's meta table: which embedder (model, precision) made the vectors
+MIN_ID_PREFIX = 4  # the shortest start of a document id that `find` takes for the id (as git does)
 
-Progress = Callable[[str, float, int], None]  # (stage "load" | "embed", done, total); "load" counts files,
-# in fractions as a PDF's pages are read
+Progress = Callable[[str, float, int], None]  # (stage "load" | "embed", done, total); "load" counts files (or
+# items), in fractions as a PDF's pages are read
 
 
 def collection_names(data_dir: str | Path | None = None) -> list[str]:
@@ -128,16 +133,31 @@ class Collection:
         self._ingest(loaded, progress)
         return [report for _, report in loaded]
 
-    def remove(self, doc_id_or_file_name: str) -> int:
-        """Delete the document with this content hash, else every document with this file name, vectors
-        included. Returns how many documents were removed (0 when nothing matched)."""
+    def add_texts(self, items: Iterable[TextItem], progress: Progress | None = None) -> list[LoadReport]:
+        """Chunk, embed and index a batch of text items; one report per item, in order, as `add_files` gives.
+
+        An item that is empty, longer than `rag.loaders.MAX_TEXT_CHARS` or has a name or locator a citation
+        cannot print gets `report.error` and the batch goes on; one already in the collection (same text and
+        locator) is skipped with the warning "already in the collection".
+        """
+        items = list(items)
+        loaded = []
+        for done, item in enumerate(items, start=1):
+            loaded.append(load_text(item))
+            if progress:
+                progress("load", done, len(items))
+        self._ingest(loaded, progress)
+        return [report for _, report in loaded]
+
+    def remove(self, name_or_id: str) -> int:
+        """Delete the document `find(name_or_id)` names, or every document with this file name when several
+        share it, vectors included. Returns how many documents were removed (0 when nothing matched)."""
         self._recover()
-        matches = [d.doc_id for d in self.store.documents()
-                   if doc_id_or_file_name in (d.doc_id, d.file_name)]
-        if doc_id_or_file_name in matches:
-            matches = [doc_id_or_file_name]
+        matches = self._matches(name_or_id)
+        if len(matches) > 1 and matches[0].file_name != name_or_id:
+            raise ValueError(_ambiguity(name_or_id, matches))
         if matches:
-            self.store.set_state(matches, "removing")
+            self.store.set_state([d.doc_id for d in matches], "removing")
             self._recover()
         return len(matches)
 
@@ -169,7 +189,7 @@ class Collection:
                 continue
             if report.name in names:
                 report.warnings.append(f"another document named {report.name!r} is in the collection; both are "
-                                       "kept (use replace() to update a document)")
+                                       "kept (use replace() to update a file, or remove the old one)")
             seen.add(report.content_hash)
             new.append((report, chunk_pages(pages, report.content_hash, report.name, splitter)))
         if not new:
@@ -205,6 +225,24 @@ class Collection:
     def documents(self) -> list[DocumentRecord]:
         return self.store.documents()
 
+    def find(self, name_or_id: str) -> DocumentRecord | None:
+        """The document with this id, else with this file name, else whose id starts with `name_or_id` (of at
+        least MIN_ID_PREFIX characters; `llmkit index list` shows 12); None when none matches.
+
+        Raises ValueError, naming the candidates, when several documents share the name or the id prefix.
+        """
+        matches = self._matches(name_or_id)
+        if len(matches) > 1:
+            raise ValueError(_ambiguity(name_or_id, matches))
+        return matches[0] if matches else None
+
+    def _matches(self, name_or_id: str) -> list[DocumentRecord]:
+        documents = self.store.documents()
+        exact = [d for d in documents if d.doc_id == name_or_id] or [d for d in documents if d.file_name == name_or_id]
+        if exact or len(name_or_id) < MIN_ID_PREFIX:
+            return exact
+        return [d for d in documents if d.doc_id.startswith(name_or_id.lower())]
+
     def page_text(self, doc_id: str, page: int) -> str:
         """Page `page` (1-based) of a document as indexed: its chunks joined where they overlap.
 
@@ -225,6 +263,15 @@ class Collection:
     def __len__(self) -> int:
         """The number of chunks (= vectors) searchable."""
         return len(self.index)
+
+
+def _ambiguity(name_or_id: str, matches: list[DocumentRecord]) -> str:
+    if matches[0].file_name == name_or_id:
+        what, fix = "documents are named", "give the id"
+    else:
+        what, fix = "document ids start with", "give more of the id"
+    listed = ", ".join(f"{d.file_name} (id {d.doc_id[:12]})" for d in matches[:5])
+    return f"{len(matches)} {what} {name_or_id!r}: {listed}; {fix} to choose one"
 
 
 def _open_index(directory: Path, embedder: Embedder, store: MetadataStore, kind: str) -> VectorIndex:

@@ -1,10 +1,11 @@
-"""Load documents into numbered pages of text, with a report for every file.
+"""Load documents into numbered pages of text, with a report for every file or text item.
 
 The first stage of the RAG pipeline. PDF (via pypdf), plain text, Markdown and HTML files become `Page`s
-that keep their 1-based page number, so a chunk can later cite "guide.pdf, p. 3". Every file gets a
-`LoadReport`. Bad *input* (missing, empty, corrupt, truncated, encrypted, wrong type, not UTF-8, too big)
-sets `report.error` instead of raising, so one bad upload never aborts a batch; bugs in this module
-still raise.
+that keep their 1-based page number, so a chunk can later cite "guide.pdf, p. 3". Text that arrives as
+text (an email body, a news item, a source file: a `TextItem`) becomes one page that is cited by the
+item's own locator or by line range. Every input gets a `LoadReport`. Bad *input* (missing, empty,
+corrupt, truncated, encrypted, wrong type, not UTF-8, too big) sets `report.error` instead of raising, so
+one bad upload never aborts a batch; bugs in this module still raise.
 
 What it deliberately does not do:
 - OCR. Pages whose text layer is empty are listed in `pages_needing_ocr`; a PDF with no text at all is
@@ -18,7 +19,9 @@ import codecs
 import contextlib
 import hashlib
 import io
+import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -29,6 +32,9 @@ from pypdf.errors import DependencyError
 
 MAX_FILE_BYTES = 200 * 1024 * 1024  # refused before reading, so a huge upload cannot exhaust memory
 MAX_PAGES = 2_000
+MAX_TEXT_CHARS = 2_000_000  # a text item: ~1,000 pages of prose; refused before it is hashed or chunked
+MAX_NAME_CHARS = 200  # a text item's name and locator: both are printed in every citation of it
+TEXT_KIND = "text"  # the `kind` of a text item's report
 SUFFIX_KINDS = {".pdf": "pdf", ".txt": "txt", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html"}
 # What a file that is not a PDF most often turns out to be, for a clearer message.
 _MAGIC = {
@@ -42,10 +48,16 @@ _MAGIC = {
 
 @dataclass
 class Page:
-    """The text of one page; `number` is 1-based in the source file."""
+    """The text of one page; `number` is 1-based in the source file.
+
+    Its chunks are cited by page number ("p. 3") unless `locator` is set (every chunk is cited with it: an
+    email's message id) or `by_lines` is (each chunk by the lines it spans in `text`: "L12-30").
+    """
 
     number: int
     text: str
+    locator: str | None = None
+    by_lines: bool = False
 
 
 @dataclass
@@ -61,14 +73,51 @@ class LoadReport:
     error: str | None = None  # one line for the user; None when the file loaded
     warnings: list[str] = field(default_factory=list)
     content_hash: str | None = None  # sha256 hex of the file bytes; None when they could not be read
+    metadata: dict = field(default_factory=dict)  # a text item's own, stored with the document
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
 
+@dataclass
+class TextItem:
+    """A document that arrives as text: `name` is cited as a file name is, `metadata` (JSON-serialisable) is
+    stored with it, `locator` (an email's "<message-id>") is how every chunk of it is cited; without one,
+    each chunk is cited by the lines it spans ("L12-30").
+
+    Two items are the same document when their text and locator are: the same message added twice is
+    one document, two messages with the same body are two. Without a locator, the id is that of a file
+    holding the text in UTF-8, so the text and such a file are one document.
+    """
+
+    name: str
+    text: str
+    metadata: dict = field(default_factory=dict)
+    locator: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not isinstance(self.text, str):
+            raise TypeError(f"a TextItem's name and text are str, got {type(self.name).__name__} and "
+                            f"{type(self.text).__name__}")
+        if self.locator is not None and not isinstance(self.locator, str):
+            raise TypeError(f"a TextItem's locator is a str or None, got {type(self.locator).__name__}")
+        if not isinstance(self.metadata, dict):
+            raise TypeError(f"a TextItem's metadata is a dict, got {type(self.metadata).__name__}")
+        try:
+            json.dumps(self.metadata)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"a TextItem's metadata must be JSON-serialisable (it is stored as JSON): {e}") from e
+
+
 class _BadInput(Exception):
-    """A problem with the file itself; `load_file` turns it into `report.error`."""
+    """A problem with the input itself; `load_file` and `load_text` turn it into `report.error`."""
+
+
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+# A name or locator that a citation "[name locator]" can print: no brackets or line breaks to end it early, and
+# nothing SQLite cannot store.
+_CITABLE = re.compile(f"(?=.*\\S)[^\\[\\]\\r\\n\\ud800-\\udfff]{{1,{MAX_NAME_CHARS}}}")
 
 
 def load_file(path: str | Path, password: str | None = None,
@@ -137,6 +186,38 @@ def load_files(
         if progress is not None:
             progress(done + 1, len(paths), name)
     return results
+
+
+def load_text(item: TextItem) -> tuple[list[Page], LoadReport]:
+    """A text item as one page, plus a report, as `load_file` gives a file's. Never raises for bad input.
+
+    Characters UTF-8 cannot hold (lone surrogates, which `surrogateescape` decoding leaves) become U+FFFD,
+    with a warning.
+    """
+    report = LoadReport(path="", name=item.name, kind=TEXT_KIND, metadata=dict(item.metadata))
+    try:
+        for what, value in (("name", item.name), ("locator", item.locator)):
+            if value is not None and not _CITABLE.fullmatch(value):
+                raise _BadInput(f"the {what} {value[:MAX_NAME_CHARS]!r} cannot be cited: give 1 to {MAX_NAME_CHARS} "
+                                "characters, not all blank, without square brackets or line breaks")
+        if len(item.text) > MAX_TEXT_CHARS:
+            raise _BadInput(f"the text is {len(item.text):,} characters long; the limit is {MAX_TEXT_CHARS:,}")
+        text, replaced = _SURROGATES.subn("\ufffd", item.text)
+        if replaced:
+            report.warnings.append(f"{replaced} character(s) that are not valid Unicode (undecoded bytes?) were "
+                                   "replaced by U+FFFD")
+        digest = hashlib.sha256(text.encode("utf-8"))
+        if item.locator is not None:
+            digest.update(b"\0" + item.locator.encode("utf-8"))
+        report.content_hash = digest.hexdigest()
+        report.pages_total = 1
+        if not text.strip():
+            raise _BadInput("the text is empty")
+    except _BadInput as e:
+        report.error = str(e)
+        return [], report
+    report.pages_with_text = 1
+    return [Page(1, text, item.locator, by_lines=item.locator is None)], report
 
 
 @contextlib.contextmanager

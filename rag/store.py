@@ -1,10 +1,11 @@
 """The metadata store: documents and chunk texts in SQLite, keyed by the same int64 ids as the vector index.
 
 One file (`store.sqlite`, WAL mode, `synchronous=FULL`) with three tables: `meta` (format name and version,
-checked on open), `documents` (one row per file, keyed by the sha256 of its bytes) and `chunks` (one row
-per chunk; its `id` is the chunk's vector id in the index). Chunk ids come from AUTOINCREMENT, so an id is
-never handed out twice, even after its document is removed: an old vector or citation can never point at
-a different chunk.
+checked on open), `documents` (one row per file or text item, keyed by the sha256 of its content, with its
+metadata as JSON) and `chunks` (one row per chunk, with its locator; its `id` is the chunk's vector id in
+the index). A store of an older version is migrated when opened (see `_MIGRATIONS`), in one transaction.
+Chunk ids come from AUTOINCREMENT, so an id is never handed out twice, even after its document is removed:
+an old vector or citation can never point at a different chunk.
 
 Every document has a `state`: "ready" (searchable), "pending" (being added) or "removing" (being removed).
 The store does not know about the index; `rag.collection` uses the states as its write-ahead record (see
@@ -20,26 +21,27 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rag.chunking import Chunk
+from rag.chunking import Chunk, page_locator
 from rag.loaders import LoadReport
 
 FORMAT = "llmkit-metadata-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 STATES = ("pending", "ready", "removing")
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE documents (
-    doc_id TEXT PRIMARY KEY,            -- sha256 hex of the file's bytes
+    doc_id TEXT PRIMARY KEY,            -- sha256 hex of the file's bytes (of a text item: see rag.loaders)
     file_name TEXT NOT NULL,
     path TEXT NOT NULL,
     pages_total INTEGER NOT NULL,
     pages_needing_ocr TEXT NOT NULL,    -- JSON list of 1-based page numbers
     added_at TEXT NOT NULL,             -- ISO 8601, UTC
-    state TEXT NOT NULL CHECK (state IN ('pending', 'ready', 'removing'))
+    state TEXT NOT NULL CHECK (state IN ('pending', 'ready', 'removing')),
+    metadata TEXT NOT NULL DEFAULT '{}'  -- JSON object (version 2)
 );
 CREATE TABLE chunks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- the vector id in the index
@@ -47,19 +49,33 @@ CREATE TABLE chunks (
     page INTEGER NOT NULL,
     start INTEGER NOT NULL,
     "end" INTEGER NOT NULL,
-    text TEXT NOT NULL
+    text TEXT NOT NULL,
+    locator TEXT NOT NULL DEFAULT ''       -- where in the document: "p. 3", "L12-30", ... (version 2)
 );
 CREATE INDEX chunks_by_doc ON chunks(doc_id);
 CREATE INDEX documents_by_name ON documents(file_name);
 """
-_CHUNK_COLUMNS = 'c.id, c.doc_id, d.file_name, c.page, c.start, c."end", c.text'
+_CHUNK_COLUMNS = 'c.id, c.doc_id, d.file_name, c.page, c.start, c."end", c.text, c.locator'
+
+
+def _add_metadata_and_locators(db: sqlite3.Connection) -> None:
+    """Version 1 -> 2: documents get metadata, chunks a locator; every chunk so far came from a page."""
+    db.execute("ALTER TABLE documents ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}'")
+    db.execute("ALTER TABLE chunks ADD COLUMN locator TEXT NOT NULL DEFAULT ''")
+    pages = [row[0] for row in db.execute("SELECT DISTINCT page FROM chunks")]
+    db.executemany("UPDATE chunks SET locator = ? WHERE page = ?", [(page_locator(page), page) for page in pages])
+
+
+# Version n -> n + 1, each in the transaction that records the new version. The columns a migration adds come
+# last, as `_SCHEMA` declares them, so a migrated store and a new one have the same tables.
+_MIGRATIONS = {1: _add_metadata_and_locators}
 
 
 class StoreFormatError(ValueError):
     """The file is not an llmkit metadata store, or one from another version."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StoredChunk(Chunk):
     """A chunk as stored: `id` is its vector id in the index."""
 
@@ -75,6 +91,7 @@ class DocumentRecord:
     pages_needing_ocr: list[int]
     added_at: str
     n_chunks: int
+    metadata: dict = field(default_factory=dict)  # a text item's, as given to Collection.add_texts
 
 
 class MetadataStore:
@@ -111,7 +128,13 @@ class MetadataStore:
             raise StoreFormatError(f"{self.path} is not an llmkit metadata store ({e})") from e
         if meta.get("format") != FORMAT:
             raise StoreFormatError(f"{self.path} is not an llmkit metadata store (format {meta.get('format')!r})")
-        if meta.get("version") != str(FORMAT_VERSION):
+        version = meta.get("version")
+        if version in {str(v) for v in _MIGRATIONS}:
+            with self._transaction() as db:
+                for step in range(int(version), FORMAT_VERSION):
+                    _MIGRATIONS[step](db)
+                db.execute("UPDATE meta SET value = ? WHERE key = 'version'", (str(FORMAT_VERSION),))
+        elif version != str(FORMAT_VERSION):
             raise StoreFormatError(f"{self.path} has store format version {meta.get('version')!r}; this llmkit reads "
                                    f"version {FORMAT_VERSION}: upgrade llmkit, or re-create the collection")
 
@@ -142,15 +165,17 @@ class MetadataStore:
                 assert report.ok and report.content_hash, "only loaded files are stored"
                 assert all(chunk.doc_id == report.content_hash for chunk in chunks), "chunks of another document"
                 try:
-                    db.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    db.execute("INSERT INTO documents (doc_id, file_name, path, pages_total, pages_needing_ocr, "
+                               "added_at, state, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                (report.content_hash, report.name, report.path, report.pages_total,
-                                json.dumps(report.pages_needing_ocr), added_at, state))
+                                json.dumps(report.pages_needing_ocr), added_at, state, json.dumps(report.metadata)))
                 except sqlite3.IntegrityError as e:
                     raise ValueError(f"document {report.content_hash} ({report.name}) is already stored") from e
                 ids = []
                 for chunk in chunks:
-                    cursor = db.execute('INSERT INTO chunks (doc_id, page, start, "end", text) VALUES (?, ?, ?, ?, ?)',
-                                        (chunk.doc_id, chunk.page, chunk.start, chunk.end, chunk.text))
+                    cursor = db.execute('INSERT INTO chunks (doc_id, page, start, "end", text, locator) '
+                                        "VALUES (?, ?, ?, ?, ?, ?)",
+                                        (chunk.doc_id, chunk.page, chunk.start, chunk.end, chunk.text, chunk.locator))
                     ids.append(cursor.lastrowid)
                 all_ids.append(ids)
         return all_ids
@@ -177,10 +202,10 @@ class MetadataStore:
         """Documents in `state`, oldest first."""
         rows = self._db.execute(
             "SELECT d.doc_id, d.file_name, d.path, d.pages_total, d.pages_needing_ocr, d.added_at, "
-            "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id) "
+            "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id), d.metadata "
             "FROM documents d WHERE d.state = ? ORDER BY d.added_at, d.rowid", (state,))
-        return [DocumentRecord(d, name, path, total, json.loads(ocr), added, n)
-                for d, name, path, total, ocr, added, n in rows]
+        return [DocumentRecord(d, name, path, total, json.loads(ocr), added, n, json.loads(metadata))
+                for d, name, path, total, ocr, added, n, metadata in rows]
 
     def chunk_ids(self, doc_id: str) -> list[int]:
         return [row[0] for row in self._db.execute("SELECT id FROM chunks WHERE doc_id = ? ORDER BY id", (doc_id,))]
@@ -232,5 +257,6 @@ class MetadataStore:
 
 
 def _stored_chunk(row: tuple) -> StoredChunk:
-    chunk_id, doc_id, file_name, page, start, end, text = row
-    return StoredChunk(doc_id=doc_id, file_name=file_name, page=page, start=start, end=end, text=text, id=chunk_id)
+    chunk_id, doc_id, file_name, page, start, end, text, locator = row
+    return StoredChunk(doc_id=doc_id, file_name=file_name, page=page, start=start, end=end, text=text,
+                       locator=locator, id=chunk_id)

@@ -90,6 +90,8 @@ def test_rag_tools_search_read_and_list(collection):
     found = search.run({"query": "refund within 30 days"})
     assert found.startswith("[1] handbook.txt, page 2: Refunds: customers may return goods")
     assert read.run({"document": "handbook.txt", "page": 1}) == "handbook.txt, page 1:\n" + PAGES[0]
+    doc_id = collection.documents()[0].doc_id
+    assert read.run({"document": doc_id[:12], "page": 1}) == "handbook.txt, page 1:\n" + PAGES[0]  # or by id
     assert listing.run({}) == "handbook.txt (3 pages)"
 
 

@@ -1,12 +1,14 @@
-"""Cited answers over the committed PDFs: the real SmolLM2, the real embedder, citations checked."""
+"""Cited answers over the committed PDFs and over text items: the real SmolLM2, the real embedder, citations
+checked."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
-from rag import Collection, Retriever, answer, stream_answer
+from rag import Collection, Retriever, TextItem, answer, stream_answer
 from rag.answer import NOTHING_RELEVANT, SYSTEM_PROMPT, Source, check_citations, fit_prompt
 
 from conftest import ScriptedLLM
@@ -35,6 +37,23 @@ def test_check_citations_keeps_retrieved_pages_and_drops_invented_ones():
     assert checked == (f"Markov is in markov.py [{GUIDE} p. 3]. Ports [{SRX} p. 20]. Made up. "
                        f"No extension [{SRX} p. 20]. Out of range.")
     assert [s.cited for s in found] == [True, True]
+
+
+def test_check_citations_takes_generic_tags_and_keeps_other_brackets():
+    found = [Source(1, "Re: outage", 1, "rack 4", 0.03, 0.5, locator="<outage-17@example.org>"),
+             Source(2, "app.py", 1, "def f():", 0.02, 0.4, locator="L12-30"), *sources()[:1]]
+    found[2].number = 3
+    text = ("Rack 4 [Re: outage <outage-17@example.org>]. In f [app L12-30], [APP.PY  l12-30] and [2]. "
+            "Wrong lines [app.py L1-5]. Elsewhere [other.py L3]. Wrong message [Re: outage <x@y>]. "
+            f"A page of a text [app.py p. 1]. Markov [{GUIDE} page 3]. Untouched: [sic], a[i], [123], [see here].")
+    checked, invalid = check_citations(text, found)
+    assert invalid == ["[app.py L1-5]", "[other.py L3]", "[Re: outage <x@y>]", "[app.py p. 1]"]
+    assert checked == ("Rack 4 [Re: outage <outage-17@example.org>]. In f [app.py L12-30], [app.py L12-30] and "
+                       "[app.py L12-30]. Wrong lines. Elsewhere. Wrong message. A page of a text. "
+                       f"Markov [{GUIDE} p. 3]. Untouched: [sic], a[i], [123], [see here].")
+    assert all(s.cited for s in found)
+    assert [s.tag for s in found] == ["[Re: outage <outage-17@example.org>]", "[app.py L12-30]", f"[{GUIDE} p. 3]"]
+    assert found[1].to_json()["locator"] == "L12-30" and found[2].to_json()["locator"] == "p. 3"
 
 
 def test_uncited_answer_marks_no_source():
@@ -107,3 +126,23 @@ def test_prompt_that_does_not_fit_drops_history_then_sources():
 def test_bad_questions_are_refused(retriever, question, message):
     with pytest.raises(ValueError, match=message):
         stream_answer(retriever, None, question)
+
+
+def test_sources_of_text_items_are_cited_by_their_locator_or_lines(tmp_path, embedder):
+    outage = TextItem("Re: server outage", "The database server in rack 4 failed at 02:00 after its power supply "
+                      "burnt out.", {"from": "ops@example.org"}, "<outage-17@example.org>")
+    code = TextItem("rag/chunking.py", (Path(__file__).parents[1] / "rag" / "chunking.py").read_text())
+    with Collection.open("texts", data_dir=tmp_path, embedder=embedder) as collection:
+        assert all(report.ok for report in collection.add_texts([outage, code]))
+        retriever = Retriever(collection)
+        result = answer(retriever, ScriptedLLM("In rack 4 [1]."), "Which rack did the database server fail in?")
+        assert result.sources[0].tag == "[Re: server outage <outage-17@example.org>]"
+        assert result.text == "In rack 4 [Re: server outage <outage-17@example.org>]."
+        assert collection.find(result.sources[0].doc_id).metadata == {"from": "ops@example.org"}
+        model = ScriptedLLM("See [1].")
+        result = answer(retriever, model, "How does chunk_pages compute a chunk's line range with bisect_right?")
+        source = result.sources[0]
+        first, last = map(int, re.fullmatch(r"L(\d+)-(\d+)", source.locator).groups())
+        assert source.file == code.name and source.text in "\n".join(code.text.splitlines()[first - 1: last])
+        assert source.tag == f"[rag/chunking.py L{first}-{last}]" and result.text == f"See {source.tag}."
+        assert f"Source 1 {source.tag}:" in model.prompts[0][-1]["content"]

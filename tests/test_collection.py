@@ -1,5 +1,8 @@
-"""rag.collection + rag.store: ingest real PDFs, dedup by content, real deletes, reopen, and crash consistency."""
+"""rag.collection + rag.store: ingest real PDFs and texts, dedup by content, find, real deletes, reopen, crash
+consistency, and stores written by earlier versions."""
 
+import itertools
+import re
 import shutil
 import sqlite3
 import warnings
@@ -8,9 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.collection import ALREADY_PRESENT, Collection
+from rag import TextItem, answer
+from rag.chunking import chunk_pages, make_splitter
+from rag.collection import ALREADY_PRESENT, MIN_ID_PREFIX, Collection
+from rag.index import make_index
+from rag.loaders import MAX_TEXT_CHARS, load_file, load_text
 from rag.retriever import Retriever
 from rag.store import MetadataStore, StoreFormatError
+
+from conftest import ScriptedLLM
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "data/pdfs/demo/nist-sp800-90b-entropy-suite-user-guide.pdf"  # 9 pages; markov.py listed on p. 3
@@ -146,7 +155,7 @@ def test_bad_files_are_reported_and_the_good_ones_indexed(open_collection, tmp_p
 
 
 def reopen_without_rebuild(open_collection) -> Collection:
-    """Recovery must repair a crash from the store's record alone, never by re-embedding everything."""
+    """Recovery (and migration) must work from the store's record alone, never by re-embedding everything."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         return open_collection()
@@ -273,3 +282,165 @@ def test_another_embedder_re_embeds_the_collection(tmp_path):
     assert after[1][0][0] == before[1][0][0] and after[0][0][0] == pytest.approx(before[0][0][0], abs=1e-5)
     assert collection.store.get_meta("embedder") == "letters v2"
     collection.close()
+
+
+OUTAGE = TextItem("Re: server outage", "The database server in rack 4 failed at 02:00 after its power supply burnt "
+                  "out. It was moved to rack 7 and came back at 03:10.", {"from": "ops@example.org", "thread": 17},
+                  "<outage-17@example.org>")
+CODE = TextItem("rag/chunking.py", (ROOT / "rag" / "chunking.py").read_text())
+
+
+def test_add_texts_reports_dedups_and_indexes(open_collection):
+    collection = open_collection()
+    events = []
+    resent = TextItem("Fwd: server outage", OUTAGE.text, {"from": "boss@example.org"}, "<fwd-3@example.org>")
+    items = [OUTAGE, CODE, TextItem("again", OUTAGE.text, {"other": True}, OUTAGE.locator), resent,
+             TextItem("blank", "  \n "), TextItem("huge", "x" * (MAX_TEXT_CHARS + 1))]
+    reports = collection.add_texts(items, progress=lambda *event: events.append(event))
+    assert [r.ok for r in reports] == [True, True, True, True, False, False]
+    assert not reports[0].warnings and any(ALREADY_PRESENT in w for w in reports[2].warnings)  # same text, locator
+    assert reports[4].error == "the text is empty" and "the limit is" in reports[5].error
+    assert ("load", 6, 6) in events and events[-1][0] == "embed" and events[-1][1] == len(collection)
+    assert [(d.file_name, d.metadata) for d in collection.documents()] == [
+        (OUTAGE.name, OUTAGE.metadata), (CODE.name, {}), (resent.name, resent.metadata)]
+    assert collection.find(OUTAGE.name).pages_total == 1
+
+    (_, top), *_ = search(collection, "Which rack did the database server fail in?")
+    assert (top.file_name, top.locator, top.text) == (OUTAGE.name, OUTAGE.locator, OUTAGE.text)
+    lines = CODE.text.splitlines()
+    code = [chunk for _, chunk in search(collection, "line range of a chunk from its offsets", k=len(collection))
+            if chunk.file_name == CODE.name]
+    assert len(code) > 3
+    for chunk in code:
+        first, last = map(int, re.fullmatch(r"L(\d+)(?:-(\d+))?", chunk.locator).group(1, 2))
+        assert chunk.text in "\n".join(lines[first - 1: last]) and chunk.text.startswith(lines[first - 1].strip())
+    assert_consistent(collection)
+
+
+def test_text_with_undecodable_characters_is_stored_and_found(open_collection):
+    collection = open_collection()
+    body = "Refund of 40 EUR for order 5512, caf\udce9 voucher included.\n".encode("utf-8", "surrogatepass")
+    raw = body.decode("utf-8", "surrogateescape")  # as the email package leaves bytes of an unknown charset
+    [report] = collection.add_texts([TextItem("Refund", raw, locator="<r-1@example.org>")])
+    assert report.ok and "replaced by U+FFFD" in report.warnings[0]
+    (_, top), *_ = search(collection, "refund for order 5512")
+    assert top.locator == "<r-1@example.org>" and "caf\ufffd" in top.text
+    assert_consistent(collection)
+
+
+def test_a_crash_while_adding_texts_is_undone(open_collection, monkeypatch):
+    collection = open_collection()
+    collection.add_texts([TextItem("note", "Entropy sources need health tests.")])
+    size = len(collection)
+    monkeypatch.setattr(collection.index, "save", fail)
+    with pytest.raises(OSError, match="simulated crash"):
+        collection.add_texts([OUTAGE])
+    reopened = reopen_without_rebuild(open_collection)
+    assert [d.file_name for d in reopened.documents()] == ["note"] and len(reopened) == size
+    [report] = reopened.add_texts([OUTAGE])
+    assert report.ok and not report.warnings and reopened.find(OUTAGE.locator) is None  # names, not locators
+    assert_consistent(reopened)
+
+
+def test_find_by_name_id_or_id_prefix(tmp_path):
+    first_seen = {}
+    for n in itertools.count():  # two texts whose ids share their first MIN_ID_PREFIX characters
+        item = TextItem(f"note-{n}.txt", f"note number {n}")
+        twin = first_seen.setdefault(load_text(item)[1].content_hash[:MIN_ID_PREFIX], item)
+        if twin is not item:
+            break
+    with Collection.open("docs", data_dir=tmp_path, embedder=LetterEmbedder("letters")) as collection:
+        reports = collection.add_texts([twin, item, TextItem("same", "one"), TextItem("same", "two")])
+        a, b, c, _ = [report.content_hash for report in reports]
+        unique = next(i for i in range(64) if a[i] != b[i]) + 1  # the shortest prefix of a that b lacks
+        assert collection.find(twin.name).doc_id == a and collection.find(a).file_name == twin.name
+        assert collection.find(a[:unique]).doc_id == a and collection.find(a[:unique].upper()).doc_id == a
+        assert collection.find(a[:MIN_ID_PREFIX - 1]) is None  # too short to be taken for an id
+        assert collection.find("missing.txt") is None and collection.find(c).file_name == "same"
+        with pytest.raises(ValueError, match=f"2 document ids start with '{a[:unique - 1]}': note-"):
+            collection.find(a[:unique - 1])
+        with pytest.raises(ValueError, match="2 documents are named 'same': same \\(id .*give the id"):
+            collection.find("same")
+        with pytest.raises(ValueError, match="2 document ids start with"):
+            collection.remove(a[:unique - 1])
+        assert collection.remove("same") == 2  # a shared file name removes them all, as it always did
+        assert collection.remove(a[:unique]) == 1 and collection.find(a) is None and collection.find(b)
+
+
+# rag/store.py's schema as llmkit wrote it before text items and locators (store format version 1), kept as it
+# was so that stores made then are tested to open.
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE documents (
+    doc_id TEXT PRIMARY KEY,
+    file_name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    pages_total INTEGER NOT NULL,
+    pages_needing_ocr TEXT NOT NULL,
+    added_at TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'ready', 'removing'))
+);
+CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
+    page INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX chunks_by_doc ON chunks(doc_id);
+CREATE INDEX documents_by_name ON documents(file_name);
+"""
+
+
+def write_version_1_collection(data_dir: Path, name: str, embedder) -> int:
+    """The guide, as llmkit 1's add_files stored it: rows by the version 1 SQL, vectors in the index."""
+    directory = data_dir / "collections" / name
+    directory.mkdir(parents=True)
+    pages, report = load_file(GUIDE)
+    chunks = chunk_pages(pages, report.content_hash, report.name, make_splitter(embedder.count_tokens))
+    db = sqlite3.connect(directory / "store.sqlite")
+    db.executescript(V1_SCHEMA)
+    db.executemany("INSERT INTO meta VALUES (?, ?)", [("format", "llmkit-metadata-store"), ("version", "1"),
+                                                      ("embedder", embedder.identity)])
+    db.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+               (report.content_hash, report.name, str(GUIDE), 9, "[]", "2025-01-01T00:00:00+00:00", "ready"))
+    db.executemany('INSERT INTO chunks (doc_id, page, start, "end", text) VALUES (?, ?, ?, ?, ?)',
+                   [(c.doc_id, c.page, c.start, c.end, c.text) for c in chunks])
+    db.commit()
+    db.close()
+    index = make_index(embedder.dim, "faiss")
+    index.add(np.arange(1, len(chunks) + 1, dtype=np.int64), embedder.embed([c.text for c in chunks]))
+    index.save(directory / "index")
+    return len(chunks)
+
+
+def columns(path: Path, table: str) -> list[tuple]:
+    db = sqlite3.connect(path)
+    try:
+        return [row[1:] for row in db.execute(f"PRAGMA table_info({table})")]  # name, type, notnull, default, pk
+    finally:
+        db.close()
+
+
+def test_a_version_1_collection_opens_and_keeps_its_pages(tmp_path, open_collection, embedder):
+    n_chunks = write_version_1_collection(tmp_path, "old", embedder)
+    old = reopen_without_rebuild(lambda: open_collection("old"))  # migrated, nothing re-embedded
+    assert old.store.get_meta("version") == "2"
+    [doc] = old.documents()
+    assert (doc.file_name, doc.pages_total, doc.n_chunks, doc.metadata) == (GUIDE.name, 9, n_chunks, {})
+    assert all(chunk.locator == f"p. {chunk.page}" for chunk in old.store.all_chunks())
+    hits = search(old, MARKOV, k=5)
+    assert hits[0][1].page == 3 and hits[0][1].locator == "p. 3"
+    result = answer(Retriever(old), ScriptedLLM("In markov.py [1]."), MARKOV + "?")
+    assert result.sources[0].tag == f"[{GUIDE.name} p. 3]" and result.text == f"In markov.py [{GUIDE.name} p. 3]."
+    [report] = old.add_texts([OUTAGE])  # the new columns take new rows
+    assert report.ok and old.find(OUTAGE.name).metadata == OUTAGE.metadata
+    new = open_collection("new")
+    for table in ("documents", "chunks"):  # a migrated store has the tables a new one has
+        assert columns(old.directory / "store.sqlite", table) == columns(new.directory / "store.sqlite", table)
+    old.close()
+    again = reopen_without_rebuild(lambda: open_collection("old"))
+    assert [d.file_name for d in again.documents()] == [GUIDE.name, OUTAGE.name]
+    assert search(again, MARKOV, k=1)[0][1].locator == "p. 3"
+    assert_consistent(again)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rag import loaders
-from rag.loaders import LoadReport, Page, load_file, load_files
+from rag.loaders import MAX_TEXT_CHARS, LoadReport, Page, TextItem, load_file, load_files, load_text
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "pdfs"
 ROBUSTNESS = DATA / "robustness"
@@ -251,3 +251,45 @@ def test_a_pdf_reports_each_page_read():
     calls = []
     load_files([DEMO / "nist-sp800-90b-entropy-suite-user-guide.pdf"], progress=lambda *args: calls.append(args))
     assert [done for done, _, _ in calls[:2]] == pytest.approx([1 / 9, 2 / 9]) and calls[-1][0] == 1
+
+
+def test_a_text_item_is_one_page_cited_by_its_locator_or_by_lines():
+    pages, report = load_text(TextItem("Re: invoice", "Please pay by Friday.\n", {"from": "a@b.c"}, "<m1@b.c>"))
+    assert report.ok and not report.warnings
+    assert (report.name, report.kind, report.pages_total, report.pages_with_text) == ("Re: invoice", "text", 1, 1)
+    assert report.metadata == {"from": "a@b.c"}
+    assert pages == [Page(1, "Please pay by Friday.\n", "<m1@b.c>")]
+    assert load_text(TextItem("app.py", "x = 1\n"))[0] == [Page(1, "x = 1\n", by_lines=True)]
+
+
+def test_a_text_item_is_identified_by_its_text_and_locator(tmp_path):
+    plain = load_text(TextItem("a", "same"))[1].content_hash
+    assert plain == load_file(write(tmp_path / "b.txt", b"same"))[1].content_hash  # the file of that text
+    assert load_text(TextItem("renamed", "same", {"other": 1}))[1].content_hash == plain
+    located = {load_text(TextItem("a", "same", locator=f"<{n}@x>"))[1].content_hash for n in (1, 2, 1)}
+    assert len(located) == 2 and plain not in located
+
+
+def test_bad_text_items_are_errors_in_their_report():
+    too_long = load_text(TextItem("big", "x" * (MAX_TEXT_CHARS + 1)))[1]
+    assert too_long.error == f"the text is {MAX_TEXT_CHARS + 1:,} characters long; the limit is {MAX_TEXT_CHARS:,}"
+    assert too_long.content_hash is None  # refused before any work on it
+    assert load_text(TextItem("blank", " \n\t "))[1].error == "the text is empty"
+    for name, locator in [("[PATCH] fix", None), ("two\nlines", None), ("   ", None), ("n" * 201, None),
+                          ("ok", "<a]b>"), ("ok", ""), ("caf\udce9", None)]:
+        pages, report = load_text(TextItem(name, "some text", locator=locator))
+        assert pages == [] and "cannot be cited" in report.error, (name, locator)
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        TextItem("a", "b", {"when": object()})
+    with pytest.raises(TypeError, match="name and text are str"):
+        TextItem("a", b"bytes")
+
+
+def test_undecodable_characters_in_a_text_item_become_replacement_characters():
+    raw = "Caf\xc3\xa9 and na\xefve".encode("latin-1").decode("utf-8", "surrogateescape")  # one byte fails
+    assert "\udcef" in raw
+    pages, report = load_text(TextItem("mail", raw))
+    assert report.ok and report.warnings == ["1 character(s) that are not valid Unicode (undecoded bytes?) were "
+                                             "replaced by U+FFFD"]
+    assert pages[0].text == "Café and na\ufffdve"
+    assert report.content_hash == hashlib.sha256("Café and na\ufffdve".encode()).hexdigest()

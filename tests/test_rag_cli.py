@@ -34,7 +34,8 @@ def test_index_add_list_search_remove(tmp_path):
     assert len(sources) == 3 and sources[0]["file"] == GUIDE and sources[0]["page"] == 3
     assert "markov.py" in sources[0]["text"] and sources[0]["score"] > 0
 
-    assert llmkit("index", "remove", "docs", GUIDE, *home).returncode == 0
+    doc_id = listing.split("\t")[2]  # the start of the id, as the listing shows it
+    assert llmkit("index", "remove", "docs", doc_id, *home).returncode == 0
     assert llmkit("index", "list", "docs", *home).stdout == ""
     gone = llmkit("search", "docs", "Markov estimate", "--json", *home)
     assert json.loads(gone.stdout)["sources"] == []
