@@ -131,7 +131,7 @@ def rag_tools(collection: Collection, k: int = 5, retriever=None) -> list[Tool]:
         hits = retriever.search(query, max(1, min(k, 20)))
         if not hits:
             return "No passages found: the collection is empty."
-        return "\n\n".join(f"[{n}] {hit.chunk.file_name}, page {hit.chunk.page}: "
+        return "\n\n".join(f"[{n}] {hit.chunk.file_name} {hit.chunk.locator}: "
                            f"{_cut(' '.join(hit.chunk.text.split()), SNIPPET_CHARS)}"
                            for n, hit in enumerate(hits, start=1))
 

@@ -160,7 +160,8 @@ def cmd_index_remove(args: argparse.Namespace) -> None:
 
 
 def _source_json(hit) -> dict:
-    return {"file": hit.chunk.file_name, "page": hit.chunk.page, "text": hit.chunk.text, "score": hit.score}
+    return {"file": hit.chunk.file_name, "page": hit.chunk.page, "locator": hit.chunk.locator, "text": hit.chunk.text,
+            "score": hit.score}
 
 
 def cmd_search(args: argparse.Namespace) -> None:
@@ -172,7 +173,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         print(json.dumps({"sources": [_source_json(hit) for hit in hits]}, ensure_ascii=False))
         return
     for rank, hit in enumerate(hits, start=1):
-        print(f"{rank}. [{hit.chunk.file_name} p. {hit.chunk.page}] score {hit.score:.4f}\n   "
+        print(f"{rank}. [{hit.chunk.file_name} {hit.chunk.locator}] score {hit.score:.4f}\n   "
               + " ".join(hit.chunk.text.split())[:300])
 
 
@@ -197,7 +198,7 @@ def cmd_ask(args: argparse.Namespace) -> None:
         print("\nSources:")
     for source in answer.sources:
         mark = "*" if source.cited else " "
-        print(f"{mark}[{source.number}] {source.file} p. {source.page} (score {source.score:.4f}): "
+        print(f"{mark}[{source.number}] {source.file} {source.locator} (score {source.score:.4f}): "
               + " ".join(source.text.split())[:200])
 
 

@@ -36,9 +36,9 @@ class LLMKitRetriever(BaseRetriever):
 
 def to_document(hit: Hit) -> Document:
     chunk = hit.chunk
-    metadata = {"file": chunk.file_name, "page": chunk.page, "doc_id": chunk.doc_id, "chunk_id": chunk.id,
-                "start": chunk.start, "end": chunk.end, "score": hit.score, "dense_score": hit.dense_score,
-                "bm25_score": hit.bm25_score}
+    metadata = {"file": chunk.file_name, "page": chunk.page, "locator": chunk.locator, "doc_id": chunk.doc_id,
+                "chunk_id": chunk.id, "start": chunk.start, "end": chunk.end, "score": hit.score,
+                "dense_score": hit.dense_score, "bm25_score": hit.bm25_score}
     return Document(page_content=chunk.text, metadata=metadata, id=str(chunk.id))
 
 

@@ -88,7 +88,7 @@ def test_rag_tools_search_read_and_list(collection):
     assert [t.name for t in (search, read, listing)] == ["search_documents", "read_page", "list_documents"]
     assert search.parameters["properties"]["k"]["default"] == 2
     found = search.run({"query": "refund within 30 days"})
-    assert found.startswith("[1] handbook.txt, page 2: Refunds: customers may return goods")
+    assert found.startswith("[1] handbook.txt p. 2: Refunds: customers may return goods")
     assert read.run({"document": "handbook.txt", "page": 1}) == "handbook.txt, page 1:\n" + PAGES[0]
     doc_id = collection.documents()[0].doc_id
     assert read.run({"document": doc_id[:12], "page": 1}) == "handbook.txt, page 1:\n" + PAGES[0]  # or by id
@@ -117,4 +117,5 @@ def test_an_agent_uses_the_rag_tools(collection):
                {"tool": "final_answer", "arguments": {"answer": "25 days"}}]
     result = Agent(ScriptedModel(outputs), rag_tools(collection)).run("How many vacation days?")
     assert result.answer == "25 days" and all(step.error is None for step in result.steps)
-    assert "page 3" in result.steps[0].observation and "25 days of paid vacation" in result.steps[1].observation
+    assert "handbook.txt p. 3" in result.steps[0].observation
+    assert "25 days of paid vacation" in result.steps[1].observation
