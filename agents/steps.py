@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.tools import FINAL_ANSWER, Tool
+from core.json_schema import map_schema
 
 if TYPE_CHECKING:
     from agents.approvals import PausedRun
@@ -147,34 +148,25 @@ def _branch(name: str, description: str, parameters: dict, max_string_length: in
             "required": ["tool", "arguments"], "additionalProperties": False}
 
 
-def bounded(schema: Any, max_string_length: int) -> Any:
+def bounded(schema: dict, max_string_length: int) -> dict:
     """A copy where every free string has a maxLength, every array a maxItems and every integer a range.
 
     Bounds the schema already has are kept. The digits of a float's fraction cannot be bounded this
     way: only the step's token limit ends them.
     """
-    if isinstance(schema, list):
-        return [bounded(item, max_string_length) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    copy = {}
-    for key, value in schema.items():
-        if key in ("const", "enum", "default", "examples"):
-            copy[key] = value
-        elif key in ("properties", "patternProperties", "$defs") and isinstance(value, dict):
-            copy[key] = {name: bounded(sub, max_string_length) for name, sub in value.items()}
-        else:
-            copy[key] = bounded(value, max_string_length)
-    kinds = schema.get("type")
-    kinds = kinds if isinstance(kinds, list) else [kinds]
-    if "string" in kinds and "enum" not in schema and "const" not in schema:
-        copy.setdefault("maxLength", max_string_length)
-    if "array" in kinds:
-        copy.setdefault("maxItems", MAX_ITEMS)
-    if "integer" in kinds:  # a range bounds the digits too; a float's fraction stays unbounded
-        copy.setdefault("minimum", -MAX_INTEGER)
-        copy.setdefault("maximum", MAX_INTEGER)
-    return copy
+    def bound(node: dict) -> dict:
+        kinds = node.get("type")
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        if "string" in kinds and "enum" not in node and "const" not in node:
+            node.setdefault("maxLength", max_string_length)
+        if "array" in kinds:
+            node.setdefault("maxItems", MAX_ITEMS)
+        if "integer" in kinds:  # a range bounds the digits too; a float's fraction stays unbounded
+            node.setdefault("minimum", -MAX_INTEGER)
+            node.setdefault("maximum", MAX_INTEGER)
+        return node
+
+    return map_schema(schema, bound)
 
 
 def system_prompt(instructions: str, tools: list[Tool]) -> str:
@@ -197,14 +189,10 @@ def system_prompt(instructions: str, tools: list[Tool]) -> str:
             '{"tool": "tool_name", "arguments": {"argument1": "value1", "argument2": "value2"}}')
 
 
-def _shown(schema):
+def _shown(schema: dict) -> dict:
     """The schema without `additionalProperties: false`, which only costs prompt tokens: the grammar enforces it."""
-    if isinstance(schema, list):
-        return [_shown(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    return {key: _shown(value) for key, value in schema.items()
-            if not (key == "additionalProperties" and value is False)}
+    return map_schema(schema, lambda node: {key: value for key, value in node.items()
+                                            if not (key == "additionalProperties" and value is False)})
 
 
 def parse_call(text: str) -> tuple[str, Any]:

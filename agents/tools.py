@@ -4,7 +4,8 @@
 JSON schema (str, int, float, bool, lists, dicts, enums, Literal, Optional, Pydantic models, dates),
 and the docstring gives the description (its text before any section) and one line per argument (its
 Google-style `Args:` section). A signature that cannot be described is refused there, with a message
-naming the parameter, rather than on the model's first call. Arguments are validated by a Pydantic
+naming the parameter, rather than on the model's first call; so is a schema that constrained decoding
+cannot enforce (a set's `uniqueItems`: use a list). Arguments are validated by a Pydantic
 model built from the same signature, so what the schema admits and what the function receives agree.
 
 The errors a call can raise are `ToolError`s: bad arguments, a timeout, or the function's own
@@ -29,13 +30,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PydanticUserError, TypeAdapter, ValidationError, create_model
 
+from core.json_schema import UnsupportedSchemaError, check_supported, map_schema
+
 FINAL_ANSWER = "final_answer"  # the pseudo-tool that ends a run; no tool may take its name
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")  # what OpenAI-style function names allow
 _SECTIONS = ("Args", "Arguments", "Parameters", "Returns", "Return", "Raises", "Yields", "Examples", "Example",
              "Note", "Notes", "See Also")
-# Keywords whose value maps names to subschemas, and those whose value is data: `_clean` leaves both keys alone.
-_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
-_DATA_KEYWORDS = ("const", "enum", "default", "examples")
 
 
 class ToolDefinitionError(TypeError):
@@ -252,35 +252,29 @@ def _type_name(annotation: Any) -> str:
 
 
 def tool_schema(schema: dict, tool_name: str) -> dict:
-    """A self-contained copy of an arguments schema: $refs inlined, titles dropped (they only repeat the names)."""
+    """A self-contained copy of an arguments schema: $refs inlined, titles dropped (they only repeat the names).
+
+    Raises ToolDefinitionError for a recursive type, or a keyword constrained decoding cannot enforce.
+    """
     schema = dict(schema)
     definitions = schema.pop("$defs", {})
-    return _clean(schema, definitions, (), tool_name)
 
-
-def _clean(schema: Any, definitions: dict, seen: tuple[str, ...], tool_name: str) -> Any:
-    if isinstance(schema, list):
-        return [_clean(item, definitions, seen, tool_name) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    if "$ref" in schema:
-        ref = schema["$ref"].rsplit("/", 1)[-1]
+    def inline(node: dict, seen: tuple[str, ...] = ()) -> dict:
+        node.pop("title", None)
+        if "$ref" not in node:
+            return node
+        ref = node.pop("$ref").rsplit("/", 1)[-1]
         if ref in seen:
             raise ToolDefinitionError(f"tool {tool_name!r}: type {ref} refers to itself; recursive types are not "
                                       "supported")
-        siblings = {key: value for key, value in schema.items() if key != "$ref"}
-        return _clean({**definitions[ref], **siblings}, definitions, (*seen, ref), tool_name)
-    cleaned = {}
-    for key, value in schema.items():
-        if key == "title":
-            continue
-        if key in _DATA_KEYWORDS:
-            cleaned[key] = value
-        elif key in _SCHEMA_MAPS and isinstance(value, dict):
-            cleaned[key] = {name: _clean(sub, definitions, seen, tool_name) for name, sub in value.items()}
-        else:
-            cleaned[key] = _clean(value, definitions, seen, tool_name)
-    return cleaned
+        return {**map_schema(definitions[ref], lambda sub: inline(sub, (*seen, ref))), **node}
+
+    inlined = map_schema(schema, inline)
+    try:
+        check_supported(inlined)
+    except UnsupportedSchemaError as error:
+        raise ToolDefinitionError(f"tool {tool_name!r}: {error}") from error
+    return inlined
 
 
 def _validator(model: type[BaseModel], fields: dict[str, str], tool_name: str) -> Callable[[Any], dict]:

@@ -19,16 +19,12 @@ import llguidance
 import numpy as np
 import torch
 
+from core.json_schema import check_supported, map_schema
 from core.tokenizer import Tokenizer
 
 # Compact, one-line JSON: with flexible whitespace a small model can emit newlines forever. The
 # separators match json.dumps, the spelling models have seen most. A schema's own "x-guidance" wins.
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-
-# Keywords whose value maps names to subschemas (rather than being a schema itself).
-_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
-# Keywords whose value is JSON data, never a schema, and so is left exactly as written.
-_DATA_KEYWORDS = ("const", "enum", "default", "examples")
 
 _LL_TOKENIZERS: weakref.WeakKeyDictionary[Tokenizer, llguidance.LLTokenizer] = weakref.WeakKeyDictionary()
 
@@ -66,7 +62,8 @@ class TokenConstraint:
             raise ValueError(f"give exactly one of json_schema, choices, regex; got {given or 'none'}")
         if json_schema is not None:
             schema = _schema_dict(json_schema)
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(_closed(schema), defaults=JSON_OPTIONS)
+            check_supported(schema)
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(map_schema(schema, _closed), defaults=JSON_OPTIONS)
             description = f"JSON schema {json.dumps(schema)[:200]}"
         elif choices is not None:
             grammar = llguidance.LLMatcher.grammar_from_lark(_choices_lark(choices))
@@ -135,27 +132,15 @@ def _schema_dict(json_schema: Any) -> dict:
     return json_schema
 
 
-def _closed(schema: Any) -> Any:
-    """A copy of `schema` where every object schema that does not mention additionalProperties forbids extra keys.
+def _closed(node: dict) -> dict:
+    """`node`, forbidding extra keys if it lists properties and says neither additionalProperties nor patternProperties.
 
     The result is stricter than the input, so whatever it admits still validates against the original.
     An `allOf` of partial objects would turn contradictory: such schemas should say additionalProperties.
     """
-    if isinstance(schema, list):
-        return [_closed(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    closed = {}
-    for key, value in schema.items():
-        if key in _DATA_KEYWORDS:
-            closed[key] = value
-        elif key in _SCHEMA_MAPS and isinstance(value, dict):
-            closed[key] = {name: _closed(sub) for name, sub in value.items()}
-        else:
-            closed[key] = _closed(value)
-    if "properties" in schema and "additionalProperties" not in schema and "patternProperties" not in schema:
-        closed["additionalProperties"] = False
-    return closed
+    if "properties" in node and "additionalProperties" not in node and "patternProperties" not in node:
+        node["additionalProperties"] = False
+    return node
 
 
 def _choices_lark(choices: Any) -> str:
