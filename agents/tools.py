@@ -5,7 +5,7 @@ JSON schema (str, int, float, bool, lists, dicts, enums, Literal, Optional, Pyda
 and the docstring gives the description (its text before any section) and one line per argument (its
 Google-style `Args:` section). A signature that cannot be described is refused there, with a message
 naming the parameter, rather than on the model's first call; so is a schema that constrained decoding
-cannot enforce (a set's `uniqueItems`: use a list). Arguments are validated by a Pydantic
+cannot enforce. A set is asked for as an array: validation collapses duplicates. Arguments are validated by a Pydantic
 model built from the same signature, so what the schema admits and what the function receives agree.
 
 The errors a call can raise are `ToolError`s: bad arguments, a timeout, or the function's own
@@ -261,6 +261,7 @@ def tool_schema(schema: dict, tool_name: str) -> dict:
 
     def inline(node: dict, seen: tuple[str, ...] = ()) -> dict:
         node.pop("title", None)
+        node.pop("uniqueItems", None)  # a set's: decoding cannot enforce it, and validation makes the set anyway
         if "$ref" not in node:
             return node
         ref = node.pop("$ref").rsplit("/", 1)[-1]

@@ -1,6 +1,7 @@
 """The one JSON-schema walker reaches every subschema and only subschemas; one list of refused keywords for all."""
 
 import copy
+import json
 
 import llguidance
 import pytest
@@ -115,19 +116,24 @@ def test_every_other_keyword_compiles(keyword, value):
 
 def test_constraints_and_tools_refuse_an_unsupported_keyword_with_the_same_message():
     schema = {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"},
-                                                        "uniqueItems": True}}}
+                                                        "contains": {"const": "a"}}}}
     tokenizer = Tokenizer(tiny_bpe_tokenizer(), None, {}, [2])
-    with pytest.raises(ValueError, match="'uniqueItems' cannot be enforced by constrained decoding") as refused:
+    with pytest.raises(ValueError, match="'contains' cannot be enforced by constrained decoding") as refused:
         TokenConstraint.compile(tokenizer, json_schema=schema)
     with pytest.raises(ToolDefinitionError) as tool_refused:
         tool_schema(schema, "t")
     assert str(tool_refused.value) == f"tool 't': {refused.value}"
 
-    def tagged(tags: set[str]) -> str:
-        """Tags as a set: pydantic says uniqueItems."""
 
-    with pytest.raises(ToolDefinitionError, match="tool 'tagged': JSON schema keyword 'uniqueItems'"):
-        tool(tagged)
+
+def test_a_set_parameter_is_asked_for_as_an_array_and_arrives_as_a_set():
+    def tagged(tags: set[str]) -> str:
+        """Tags as a set: pydantic's schema says uniqueItems, which decoding cannot enforce."""
+        return ",".join(sorted(tags))
+
+    made = tool(tagged)
+    assert "uniqueItems" not in json.dumps(made.parameters)
+    assert made.run({"tags": ["b", "a", "b"]}) == "a,b"
 
 
 def test_a_lenient_schema_is_left_to_llguidance():
