@@ -9,17 +9,21 @@
 
     print(Agent(tools=[add]).run("What is 2 + 3?").answer)  # on the embedded SmolLM2
 
-LangChain interop (needs langchain_core) is in `agents.langchain`.
+The model is any core.ChatModel: `Agent(core.RemoteLLM(url), ...)` for a model behind an OpenAI-compatible
+server, `NativeToolsLLM(url)` for one that calls tools natively, `agents.langchain.LangChainModel` for a
+LangChain chat model (that module, like the rest of the LangChain interop, needs langchain_core).
+`ScriptedModel` is core's, re-exported for tests and replays.
 """
 
 from agents.agent import Agent, AgentRun, replay
 from agents.approvals import Decision, PausedRun
-from agents.backends import BackendError, ChatModel, Completion, LocalModel, OpenAIModel, ScriptedModel
+from agents.backends import NativeToolsLLM
 from agents.builtin import calculator, current_datetime, rag_tools
 from agents.steps import RunResult, Step, StepError, Trace, diff_steps, read_trace, step_schema
 from agents.tools import Tool, ToolArgumentError, ToolDefinitionError, ToolError, ToolFailed, ToolTimeout, tool
+from core.chat import ScriptedModel
 
-__all__ = ["Agent", "AgentRun", "BackendError", "ChatModel", "Completion", "Decision", "LocalModel", "OpenAIModel",
-           "PausedRun", "RunResult", "ScriptedModel", "Step", "StepError", "Tool", "ToolArgumentError",
-           "ToolDefinitionError", "ToolError", "ToolFailed", "ToolTimeout", "Trace", "calculator", "current_datetime",
-           "diff_steps", "rag_tools", "read_trace", "replay", "step_schema", "tool"]
+__all__ = ["Agent", "AgentRun", "Decision", "NativeToolsLLM", "PausedRun", "RunResult", "ScriptedModel", "Step",
+           "StepError", "Tool", "ToolArgumentError", "ToolDefinitionError", "ToolError", "ToolFailed", "ToolTimeout",
+           "Trace", "calculator", "current_datetime", "diff_steps", "rag_tools", "read_trace", "replay", "step_schema",
+           "tool"]

@@ -1,11 +1,14 @@
 """Agent: the step loop. Each step the model calls one tool or gives the final answer; the loop runs the tool.
 
-`stream(task)` returns an `AgentRun` to iterate for `Step`s as they happen; `run(task)` consumes it
-and returns the `RunResult`. The model's output is constrained to `agents.steps.step_schema`, so with
-a constraining backend every step is a well-formed call. What the model's call causes (unparseable
+The model is any core.ChatModel (the embedded SmolLM2 when none is given), called with plain messages
+(agents.backends.plain_messages) and greedy unless `sampling` says otherwise. `stream(task)` returns an
+`AgentRun` to iterate for `Step`s as they happen; `run(task)` consumes it and returns the `RunResult`.
+The model's output is constrained to `agents.steps.step_schema`, so with a model that enforces
+`json_schema` every step is a well-formed call. What the model's call causes (unparseable
 output from an unconstrained backend, an unknown tool, arguments that fail validation, a tool that
 raises or times out, a call a person rejected) is recorded on the step and shown to the model at the
-next step: the model can correct itself. Errors in our code, and backend failures, propagate.
+next step: the model can correct itself. Errors in our code, and the model's failures (core.errors:
+a refused request, a prompt over the context, a server that is gone), propagate.
 
 Budgets (steps, tokens, seconds) are checked before each model call; a run that meets one stops with
 status "stopped" and the reason. A tool with `requires_approval` pauses the run (status "paused"); the
@@ -30,7 +33,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from agents.approvals import Decision, PausedRun
-from agents.backends import ChatModel, Completion, LocalModel, ScriptedModel
+from agents.backends import embedded_llm, plain_messages
 from agents.steps import (
     RunResult,
     Step,
@@ -45,6 +48,8 @@ from agents.steps import (
     system_prompt,
 )
 from agents.tools import FINAL_ANSWER, Tool, ToolArgumentError, ToolFailed, ToolTimeout, tool
+from core.chat import ChatModel, ScriptedModel, ScriptedReply
+from core.sampling import SamplingParams
 
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant. Use the tools when they help, then answer briefly."
 
@@ -81,19 +86,24 @@ class Agent:
 
     max_tokens: prompt and completion tokens of the whole run. step_tokens: the most one reply may
     take. max_string_length: the longest string (an argument, the answer) the model may write.
-    max_observation_chars: a tool result longer than this is cut before the model sees it.
+    max_observation_chars: a tool result longer than this is cut before the model sees it. sampling: the
+    options of `model.stream` besides the step's token limit (temperature, top_p, seed, ...); greedy by default.
     """
 
     def __init__(self, model: ChatModel | None = None, tools: Iterable[Tool | Callable] = (),
                  instructions: str = DEFAULT_INSTRUCTIONS, *, max_steps: int = 8, max_tokens: int | None = None,
                  max_seconds: float | None = None, step_tokens: int = 512, max_string_length: int = 300,
-                 max_observation_chars: int = 2000):
+                 max_observation_chars: int = 2000, sampling: dict | None = None):
         for name, value in (("max_steps", max_steps), ("step_tokens", step_tokens),
                             ("max_string_length", max_string_length), ("max_observation_chars", max_observation_chars),
                             ("max_tokens", max_tokens), ("max_seconds", max_seconds)):
             if value is not None and not (isinstance(value, int | float) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        self.model = LocalModel() if model is None else model
+        self._model = model
+        self.sampling = {"temperature": 0.0, **(sampling or {})}
+        if "max_new_tokens" in self.sampling:
+            raise ValueError("give the step's token limit as step_tokens, not as sampling max_new_tokens")
+        SamplingParams(**self.sampling)  # a bad option fails here, not at the first step
         self.tools: dict[str, Tool] = {}
         for item in tools:
             made = item if isinstance(item, Tool) else tool(item)
@@ -108,6 +118,13 @@ class Agent:
         self.answer_schema = step_schema([], max_string_length)  # after a repeated call: final_answer only
         self.system = system_prompt(instructions, list(self.tools.values()))
         self.messages: list[dict] = []  # the conversation so far, every run's; the system prompt is added per call
+
+    @property
+    def model(self) -> ChatModel:
+        """The model given, or the embedded SmolLM2, loaded here on first use."""
+        if self._model is None:
+            self._model = embedded_llm()
+        return self._model
 
     @property
     def limits(self) -> dict:
@@ -188,17 +205,19 @@ class Agent:
     def _model_step(self, run: _Run) -> Step:
         started = time.monotonic()
         repeated = bool(run.steps) and run.steps[-1].error is not None and run.steps[-1].error.kind == "repeated"
-        completion = self.model.complete([{"role": "system", "content": self.system}, *self.messages],
-                                         self.answer_schema if repeated else self.schema, self.step_tokens)
-        step = Step(len(run.steps) + 1, completion.text, prompt_tokens=completion.prompt_tokens,
-                    completion_tokens=completion.completion_tokens, finish_reason=completion.finish_reason,
+        reply = self.model.stream(plain_messages([{"role": "system", "content": self.system}, *self.messages]),
+                                  json_schema=self.answer_schema if repeated else self.schema,
+                                  max_new_tokens=self.step_tokens, **self.sampling)
+        text = "".join(reply)
+        step = Step(len(run.steps) + 1, text, prompt_tokens=reply.prompt_tokens,
+                    completion_tokens=reply.completion_tokens, finish_reason=reply.finish_reason,
                     model_seconds=time.monotonic() - started)
         run.steps.append(step)
-        self.messages.append({"role": "assistant", "content": completion.text})
+        self.messages.append({"role": "assistant", "content": text})
         try:
-            step.tool, step.arguments = parse_call(completion.text)
+            step.tool, step.arguments = parse_call(text)
         except StepParseError as error:
-            cut = completion.finish_reason == "length"
+            cut = reply.finish_reason == "length"
             return self._fail(step, "parse", f"{error}" + (f"; the reply was cut off at {self.step_tokens} tokens, "
                                                              "make it shorter" if cut else ""))
         if step.tool == FINAL_ANSWER:
@@ -312,7 +331,7 @@ def replay(trace: str | Path | Trace, tools: Iterable[Tool | Callable]) -> RunRe
     limits = dict(header["limits"])
     if recorded.results and (recorded.results[-1].get("stop_reason") or "").startswith("max_seconds"):
         limits.update(max_seconds=None, max_steps=len(recorded.steps))
-    outputs = [Completion(step.output, step.prompt_tokens, step.completion_tokens, step.finish_reason or "stop")
+    outputs = [ScriptedReply(step.output, step.prompt_tokens, step.completion_tokens, step.finish_reason or "stop")
                for step in recorded.steps]
     agent = Agent(ScriptedModel(outputs), tools, header["instructions"], **limits)
     for spec in header["tools"]:

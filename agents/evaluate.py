@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agents.agent import Agent
-from agents.backends import ChatModel
 from agents.builtin import calculator
 from agents.steps import Step
 from agents.tools import FINAL_ANSWER, tool
+from core.chat import ChatModel
 
 
 @tool

@@ -7,10 +7,11 @@ functions here, so `import agents` never needs it.
   ToolException, so the tool's `handle_tool_error` setting applies.
 - `from_langchain(structured_tool)`: the schema comes from its `tool_call_schema`; a Pydantic
   `args_schema` validates the arguments before the call, a dict one only checks names and required keys.
-- `LangChainModel(chat_model, constrain=...)`: `constrain="json_schema"` passes the step schema as the
-  `json_schema` keyword (core.langchain.ChatLLMKit), `"response_format"` as OpenAI's response_format
-  (ChatOpenAI and compatible servers); None sends no constraint, and the agent records whatever
-  does not parse.
+- `LangChainModel(chat_model, constrain=...)`: a LangChain chat model as a core.ChatModel, so an agent (or
+  rag) runs on it. `constrain="json_schema"` passes `json_schema`, `choices` and `regex` as keywords
+  (core.langchain.ChatLLMKit takes them), `"response_format"` passes a JSON schema as OpenAI's
+  response_format (ChatOpenAI and compatible servers) and refuses the other two; None sends no
+  constraint, and the agent records whatever does not parse.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from agents.backends import Completion, plain_messages
 from agents.tools import Tool, ToolArgumentError, ToolError, describe_errors, tool_schema
+from core.chat import Prompt, ReplyStream
+from core.errors import ModelRequestError
+from core.remote import estimate_tokens
+from core.sampling import SamplingParams
 
 CONSTRAINTS = (None, "json_schema", "response_format")
 
@@ -81,26 +85,69 @@ def from_langchain(structured_tool, *, side_effects: bool = False, requires_appr
 
 
 class LangChainModel:
-    """A LangChain chat model behind the agents' ChatModel interface (see the module docstring for `constrain`)."""
+    """A LangChain chat model behind the core.ChatModel protocol (see the module docstring for `constrain`).
 
-    def __init__(self, chat_model, constrain: str | None = None):
+    A string prompt goes as one human message. Sampling options go to the model's `invoke` as keywords,
+    max_new_tokens as `max_tokens` (ChatOpenAI and ChatLLMKit take them; other models may ignore some).
+    Token counts are the model's usage report, else estimates (core.remote.estimate_tokens), as is
+    `count_tokens`. `context_length`: LangChain does not say it; give the model's. Errors of the model's
+    own client propagate as they are. Does not stream: the reply comes as one delta, once it is complete;
+    `generate_batch` runs LangChain's `batch`.
+    """
+
+    def __init__(self, chat_model, constrain: str | None = None, context_length: int = 8192):
         if constrain not in CONSTRAINTS:
             raise ValueError(f"constrain must be one of {CONSTRAINTS}, got {constrain!r}")
-        self.chat_model, self.constrain = chat_model, constrain
+        self.chat_model, self.constrain, self.context_length = chat_model, constrain, context_length
         self.name = getattr(chat_model, "model_name", None) or type(chat_model).__name__
 
-    def complete(self, messages: list[dict], json_schema: dict | None = None, max_tokens: int = 256) -> Completion:
+    def count_tokens(self, prompt: Prompt) -> int:
+        return estimate_tokens(prompt)
+
+    def stream(self, prompt: Prompt, *, json_schema=None, choices=None, regex=None, **sampling) -> ReplyStream:
+        messages, options = self._request(prompt, json_schema, choices, regex, sampling)
+        return self._reply(prompt, self.chat_model.invoke(messages, **options))
+
+    def generate(self, prompt: Prompt, **options) -> str:
+        return "".join(self.stream(prompt, **options))
+
+    def generate_batch(self, prompts: list[Prompt], *, json_schema=None, choices=None, regex=None,
+                       **sampling) -> list[str]:
+        requests = [self._request(prompt, json_schema, choices, regex, sampling) for prompt in prompts]
+        if not requests:
+            return []
+        replies = self.chat_model.batch([messages for messages, _ in requests], **requests[0][1])
+        return ["".join(self._reply(prompt, reply)) for prompt, reply in zip(prompts, replies, strict=True)]
+
+    def _request(self, prompt: Prompt, json_schema, choices, regex, sampling: dict) -> tuple[list, dict]:
+        """(LangChain messages, keywords of `invoke`); what cannot be sent raises ModelRequestError."""
         from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
+        params = SamplingParams(**sampling)
         kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
-        converted = [kinds[message["role"]](message["content"]) for message in plain_messages(messages)]
-        options: dict[str, Any] = {"max_tokens": max_tokens}
-        if json_schema is not None and self.constrain == "json_schema":
-            options["json_schema"] = json_schema
-        elif json_schema is not None and self.constrain == "response_format":
-            options["response_format"] = {"type": "json_schema",
-                                          "json_schema": {"name": "step", "schema": json_schema, "strict": True}}
-        reply = self.chat_model.invoke(converted, **options)
+        plain = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        unknown = [message.get("role") for message in plain if message.get("role") not in kinds]
+        if unknown:
+            raise ModelRequestError(f"a LangChain chat model takes system, user and assistant messages, got {unknown}")
+        messages = [kinds[message["role"]](message["content"]) for message in plain]
+        options: dict[str, Any] = {name: value for name, value in sampling.items() if name != "max_new_tokens"}
+        options["max_tokens"] = params.max_new_tokens
+        if self.constrain == "json_schema":
+            constraints = {"json_schema": json_schema, "choices": choices, "regex": regex}
+            options.update({name: value for name, value in constraints.items() if value is not None})
+        elif self.constrain == "response_format":
+            if choices is not None or regex is not None:
+                raise ModelRequestError('constrain="response_format" sends a JSON schema only: give json_schema, '
+                                        "not choices or regex")
+            if json_schema is not None:
+                options["response_format"] = {"type": "json_schema",
+                                              "json_schema": {"name": "output", "schema": json_schema, "strict": True}}
+        return messages, options
+
+    def _reply(self, prompt: Prompt, reply) -> ReplyStream:
+        """An AIMessage as a finished stream."""
+        text = str(reply.text)  # a str subclass that is also callable, in langchain_core 1.x
         usage = reply.usage_metadata or {}
         finish = "length" if reply.response_metadata.get("finish_reason") == "length" else "stop"
-        return Completion(reply.text, usage.get("input_tokens", 0), usage.get("output_tokens", 0), finish)
+        return ReplyStream([text] if text else [], finish, usage.get("input_tokens") or self.count_tokens(prompt),
+                           usage.get("output_tokens") or estimate_tokens(text))

@@ -69,7 +69,7 @@ class PdfChat:
                  agent_model=None):
         """Loads the embedder and the model now (once), not on the first question.
 
-        `agent_model`: the agents.ChatModel of agent mode; default: `llm` at the chat's temperature.
+        `agent_model`: the core.ChatModel of agent mode; default: `llm`. Either runs at the chat's temperature.
         """
         self.data_dir = Path(data_dir or settings.data_dir())
         self.embedder = embedder or SentenceTransformerEmbedder()
@@ -234,13 +234,12 @@ class PdfChat:
                    retriever: Retriever, lock: threading.Lock) -> Iterator[Reply]:
         """The question goes to an agent with the collection's tools, after the chat's earlier `turns`; each step
         shows as it happens."""
-        from agents import Agent, LocalModel, rag_tools
+        from agents import Agent, rag_tools
 
         tools = [*(_locked(t, lock) for t in rag_tools(collection, settings.k, retriever)),
                  self._summary_tool(collection, lock)]
-        model = self.agent_model or LocalModel(self.llm, temperature=settings.temperature)
-        agent = Agent(model, tools,
-                      instructions=AGENT_INSTRUCTIONS, max_steps=6)
+        agent = Agent(self.agent_model or self.llm, tools, instructions=AGENT_INSTRUCTIONS, max_steps=6,
+                      sampling={"temperature": settings.temperature})
         agent.messages = [dict(turn) for turn in turns]
         messages: list[dict] = []
         for step in agent.stream(question):

@@ -60,13 +60,12 @@ def main() -> None:
     args = parser.parse_args()
     if not __package__:
         raise SystemExit("run it as a module, from the repository root: .venv/bin/python -m bench.agents")
-    from agents import LocalModel
     from agents.evaluate import TASKS, evaluate
     from core import LLM
 
     llm = LLM.load(args.model)
     started = time.perf_counter()
-    outcomes = evaluate(LocalModel(llm), TASKS, workers=args.workers, max_steps=args.max_steps, **OPTIONS)
+    outcomes = evaluate(llm, TASKS, workers=args.workers, max_steps=args.max_steps, **OPTIONS)
     wall = time.perf_counter() - started
     header = (f"{date.today()}, {platform.machine()}, {os.cpu_count()} cores, {llm.name}, float32, greedy, "
               f"max_steps={args.max_steps}, {args.workers} tasks at a time, step_tokens={OPTIONS['step_tokens']}, "

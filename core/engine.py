@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from core.errors import ContextLengthError, ModelRequestError
 from core.kv_cache import KVCache, kv_cache_bytes
 from core.model import Transformer
 from core.prefix_cache import PrefixCache
@@ -117,12 +118,17 @@ class Engine:
         self._lock = threading.Lock()  # one step at a time
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, constraint=None) -> GenerationStream:
-        """Queue a request; its stream starts yielding as soon as a row is free. Bad input raises here."""
+        """Queue a request; its stream starts yielding as soon as a row is free. Bad input raises here:
+        ContextLengthError when prompt plus max_new_tokens exceed max_seq_len (None: as many as fit)."""
         if not prompt_ids:
-            raise ValueError("the prompt is empty: give at least one token")
+            raise ModelRequestError("the prompt is empty: give at least one token")
         if len(prompt_ids) >= self.max_seq_len:
-            raise ValueError(f"the prompt has {len(prompt_ids)} tokens; the context holds {self.max_seq_len} "
-                             "(prompt and output together)")
+            raise ContextLengthError(f"the prompt has {len(prompt_ids)} tokens; the context holds {self.max_seq_len} "
+                                     "(prompt and output together): shorten the prompt")
+        if params.max_new_tokens is not None and len(prompt_ids) + params.max_new_tokens > self.max_seq_len:
+            raise ContextLengthError(
+                f"the prompt has {len(prompt_ids)} tokens and max_new_tokens is {params.max_new_tokens}; the context "
+                f"holds {self.max_seq_len} (prompt and output together): shorten the prompt or lower max_new_tokens")
         generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
         stream = GenerationStream(self, prompt_ids, params, constraint, TextStream(self.tokenizer, params.stop),
                                   generator)

@@ -4,6 +4,10 @@ A string is a raw prompt; a list of {"role", "content"} messages goes through th
 Sampling options are the fields of core.sampling.SamplingParams; `json_schema`, `choices` or `regex`
 constrain the output. Every call goes through one continuous-batching Engine, so calls from many
 threads share decode steps.
+
+LLM implements core.chat.ChatModel, with its errors: ModelRequestError for a bad option, prompt or
+constraint, ContextLengthError for a prompt (plus max_new_tokens) over the context. Token ids are
+LLM's own: `prompt_ids` gives them, and a list of ints is a prompt here, not for other chat models.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.engine import Engine, EngineConfig, GenerationStream
+from core.errors import ModelRequestError
 from core.loading import load_model
 from core.model import Transformer
 from core.sampling import SamplingParams
@@ -45,15 +50,25 @@ class LLM:
         return self.engine.max_seq_len
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
+        """The token ids the model is given for `prompt`: a chat prompt as the chat template renders it."""
         if isinstance(prompt, str):
             return self.tokenizer.encode(prompt)
         if isinstance(prompt, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
             if prompt and not all(0 <= t < self.model.config.vocab_size for t in prompt):
-                raise ValueError(f"token ids must lie in [0, {self.model.config.vocab_size})")
+                raise ModelRequestError(f"token ids must lie in [0, {self.model.config.vocab_size})")
             return list(prompt)
         if not isinstance(prompt, list):
-            raise ValueError(f"a prompt is a string, a list of messages or token ids, got {type(prompt).__name__}")
-        return self.tokenizer.encode(self.tokenizer.apply_chat_template(prompt), add_special_tokens=False)
+            raise ModelRequestError(f"a prompt is a string, a list of messages or token ids, got "
+                                    f"{type(prompt).__name__}")
+        try:
+            text = self.tokenizer.apply_chat_template(prompt)
+        except ValueError as error:  # a message without role or content, a model without a template
+            raise ModelRequestError(str(error)) from None
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        """Exactly the tokens `stream(prompt)` gives the model."""
+        return len(self.prompt_ids(prompt))
 
     def stream(self, prompt: Prompt, *, json_schema=None, choices=None, regex=None, **sampling) -> GenerationStream:
         """Text deltas of the continuation (iterate it); afterwards it holds finish_reason and token counts.
@@ -66,7 +81,11 @@ class LLM:
         if json_schema is not None or choices is not None or regex is not None:
             from core.constrain import TokenConstraint
 
-            compiled = TokenConstraint.compile(self.tokenizer, json_schema=json_schema, choices=choices, regex=regex)
+            try:
+                compiled = TokenConstraint.compile(self.tokenizer, json_schema=json_schema, choices=choices,
+                                                   regex=regex)
+            except ValueError as error:  # an invalid schema or regex, empty choices, two constraints at once
+                raise ModelRequestError(str(error)) from None
             constraint = compiled.start()
         return self.engine.submit(self.prompt_ids(prompt), params, constraint)
 

@@ -13,12 +13,16 @@ from dataclasses import dataclass, field
 
 import torch
 
+from core.errors import ModelRequestError
+
 # (ids generated so far, logits (vocab,)) -> logits: a user hook run before the built-in processing.
 LogitsProcessor = Callable[[list[int], torch.Tensor], torch.Tensor]
 
 
 @dataclass
 class SamplingParams:
+    """How to choose tokens, per request; a bad value raises ModelRequestError (a ValueError) naming it."""
+
     max_new_tokens: int | None = 256  # None: until the end of turn or of the context
     temperature: float = 0.0  # 0 is greedy (argmax)
     top_k: int = 0  # 0: off
@@ -40,21 +44,21 @@ class SamplingParams:
             if name == "max_new_tokens" and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+                raise ModelRequestError(f"{name} must be an integer >= 0, got {value!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
                                       or not -(2**63) <= self.seed < 2**64):
-            raise ValueError(f"seed must be an integer in [-2**63, 2**64), got {self.seed!r}")
+            raise ModelRequestError(f"seed must be an integer in [-2**63, 2**64), got {self.seed!r}")
         if isinstance(self.stop, str):
             self.stop = (self.stop,)
         if any(not isinstance(s, str) or not s for s in self.stop):
-            raise ValueError(f"stop must be non-empty strings, got {self.stop!r}")
+            raise ModelRequestError(f"stop must be non-empty strings, got {self.stop!r}")
 
 
 def _check_number(name, value, low, high=math.inf, low_open=False):
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value > high or value < low or (low_open and value == low):
         bounds = f"{'(' if low_open else '['}{low}, {high}]"
-        raise ValueError(f"{name} must be a finite number in {bounds}, got {value!r}")
+        raise ModelRequestError(f"{name} must be a finite number in {bounds}, got {value!r}")
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen_ids: list[int], penalty: float) -> torch.Tensor:

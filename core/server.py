@@ -3,8 +3,10 @@
 GET /v1/models, POST /v1/chat/completions and POST /v1/completions, each streamed (server-sent
 events) or not. Every request calls `LLM.stream` from a worker thread, so concurrent requests decode
 together in the engine's batch and the event loop never waits on the model. Bad input is answered
-with HTTP 400 (404 for an unknown model) in OpenAI's error shape, before anything is queued. A client
-that hangs up ends its generation, so its engine row frees for the next request.
+with HTTP 400 (404 for an unknown model) in OpenAI's error shape, before anything is queued; a prompt,
+or prompt plus max_tokens, over the context with code "context_length_exceeded", as OpenAI does. A client
+that hangs up ends its generation, so its engine row frees for the next request. Output is constrained
+by `response_format` (json_schema, json_object) or by vLLM's `guided_choice` and `guided_regex`.
 
 Does not do: tools or function calling, n > 1, logprobs, presence/frequency penalties, images or
 audio, embeddings, or authentication (bind to loopback, or put it behind a proxy that checks keys).
@@ -29,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from core.engine import GenerationStream
+from core.errors import ContextLengthError
 from core.llm import LLM
 
 logger = logging.getLogger(__name__)
@@ -92,6 +95,8 @@ class _Request(BaseModel):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     response_format: ResponseFormat | None = None
+    guided_choice: list[str] | None = None  # vLLM's names; the output is one of these strings
+    guided_regex: str | None = None  # the output matches it whole
 
     def unsupported(self) -> dict[str, bool]:
         return {"n": self.n not in (None, 1), "presence_penalty": self.presence_penalty not in (None, 0),
@@ -163,6 +168,8 @@ def _options(body: _Request) -> dict:
         stop=body.stop or (),
         seed=body.seed,
         json_schema=schema,
+        choices=body.guided_choice,
+        regex=body.guided_regex,
     )
 
 
@@ -297,7 +304,10 @@ def create_app(llm: LLM, model_name: str) -> FastAPI:
         _refuse_unsupported(body)
         try:  # tokenising a long prompt or compiling a schema takes a while: off the event loop
             stream = await run_in_threadpool(llm.stream, prompt, **_options(body))
-        except ValueError as error:  # bad sampling values, an invalid schema, a prompt over the context
+        except ContextLengthError as error:
+            raise InvalidRequest(str(error), param="messages" if isinstance(prompt, list) else "prompt",
+                                 code="context_length_exceeded") from error
+        except ValueError as error:  # bad sampling values, an invalid schema or regex, two constraints at once
             raise InvalidRequest(str(error)) from error
         reply = _Reply(chat=isinstance(body, ChatCompletionRequest), model=model_name)
         if body.stream:

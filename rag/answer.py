@@ -20,6 +20,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from core.chat import ChatModel
+from core.errors import ContextLengthError
 from rag.chunking import page_locator
 from rag.retriever import Hit, Mode, Retriever
 
@@ -90,7 +92,7 @@ class AnswerStream:
         self.sources = sources
         self.answer: Answer | None = None
         self._deltas = deltas
-        self._stream = stream  # the core GenerationStream, None on the nothing-relevant path
+        self._stream = stream  # the model's ChatStream, None on the nothing-relevant path
 
     def __iter__(self) -> Iterator[str]:
         written = []
@@ -106,15 +108,14 @@ class AnswerStream:
             self._stream.cancel()
 
 
-def stream_answer(retriever: Retriever, llm, question: str, k: int = 5, mode: Mode = "hybrid",
+def stream_answer(retriever: Retriever, llm: ChatModel, question: str, k: int = 5, mode: Mode = "hybrid",
                   history: list[dict] | None = None, documents: list[str] | None = None,
                   min_similarity: float = MIN_SIMILARITY, **sampling) -> AnswerStream:
     """Retrieve k chunks for `question` and stream an answer citing them.
 
-    `llm`: a core.LLM (anything with `stream(messages, **sampling)` and `prompt_ids` works). `history`:
-    earlier {"role", "content"} turns of this conversation, oldest first; the oldest are dropped if the
-    prompt would not fit the context. `sampling`: as for `LLM.stream` (default: greedy, ANSWER_TOKENS,
-    REPETITION_PENALTY).
+    `llm`: any core.ChatModel (core.LLM, core.RemoteLLM, ...). `history`: earlier {"role", "content"} turns
+    of this conversation, oldest first; the oldest are dropped if the prompt would not fit the context.
+    `sampling`: as for `ChatModel.stream` (default: greedy, ANSWER_TOKENS, REPETITION_PENALTY).
     """
     question = question.strip()
     if not question:
@@ -131,7 +132,7 @@ def stream_answer(retriever: Retriever, llm, question: str, k: int = 5, mode: Mo
     return AnswerStream(iter(stream), sources, stream)
 
 
-def answer(retriever: Retriever, llm, question: str, **options) -> Answer:
+def answer(retriever: Retriever, llm: ChatModel, question: str, **options) -> Answer:
     """`stream_answer`, consumed."""
     stream = stream_answer(retriever, llm, question, **options)
     for _ in stream:
@@ -165,24 +166,26 @@ def build_messages(sources: list[Source], question: str, history: list[dict]) ->
     return [{"role": "system", "content": SYSTEM_PROMPT}, *history, {"role": "user", "content": user}]
 
 
-def fit_prompt(llm, sources: list[Source], question: str, history: list[dict], answer_tokens: int) -> list[dict]:
+def fit_prompt(llm: ChatModel, sources: list[Source], question: str, history: list[dict],
+               answer_tokens: int) -> list[dict]:
     """The messages, dropping the oldest turns and then the lowest-ranked sources until the answer fits.
 
-    Raises ValueError when even the question with one source does not fit.
+    Counts with `llm.count_tokens`. Raises ContextLengthError when even the question with one source does not fit.
     """
     budget = llm.context_length - answer_tokens
     sources = list(sources)
     while True:
         messages = build_messages(sources, question, history)
-        if len(llm.prompt_ids(messages)) <= budget:
+        if llm.count_tokens(messages) <= budget:
             return messages
         if history:
             history = history[2:]  # one question and its answer
         elif len(sources) > 1:
             sources.pop()
         else:
-            raise ValueError(f"the question and its best source need more than the model's {budget} tokens "
-                             f"of prompt ({llm.context_length} tokens of context, {answer_tokens} kept for the answer)")
+            raise ContextLengthError(f"the question and its best source need more than the model's {budget} tokens "
+                                     f"of prompt ({llm.context_length} tokens of context, {answer_tokens} kept for the "
+                                     "answer)")
 
 
 def check_citations(text: str, sources: list[Source]) -> tuple[str, list[str]]:

@@ -64,7 +64,8 @@ def test_approve_runs_the_call_and_the_run_goes_on():
     assert result.status == "answered" and result.answer == "done" and len(result.steps) == 3
     decided = result.steps[1]
     assert decided.approval == "approved" and decided.observation == "sent to ada@example.com"
-    assert agent.model.calls[0][0][-1] == {"role": "tool", "name": "send_email", "content": "sent to ada@example.com"}
+    assert agent.model.calls[0].prompt[-1] == {"role": "user",
+                                               "content": "Result of send_email: sent to ada@example.com"}
 
 
 def test_edit_runs_the_call_with_the_new_arguments_and_keeps_the_proposal():
@@ -74,7 +75,7 @@ def test_edit_runs_the_call_with_the_new_arguments_and_keeps_the_proposal():
     decided = result.steps[1]
     assert decided.approval == "edited" and decided.arguments["body"] == "Hello!"
     assert decided.proposed_arguments == {"to": "ada@example.com", "body": "Hi"}
-    assert "a person changed the arguments" in agent.model.calls[0][0][-1]["content"]
+    assert "a person changed the arguments" in agent.model.calls[0].prompt[-1]["content"]
 
 
 def test_reject_tells_the_model_why_and_sends_nothing():
@@ -83,7 +84,7 @@ def test_reject_tells_the_model_why_and_sends_nothing():
     assert SENT == [] and result.status == "answered"
     decided = result.steps[1]
     assert decided.approval == "rejected" and decided.error.kind == "rejected"
-    shown = agent.model.calls[0][0][-1]["content"]
+    shown = agent.model.calls[0].prompt[-1]["content"]
     assert "a person rejected this call: not during the holidays" in shown
 
 

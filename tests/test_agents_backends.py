@@ -1,4 +1,5 @@
-"""Backends without a model: message conversion, and the OpenAI-compatible client against a stand-in server."""
+"""What agents add to chat models, without a model: message conversion, and native tool calling (NativeToolsLLM)
+against a stand-in server that streams tool calls as vLLM and OpenAI do, with core's errors for its failures."""
 
 import json
 import threading
@@ -6,8 +7,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from agents import Agent, BackendError, OpenAIModel, ScriptedModel, tool
-from agents.backends import native_messages, native_tools, plain_messages
+from agents import Agent, NativeToolsLLM, ScriptedModel, tool
+from agents.backends import is_step_schema, native_messages, native_tools, plain_messages
+from core import ContextLengthError, ModelRequestError, ModelUnavailableError, RemoteLLM
 
 
 @tool
@@ -36,25 +38,29 @@ def test_plain_messages_turn_tool_results_into_user_turns():
 
 
 def test_native_messages_pair_each_call_with_its_result():
-    native = native_messages(MESSAGES)
+    """From the plain messages the agent sends every model, as plain_messages wrote them."""
+    native = native_messages(plain_messages(MESSAGES))
     call = native[2]
     assert call["content"] is None and call["tool_calls"][0]["function"] == {"name": "add",
                                                                             "arguments": '{"a": 2, "b": 3}'}
     assert native[3] == {"role": "tool", "tool_call_id": call["tool_calls"][0]["id"], "content": "5"}
     assert native[4] == {"role": "assistant", "content": "garbage"}
-    assert native[5]["role"] == "user"  # an error about unparseable text answers no call
+    assert native[5] == {"role": "user", "content": "Error: the reply is not a JSON object"}  # answers no call
     assert native[6]["content"].startswith('{"tool": "final_answer"')
 
 
 def test_native_tools_come_from_the_step_schema():
-    tools = native_tools(Agent(ScriptedModel([]), [add]).schema)
+    schema = Agent(ScriptedModel([]), [add]).schema
+    tools = native_tools(schema)
     assert [t["function"]["name"] for t in tools] == ["add", "final_answer"]
     assert tools[0]["function"]["description"] == "Add two integers."
     assert tools[0]["function"]["parameters"]["required"] == ["a", "b"]
+    assert is_step_schema(schema) and not is_step_schema({"type": "object"}) and not is_step_schema(None)
 
 
 class StandIn(BaseHTTPRequestHandler):
-    """Answers /v1/chat/completions from `replies` in order and keeps each request body."""
+    """Answers each POST with the next of `replies`: (200, [chunks]) as server-sent events, (status, body) as JSON;
+    keeps each request's path, Authorization header and body."""
 
     replies: list = []
     bodies: list = []
@@ -63,9 +69,10 @@ class StandIn(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).bodies.append((self.path, self.headers.get("Authorization"), body))
         status, reply = type(self).replies.pop(0)
-        data = json.dumps(reply).encode()
+        data = (b"".join(f"data: {json.dumps(chunk)}\n\n".encode() for chunk in reply) + b"data: [DONE]\n\n"
+                if status == 200 else json.dumps(reply).encode())
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/event-stream" if status == 200 else "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -85,45 +92,59 @@ def stand_in():
     server.server_close()
 
 
-def reply(message, finish="stop"):
-    return 200, {"choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                 "usage": {"prompt_tokens": 11, "completion_tokens": 7}}
+def chunk(delta, finish=None):
+    return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+USAGE = {"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 7}}
 
 
 def test_native_tool_calling_round_trip(stand_in):
+    """The call streams in pieces (id and name, then the arguments in two parts); the agent sees its JSON step."""
     StandIn.replies = [
-        reply({"role": "assistant", "content": None, "tool_calls": [
-            {"id": "x", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}]},
-              "tool_calls"),
-        reply({"role": "assistant", "content": "It is 5."}),
+        (200, [chunk({"role": "assistant", "tool_calls": [
+                   {"index": 0, "id": "x", "type": "function", "function": {"name": "add", "arguments": ""}}]}),
+               chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a": 2, '}}]}),
+               chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"b": 3}'}}]}),
+               chunk({}, "tool_calls"), USAGE]),
+        (200, [chunk({"role": "assistant", "content": "It is "}), chunk({"content": "5."}), chunk({}, "stop")]),
     ]
-    model = OpenAIModel(stand_in, "big-model", api_key="k", native_tools=True)
+    model = NativeToolsLLM(stand_in, "big-model", api_key="k")
     result = Agent(model, [add]).run("2 + 3?")
     assert result.answer == "It is 5." and result.steps[0].observation == "5"
-    assert (result.steps[0].prompt_tokens, result.steps[0].completion_tokens) == (11, 7)
-    path, auth, first = StandIn.bodies[0]
+    first = result.steps[0]
+    assert (first.prompt_tokens, first.completion_tokens, first.finish_reason) == (11, 7, "stop")
+    path, auth, body = StandIn.bodies[0]
     assert path == "/v1/chat/completions" and auth == "Bearer k"
-    assert first["tool_choice"] == "required" and "response_format" not in first
-    assert [t["function"]["name"] for t in first["tools"]] == ["add", "final_answer"]
+    assert body["tool_choice"] == "required" and "response_format" not in body and body["temperature"] == 0
+    assert [t["function"]["name"] for t in body["tools"]] == ["add", "final_answer"]
     second = StandIn.bodies[1][2]["messages"]
-    assert second[-1]["role"] == "tool" and second[-1]["content"] == "5"
-    assert second[-2]["tool_calls"][0]["function"]["name"] == "add"
+    assert second[-1] == {"role": "tool", "tool_call_id": "call_2", "content": "5"}
+    assert second[-2]["tool_calls"][0]["function"] == {"name": "add", "arguments": '{"a": 2, "b": 3}'}
 
 
-def test_response_format_mode_sends_the_schema(stand_in):
-    content = '{"tool": "final_answer", "arguments": {"answer": "hi"}}'
-    StandIn.replies = [reply({"role": "assistant", "content": content})]
-    agent = Agent(OpenAIModel(stand_in, "m"), [add])
-    assert agent.run("hi").answer == "hi"
+def test_requests_without_a_step_schema_go_as_remote_llm_sends_them(stand_in):
+    StandIn.replies = [(200, [chunk({"content": '{"x": 1}'}, "stop")])]
+    model = NativeToolsLLM(stand_in, "m")
+    assert model.generate([{"role": "user", "content": "hi"}], json_schema={"type": "object"}) == '{"x": 1}'
     body = StandIn.bodies[0][2]
-    assert body["response_format"] == {"type": "json_schema",
-                                       "json_schema": {"name": "step", "schema": agent.schema, "strict": True}}
-    assert body["temperature"] == 0 and body["max_tokens"] == agent.step_tokens and "tools" not in body
+    assert body["response_format"]["json_schema"]["schema"] == {"type": "object"} and "tools" not in body
 
 
-def test_server_errors_propagate_as_backend_errors(stand_in):
-    StandIn.replies = [(400, {"error": {"message": "tools is not supported"}})]
-    with pytest.raises(BackendError, match="HTTP 400: .*tools is not supported"):
-        Agent(OpenAIModel(stand_in, "m"), [add]).run("hi")
-    with pytest.raises(BackendError, match="cannot reach"):
-        OpenAIModel("http://127.0.0.1:9/v1", "m", timeout=2).complete([{"role": "user", "content": "x"}])
+@pytest.mark.parametrize("kind", [RemoteLLM, NativeToolsLLM])
+@pytest.mark.parametrize("status, error, raised", [
+    (400, {"error": {"message": "tools is not supported"}}, ModelRequestError),
+    (400, {"error": {"message": "This model's maximum context length is 4096 tokens. However, you requested 5000"}},
+     ContextLengthError),
+    (400, {"error": {"message": "too long", "type": "exceed_context_size_error"}}, ContextLengthError),
+    (503, {"error": {"message": "overloaded"}}, ModelUnavailableError),
+], ids=["refused", "vllm context", "llama.cpp context", "server error"])
+def test_a_failure_raises_the_same_error_from_any_client_and_stops_the_agent(stand_in, kind, status, error, raised):
+    StandIn.replies = [(status, error)]
+    with pytest.raises(raised, match=f"HTTP {status}: {error['error']['message'][:20]}"):
+        Agent(kind(stand_in, "m"), [add]).run("hi")
+
+
+def test_an_unreachable_server_stops_the_agent():
+    with pytest.raises(ModelUnavailableError, match="cannot reach"):
+        Agent(NativeToolsLLM("http://127.0.0.1:9/v1", "m", timeout=2), [add]).run("hi")

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from agents import Agent, ScriptedModel, ToolArgumentError, ToolFailed, tool
 from agents.langchain import LangChainModel, from_langchain, to_langchain
+from core import ChatModel, ModelRequestError
 
 
 class Unit(enum.Enum):
@@ -94,11 +95,17 @@ def test_an_agent_runs_langchain_tools():
     assert result.steps[0].observation == "3 results for agents" and result.answer == "found"
 
 
-def test_langchain_chat_model_backend_passes_the_schema_and_reads_usage():
+def test_a_langchain_chat_model_is_a_chat_model_an_agent_runs_on():
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-    model = LangChainModel(FakeListChatModel(responses=['{"tool": "final_answer", "arguments": {"answer": "hi"}}']))
+    step = '{"tool": "final_answer", "arguments": {"answer": "hi"}}'
+    model = LangChainModel(FakeListChatModel(responses=[step, "yes", "no"]))
+    assert isinstance(model, ChatModel)
     result = Agent(model, [weather]).run("Say hi")
     assert result.answer == "hi" and result.steps[0].valid
+    assert result.steps[0].prompt_tokens > 0 and result.steps[0].completion_tokens > 0  # estimated: no usage report
+    assert model.generate_batch(["a", "b"]) == ["yes", "no"]
+    with pytest.raises(ModelRequestError, match="JSON schema only"):
+        LangChainModel(FakeListChatModel(responses=[]), constrain="response_format").stream("x", choices=["a"])
     with pytest.raises(ValueError, match="constrain must be one of"):
         LangChainModel(None, constrain="grammar")

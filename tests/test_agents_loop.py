@@ -6,8 +6,9 @@ import time
 import jsonschema
 import pytest
 
-from agents import Agent, Completion, ScriptedModel, Step, tool
+from agents import Agent, ScriptedModel, Step, tool
 from agents.steps import MAX_INTEGER, MAX_ITEMS
+from core import ContextLengthError, ModelRequestError, ScriptedReply
 
 
 def call(name, /, **arguments):
@@ -49,12 +50,12 @@ def test_a_tool_call_then_the_final_answer():
     first, last = result.steps
     assert (first.index, first.tool, first.arguments, first.observation) == (1, "add", {"a": 2, "b": 3}, "5")
     assert first.error is None and first.valid and last.answer == "5" and last.observation is None
-    messages, schema, max_tokens = model.calls[1]
-    assert schema == agent.schema and max_tokens == agent.step_tokens
+    messages, options = model.calls[1]
+    assert options == {"json_schema": agent.schema, "max_new_tokens": agent.step_tokens, "temperature": 0.0}
     assert messages[0]["role"] == "system" and "<tools>" in messages[0]["content"] and "add" in messages[0]["content"]
     assert messages[1:] == [{"role": "user", "content": "What is 2 + 3?"},
                             {"role": "assistant", "content": first.output},
-                            {"role": "tool", "name": "add", "content": "5"}]
+                            {"role": "user", "content": "Result of add: 5"}]  # plain roles: any chat template
     assert result.prompt_tokens == first.prompt_tokens + last.prompt_tokens > 0
 
 
@@ -86,27 +87,37 @@ def test_errors_the_model_caused_are_recorded_and_shown_to_it(output, kind, says
     step = result.steps[0]
     assert step.error.kind == kind and says in step.error.message
     assert step.valid == (kind == "tool")
-    shown = model.calls[1][0][-1]
-    assert shown["role"] == "tool" and shown["content"] == f"Error: {step.error.message}"
+    shown = model.calls[1].prompt[-1]
+    assert shown["role"] == "user" and shown["content"].endswith(f"Error: {step.error.message}")
 
 
 def test_a_reply_cut_off_by_the_token_limit_says_so():
-    model = ScriptedModel([Completion('{"tool": "add", "argu', 10, 512, "length"), answer("x")])
+    model = ScriptedModel([ScriptedReply('{"tool": "add", "argu', 10, 512, "length"), answer("x")])
     step = Agent(model, [add]).run("t").steps[0]
     assert step.error.kind == "parse" and "cut off at 512 tokens" in step.error.message
 
 
-def test_errors_in_our_code_propagate():
-    class Broken:
-        name = "broken"
-
-        def complete(self, messages, json_schema=None, max_tokens=256):
+def test_errors_in_our_code_and_the_models_propagate():
+    class Broken(ScriptedModel):
+        def stream(self, prompt, **options):
             raise RuntimeError("backend down")
 
     with pytest.raises(RuntimeError, match="backend down"):
-        Agent(Broken(), [add]).run("t")
+        Agent(Broken([]), [add]).run("t")
     with pytest.raises(RuntimeError, match="the script has only 1 outputs"):
         Agent(ScriptedModel([call("add", a=1, b=2)]), [add]).run("t")
+    with pytest.raises(ContextLengthError, match="the context holds 300"):  # the step's 512 tokens do not fit
+        Agent(ScriptedModel([answer("x")], context_length=300), [add]).run("t")
+
+
+def test_sampling_options_reach_the_model_and_bad_ones_are_refused_up_front():
+    model = ScriptedModel([answer("hi")])
+    Agent(model, [add], sampling={"temperature": 0.7, "seed": 3}).run("t")
+    assert (model.calls[0].options["temperature"], model.calls[0].options["seed"]) == (0.7, 3)
+    with pytest.raises(ModelRequestError, match="temperature"):
+        Agent(model, [add], sampling={"temperature": -1})
+    with pytest.raises(ValueError, match="as step_tokens"):
+        Agent(model, [add], sampling={"max_new_tokens": 5})
 
 
 def test_async_tools_and_timeouts_in_a_run():
@@ -137,7 +148,7 @@ def test_max_steps_stops_the_run_with_the_reason():
 
 
 def test_the_token_budget_is_checked_before_each_step():
-    step = Completion('{"tool": "add", "arguments": {"a": 1, "b": 1}}', 100, 20)
+    step = ScriptedReply('{"tool": "add", "arguments": {"a": 1, "b": 1}}', 100, 20)
     result = Agent(ScriptedModel([step] * 5), [add], max_tokens=250).run("t")
     assert len(result.steps) == 3  # 120, 240 are under the budget; 360 is not
     assert result.stop_reason == "max_tokens: 360 tokens used, the budget is 250"
@@ -217,5 +228,6 @@ def test_a_repeated_call_is_not_run_again_and_the_next_step_must_answer():
     result = Agent(model, [lookup]).run("What is an apple?")
     assert calls == ["apple"] and result.answer == "A fruit." and len(result.steps) == 3
     assert result.steps[1].error.kind == "repeated" and "already called lookup" in result.steps[1].observation
-    assert model.calls[1][1]["anyOf"][0]["properties"]["tool"] == {"const": "lookup"}
-    assert [b["properties"]["tool"] for b in model.calls[2][1]["anyOf"]] == [{"const": "final_answer"}]
+    assert model.calls[1].options["json_schema"]["anyOf"][0]["properties"]["tool"] == {"const": "lookup"}
+    assert [b["properties"]["tool"] for b in model.calls[2].options["json_schema"]["anyOf"]] == [
+        {"const": "final_answer"}]

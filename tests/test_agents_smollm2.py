@@ -1,4 +1,4 @@
-"""Agents on the real embedded SmolLM2 under constrained decoding: every step is valid, on every backend.
+"""Agents on the real embedded SmolLM2 under constrained decoding: every step is valid, on every chat model.
 
 Whether the 135M model picks the right tool is a figure, printed here for a sample of the task set
 (bench/agents.py runs all of it and keeps the results), not something these tests require.
@@ -7,10 +7,11 @@ Whether the 135M model picks the right tool is a figure, printed here for a samp
 
 import pytest
 
-from agents import Agent, LocalModel, OpenAIModel, calculator
+from agents import Agent, calculator
 from agents import backends as agent_backends
 from agents.evaluate import TASKS, TOOLS, evaluate, summary
 from agents.langchain import LangChainModel
+from core import RemoteLLM
 from core.langchain import ChatLLMKit
 
 from conftest import SERVED_MODEL
@@ -29,7 +30,7 @@ def embedded(llm):
 
 
 def test_sampled_tasks_give_only_valid_steps(llm):
-    outcomes = evaluate(LocalModel(llm), SAMPLE, workers=len(SAMPLE), **OPTIONS)  # one batch
+    outcomes = evaluate(llm, SAMPLE, workers=len(SAMPLE), **OPTIONS)  # one batch
     figures = summary(outcomes)
     print(f"\nSmolLM2-135M, {len(SAMPLE)} tasks: valid steps {figures['valid_step_rate']:.0%}, right tool "
           f"{figures['right_tool_rate']:.0%}, right arguments {figures['right_arguments_rate']:.0%}")
@@ -43,21 +44,21 @@ def test_the_three_line_api_runs_on_the_embedded_model(llm):
     result = Agent(tools=[calculator], max_steps=2, step_tokens=160, max_string_length=40).run(TASK)
     assert result.steps and all(step.valid for step in result.steps)
     assert result.status in ("answered", "stopped")
-    assert isinstance(Agent().model, LocalModel)
+    assert Agent().model is llm  # the embedded model, loaded once per process
 
 
 def first_step(model):
     return Agent(model, TOOLS, **OPTIONS).run(TASK).steps[0]
 
 
-def test_the_openai_backend_over_llmkit_serve_equals_the_local_model(llm, served_url):
+def test_a_remote_model_over_llmkit_serve_equals_the_local_model(llm, served_url):
     """Same weights, template and schema, greedy: the server's step is the local one, token for token."""
-    remote = first_step(OpenAIModel(served_url, SERVED_MODEL))
+    remote = first_step(RemoteLLM(served_url, SERVED_MODEL, context_length=llm.context_length))
     assert remote.valid and remote.prompt_tokens > 0 and remote.completion_tokens > 0
-    local = first_step(LocalModel(llm))
+    local = first_step(llm)
     assert remote.output == local.output and remote.prompt_tokens == local.prompt_tokens
 
 
 def test_a_langchain_chat_model_backend_with_the_schema(llm):
     step = first_step(LangChainModel(ChatLLMKit(llm=llm), constrain="json_schema"))
-    assert step.valid and step.output == first_step(LocalModel(llm)).output
+    assert step.valid and step.output == first_step(llm).output

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from core import ContextLengthError
 from rag import Collection, Retriever, TextItem, answer, stream_answer
 from rag.answer import NOTHING_RELEVANT, SYSTEM_PROMPT, Source, check_citations, fit_prompt
 
@@ -116,9 +117,9 @@ def test_prompt_that_does_not_fit_drops_history_then_sources():
     model.context_length = 600
     messages = fit_prompt(model, found, "q?", history, answer_tokens=100)
     assert len(messages) == 2  # the turns went first
-    assert len(model.prompt_ids(messages)) <= 500
+    assert model.count_tokens(messages) <= 500
     model.context_length = 120
-    with pytest.raises(ValueError, match="need more than the model's"):
+    with pytest.raises(ContextLengthError, match="need more than the model's"):
         fit_prompt(model, [Source(1, GUIDE, 3, "z" * 2000, 0.1, 0.5)], "q?", [], answer_tokens=100)
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from core import LLM, EngineConfig, SamplingParams
+from core.errors import ContextLengthError
 from core.loading import load_model
 
 from conftest import save_tiny_checkpoint
@@ -130,7 +131,7 @@ def test_generation_stops_at_the_context_end(tiny):
     llm = make_llm(tiny)
     prompt = "fox " * 20
     n = len(llm.tokenizer.encode(prompt))
-    stream = llm.stream(prompt, max_new_tokens=1000, logit_bias=NO_STOP)
+    stream = llm.stream(prompt, max_new_tokens=None, logit_bias=NO_STOP)  # None: as many as the context holds
     "".join(stream)
     assert stream.finish_reason == "length" and n + stream.completion_tokens == 128
 
@@ -142,14 +143,16 @@ def test_error_in_a_request_reaches_its_reader_and_spares_the_engine(tiny):
         raise RuntimeError("processor failed")
 
     with pytest.raises(RuntimeError, match="processor failed"):
-        llm.generate(PROMPTS[0], logits_processor=broken)
+        llm.generate(PROMPTS[0], max_new_tokens=5, logits_processor=broken)
     assert llm.generate(PROMPTS[0], max_new_tokens=3, logit_bias=NO_STOP)
 
 
 def test_bad_requests_are_rejected_before_queueing(tiny):
     llm = make_llm(tiny)
-    with pytest.raises(ValueError, match="context holds 128"):
+    with pytest.raises(ContextLengthError, match="context holds 128"):
         llm.generate("fox " * 200)
+    with pytest.raises(ContextLengthError, match="max_new_tokens is 200; the context holds 128"):
+        llm.generate("fox", max_new_tokens=200)  # the prompt fits, but not with the output asked for
     with pytest.raises(ValueError, match="empty"):
         llm.engine.submit([], SamplingParams())
     with pytest.raises(TypeError, match="unexpected keyword"):

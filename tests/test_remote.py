@@ -1,5 +1,6 @@
 """RemoteLLM against `llmkit serve` run in this process on a loopback port, over the embedded SmolLM2: the local
-LLM's text, streamed; finish reasons and usage; options mapped or refused; model discovery; errors; cancelling."""
+LLM's text, streamed; finish reasons and usage; options mapped or refused; choices without guided decoding; model
+discovery; errors; cancelling. (tests/test_chat_protocol.py checks what every chat model shares.)"""
 
 import json
 import re
@@ -12,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from core import RemoteLLM
+from core import ContextLengthError, ModelRequestError, ModelUnavailableError, RemoteLLM
 
 from conftest import SERVED_MODEL, wait_until_engine_idle
 
@@ -77,7 +78,7 @@ def test_a_stream_without_usage_is_read_with_estimated_counts():
         remote = RemoteLLM(url, model="any")
         stream = remote.stream(QUESTION)
         assert list(stream) == ["Hel", "lo"] and stream.finish_reason == "stop"
-        assert (stream.prompt_tokens, stream.completion_tokens) == (len(remote.prompt_ids(QUESTION)), 2)
+        assert (stream.prompt_tokens, stream.completion_tokens) == (remote.count_tokens(QUESTION), 2)
 
 
 @pytest.mark.parametrize("events, words", [
@@ -85,11 +86,11 @@ def test_a_stream_without_usage_is_read_with_estimated_counts():
     ([*OTHER_SERVER[:3], b'data: {"error": {"message": "out of memory"}}\n\n'], "failed mid-stream: out of memory"),
     ([*OTHER_SERVER[:3], b"data: {not json\n\n"], "not JSON"),
 ], ids=["truncated", "error event", "garbage"])
-def test_a_broken_stream_raises_connection_error_after_the_text_so_far(events, words):
+def test_a_broken_stream_raises_model_unavailable_after_the_text_so_far(events, words):
     with canned_server(b"".join(events)) as url:
         stream = RemoteLLM(url, model="any").stream(QUESTION)
         deltas = []
-        with pytest.raises(ConnectionError, match=words):
+        with pytest.raises(ModelUnavailableError, match=words):
             deltas.extend(stream)
         assert deltas == ["Hel"] and stream.finish_reason == "error"
 
@@ -137,17 +138,17 @@ def test_json_schema_output_parses_and_follows_the_schema(remote):
     jsonschema.validate(json.loads(text), schema)
 
 
-def test_unreachable_server_raises_connection_error_naming_the_url(closed_url):
-    with pytest.raises(ConnectionError, match=re.escape(f"cannot reach {closed_url}/models")):
+def test_unreachable_server_raises_model_unavailable_naming_the_url(closed_url):
+    with pytest.raises(ModelUnavailableError, match=re.escape(f"cannot reach {closed_url}/models")):
         RemoteLLM(closed_url)
-    with pytest.raises(ConnectionError, match=re.escape(f"cannot reach {closed_url}/chat/completions")):
+    with pytest.raises(ModelUnavailableError, match=re.escape(f"cannot reach {closed_url}/chat/completions")):
         RemoteLLM(closed_url, model="any").stream(QUESTION)
 
 
-def test_server_refusal_is_a_value_error_with_the_servers_message(served_url, remote):
-    with pytest.raises(ValueError, match=f"HTTP 404: .*{SERVED_MODEL}"):
+def test_server_refusal_is_a_model_request_error_with_the_servers_message(served_url, remote):
+    with pytest.raises(ModelRequestError, match=f"HTTP 404: .*{SERVED_MODEL}"):
         RemoteLLM(served_url, model="gpt-4o").generate(QUESTION)
-    with pytest.raises(ValueError, match="HTTP 400: the prompt has .* tokens; the context holds"):
+    with pytest.raises(ContextLengthError, match="HTTP 400: the prompt has .* tokens; the context holds"):
         remote.generate([{"role": "user", "content": "word " * 5000}])
 
 
@@ -156,29 +157,41 @@ def test_server_refusal_is_a_value_error_with_the_servers_message(served_url, re
     ({"min_p": 0.1}, "min_p"),
     ({"logit_bias": {1: 2.0}}, "logit_bias"),
     ({"logits_processor": lambda ids, logits: logits}, "logits_processor"),
-    ({"choices": ["yes", "no"]}, "choices"),
-    ({"regex": "[a-z]+"}, "regex"),
+    ({"choices": ["yes", "no"], "regex": "[a-z]+"}, "at most one of"),
+    ({"choices": []}, "non-empty list"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools are for chat prompts"),
     ({"temperature": -1}, "temperature"),  # checked as LLM.stream checks it
 ])
 def test_options_the_api_cannot_carry_are_refused_before_sending(closed_url, options, words):
-    """A ValueError, not the ConnectionError that sending to a closed port would give."""
-    with pytest.raises(ValueError, match=words):
-        RemoteLLM(closed_url, model="any").stream(QUESTION, **options)
+    """A ModelRequestError, not the ModelUnavailableError that sending to a closed port would give."""
+    prompt = "text" if "tools" in options else QUESTION
+    with pytest.raises(ModelRequestError, match=words):
+        RemoteLLM(closed_url, model="any").stream(prompt, **options)
+    with pytest.raises(ModelRequestError, match="regex needs a server with guided decoding"):
+        RemoteLLM(closed_url, model="any", guided_decoding=False).stream(QUESTION, regex="[a-z]+")
 
 
 def test_token_id_prompts_are_refused(closed_url):
-    with pytest.raises(ValueError, match="token ids cannot be sent"):
+    with pytest.raises(ModelRequestError, match="token ids cannot be sent"):
         RemoteLLM(closed_url, model="any").stream([1, 2, 3])
 
 
-def test_prompt_ids_estimate_is_at_least_the_true_count_and_not_far_above(remote, llm):
+def test_choices_without_guided_decoding_go_as_a_json_schema_and_come_back_as_the_choice(served_url, llm):
+    """For servers without guided_choice: a response_format object whose one key takes a choice; the text is it."""
+    plain = RemoteLLM(served_url, context_length=llm.context_length, guided_decoding=False)
+    prompt = [{"role": "user", "content": "Is the sky blue? Answer yes or no."}]
+    stream = plain.stream(prompt, choices=["yes", "no"])
+    assert "".join(stream) in ("yes", "no") and stream.finish_reason == "stop"
+
+
+def test_count_tokens_estimate_is_at_least_the_true_count_and_not_far_above(remote, llm):
     """An estimate for prompt budgeting (rag.answer.fit_prompt): a prompt that fits by it fits the server."""
     readme = (ROOT / "README.md").read_text()[:6000]
     code = (ROOT / "core" / "engine.py").read_text()[:6000]
     for prompt in [QUESTION, [{"role": "system", "content": "Answer from the sources."}, {"role": "user", "content":
                    readme}], [{"role": "user", "content": code}], readme]:
-        true_count = len(llm.prompt_ids(prompt))
-        assert true_count <= len(remote.prompt_ids(prompt)) <= 2 * true_count
+        true_count = llm.count_tokens(prompt)
+        assert true_count <= remote.count_tokens(prompt) <= 2 * true_count
 
 
 def test_cancel_from_another_thread_ends_the_read_and_the_generation(remote, llm):

@@ -2,6 +2,7 @@
 over a real socket, against the embedded SmolLM2."""
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -88,6 +89,22 @@ def test_response_format_json_schema_is_followed(client):
     assert reply.choices[0].finish_reason == "stop"
 
 
+def test_guided_choice_and_regex_are_followed(client):
+    """vLLM's guided decoding parameters, sent as OpenAI clients send extra fields."""
+    reply = chat(client, messages=[{"role": "user", "content": "Is Paris in France?"}],
+                 extra_body={"guided_choice": ["yes", "no"]})
+    assert reply.choices[0].message.content in ("yes", "no") and reply.choices[0].finish_reason == "stop"
+    reply = chat(client, messages=[{"role": "user", "content": "Give me a phone number."}], max_tokens=16,
+                 extra_body={"guided_regex": r"\d{3}-\d{4}"})
+    assert re.fullmatch(r"\d{3}-\d{4}", reply.choices[0].message.content)
+
+
+def test_a_prompt_over_the_context_says_so_in_openais_code(served_url):
+    body = {"model": SERVED_MODEL, "messages": [{"role": "user", "content": "word " * 3000}], "max_tokens": 2000}
+    error = post(served_url, "/chat/completions", body).json()["error"]  # fits alone, not with max_tokens
+    assert error["code"] == "context_length_exceeded" and "lower max_new_tokens" in error["message"]
+
+
 def test_response_format_json_object_gives_an_object(client):
     reply = chat(client, messages=[{"role": "user", "content": "Give me a JSON object with a name and an age."}],
                  max_tokens=32, response_format={"type": "json_object"})
@@ -127,6 +144,9 @@ def test_concurrent_requests_return_what_sequential_ones_do(client):
     ({"n": 2}, 400, "not supported"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "not supported"),
     ({"frequency_penalty": 0.5}, 400, "not supported"),
+    ({"guided_choice": []}, 400, "choices must be a non-empty list"),
+    ({"guided_regex": "("}, 400, "invalid regex"),
+    ({"guided_choice": ["a"], "response_format": {"type": "json_object"}}, 400, "exactly one of"),
 ])
 def test_bad_chat_requests_get_a_clear_openai_error(served_url, body, status, words):
     response = post(served_url, "/chat/completions",
