@@ -140,7 +140,7 @@ def test_agent_mode_shows_each_step(app):
     messages = replies[-1].messages
     assert [m["metadata"]["title"] for m in messages[:2]] == [
         "🔧 search_documents(query='Markov estimate', k=2)", f"🔧 read_page(document='{GUIDE}', page=3)"]
-    assert f"{GUIDE}, page 3" in messages[0]["content"] and "markov.py" in messages[1]["content"]
+    assert f"{GUIDE} p. 3" in messages[0]["content"] and "markov.py" in messages[1]["content"]
     assert messages[2]["content"] == app.llm.reply  # the summary is the model's, from the document's text
     assert "Summarise this document" in app.llm.prompts[-1][0]["content"]
     assert "SP 800-90B" in app.llm.prompts[-1][0]["content"]
