@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test starts the `llmkit` command: a process that imports torch
+
 LLMKIT = Path(sys.executable).parent / "llmkit"  # the console script `make install` puts in the venv
 
 
