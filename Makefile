@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint
+.PHONY: install run test test-fast lint
 
 install: $(STAMP)
 
@@ -22,3 +22,8 @@ run: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# Day to day: ruff and the tests that load no real model and drive no browser (under a minute on 2 cores).
+test-fast: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow and not browser"

@@ -11,7 +11,7 @@ dependency; on this machine its default native build dies with SIGILL, so build 
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON
   -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
   .venv/bin/pip install llama-cpp-python
-Run: .venv/bin/python bench/generate.py [--repeats 3] [--sides ours,ours-fp16,ours-bf16,transformers,transformers-bf16]
+Run: .venv/bin/python -m bench.generate [--repeats 3] [--sides ours,ours-fp16,ours-bf16,transformers,transformers-bf16]
 """
 
 from __future__ import annotations
@@ -20,16 +20,14 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from datetime import date
-from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from bench import results
+
 WORDS = ["the", "river", "city", "market", "winter", "light", "engine", "story", "garden", "music", "paper",
          "stone", "window", "north", "history", "science", "table", "voice", "morning", "letter"]
 
@@ -228,7 +226,7 @@ def tables(results: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = results.parser("generate", __doc__)
     parser.add_argument("--model", help="a .gguf file (default: the embedded SmolLM2)")
     parser.add_argument("--repeats", type=int, default=3)
     has_llama_cpp = importlib.util.find_spec("llama_cpp") is not None
@@ -238,27 +236,21 @@ def main() -> None:
     if args.side:
         print(json.dumps(measure(args.side, args.model, args.repeats)))
         return
-    results = {}
+    figures = {}
     for side in args.sides.split(","):
-        command = [sys.executable, __file__, "--side", side, "--repeats", str(args.repeats)]
+        command = [sys.executable, "-m", "bench.generate", "--side", side, "--repeats", str(args.repeats)]
         if args.model:
             command += ["--model", args.model]
-        out = subprocess.run(command, check=True, capture_output=True, text=True)
-        results[side] = json.loads(out.stdout.strip().splitlines()[-1])
-        results[side]["cold_start_s"] = statistics.median(cold_start(side, args.model) for _ in range(args.repeats))
-        print(side, {k: v for k, v in results[side].items() if k != "greedy_tokens"}, file=sys.stderr)
-    tokens = {side: r.pop("greedy_tokens") for side, r in results.items()}
+        out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=results.ROOT)
+        figures[side] = json.loads(out.stdout.strip().splitlines()[-1])
+        figures[side]["cold_start_s"] = statistics.median(cold_start(side, args.model) for _ in range(args.repeats))
+        print(side, {k: v for k, v in figures[side].items() if k != "greedy_tokens"}, file=sys.stderr)
+    tokens = {side: r.pop("greedy_tokens") for side, r in figures.items()}
     same = {side: tokens[side] == tokens[next(iter(tokens))] for side in tokens}
-    header = (f"{date.today()}, {platform.machine()}, {os.cpu_count()} cores, torch threads default, median of "
-              f"{args.repeats}. Command: `.venv/bin/python bench/generate.py`")
-    markdown = "\n".join([f"# Generation: {args.model or 'embedded SmolLM2-135M-Instruct Q4_1 GGUF'}", "", header, "",
-                          tables(results), "",
-                          f"Greedy batch-1 tokens (128, EOS suppressed) identical to {next(iter(tokens))}'s: {same}"]
-                         ) + "\n"
-    print(markdown)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "generate.json").write_text(json.dumps({"results": results, "greedy_identical": same}, indent=1))
-    (RESULTS / "generate.md").write_text(markdown)
+    body = (f"Torch threads default, median of {args.repeats}.\n\n{tables(figures)}\n\n"
+            f"Greedy batch-1 tokens (128, EOS suppressed) identical to {next(iter(tokens))}'s: {same}")
+    results.write("generate", f"Generation: {args.model or 'embedded SmolLM2-135M-Instruct Q4_1 GGUF'}", body,
+                  {"results": figures, "greedy_identical": same}, args.results)
 
 
 if __name__ == "__main__":

@@ -2,20 +2,20 @@
 
 Each figure is a new Python process (so nothing is warm but the OS page cache), the median of
 --repeats runs. "first load" is ours with an empty converted cache (reads and dequantises the GGUF).
-Run: .venv/bin/python bench/load.py [--model PATH] [--repeats 3]
+Run: .venv/bin/python -m bench.load [--model PATH] [--repeats 3]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
-from datetime import date
 from pathlib import Path
+
+from bench import results
 
 OURS = """
 import time, json; t0 = time.perf_counter()
@@ -33,8 +33,6 @@ t2 = time.perf_counter(); print(json.dumps({{"import": t1 - t0, "load": t2 - t1}
 
 
 def timed(code: str, env: dict | None = None) -> dict:
-    import os
-
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, **(env or {})})
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -44,11 +42,21 @@ def median(runs: list[dict]) -> dict:
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
 
 
+def table(figures: dict[str, dict]) -> str:
+    """figures: {what: {"import": s, "load": s}}, the last one the reference the others are compared with."""
+    lines = ["| what | import s | load s | total s | total vs transformers |", "|---|---|---|---|---|"]
+    reference = list(figures.values())[-1]
+    for name, r in figures.items():
+        total = r["import"] + r["load"]
+        lines.append(f"| {name} | {r['import']:.2f} | {r['load']:.2f} | {total:.2f} | "
+                     f"{total / (reference['import'] + reference['load']):.3f}x |")
+    return "\n".join(lines)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = results.parser("load", __doc__)
     parser.add_argument("--model", help="a .gguf file (default: the embedded SmolLM2)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "load.md"))
     args = parser.parse_args()
     from core.resolve import resolve_model
 
@@ -57,21 +65,13 @@ def main() -> None:
         first = timed(OURS.format(model=model), {"LLMKIT_CACHE": cache})
         ours = median([timed(OURS.format(model=model), {"LLMKIT_CACHE": cache}) for _ in range(args.repeats)])
     reference = median([timed(TRANSFORMERS.format(model=model)) for _ in range(args.repeats)])
-    rows = [("llmkit, cached (normal start)", ours), ("llmkit, first load (converts the GGUF)", first),
-            ("transformers (GGUF)", reference)]
-    lines = [f"# Cold start: {Path(model).name}", "",
-             f"{date.today()}, {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, "
-             f"median of {args.repeats} fresh processes. Command: `.venv/bin/python bench/load.py`", "",
-             "| what | import s | load s | total s | total vs transformers |", "|---|---|---|---|---|"]
-    ref_total = reference["import"] + reference["load"]
-    for name, r in rows:
-        total = r["import"] + r["load"]
-        lines.append(f"| {name} | {r['import']:.2f} | {r['load']:.2f} | {total:.2f} | {total / ref_total:.3f}x |")
-    lines += ["", f"Load only (model + tokenizer, after imports): llmkit {ours['load']:.2f} s vs transformers "
-              f"{reference['load']:.2f} s, {reference['load'] / ours['load']:.0f}x faster."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).write_text(text)
+    figures = {"llmkit, cached (normal start)": ours, "llmkit, first load (converts the GGUF)": first,
+               "transformers (GGUF)": reference}
+    body = (f"Median of {args.repeats} fresh processes.\n\n{table(figures)}\n\n"
+            f"Load only (model + tokenizer, after imports): llmkit {ours['load']:.2f} s vs transformers "
+            f"{reference['load']:.2f} s, {reference['load'] / ours['load']:.0f}x faster.")
+    results.write("load", f"Cold start: {Path(model).name}", body, {"model": Path(model).name, "repeats": args.repeats,
+                                                                    "seconds": figures}, args.results)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ evaluation set's questions (data/eval/questions.jsonl), embedded at query time a
 `Retriever.search(question, k=5, mode)` wall time, query embedding included, after one warm-up query per
 mode (the first hybrid/bm25 query builds the BM25 index: reported as its own row).
 
-Run: .venv/bin/python bench/rag.py  (--quick: one repeat, 10k chunks only, fewer queries). Run as a file, it
-re-runs itself as `python -m bench.rag` from the repository root: as a file, its own directory comes first on
-sys.path and `import rag` would find this file.
+Run: .venv/bin/python -m bench.rag  (--quick: one repeat, 10k chunks only, fewer queries).
 """
 
 from __future__ import annotations
@@ -24,22 +22,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "data" / "pdfs" / "demo"
-RESULTS = Path(__file__).parent / "results"
+from bench import results
+
+DEMO = results.ROOT / "data" / "pdfs" / "demo"
 MODES = ("dense", "bm25", "hybrid")
 REFERENCE = "float32"
 TARGET_P95_MS = 50  # retrieval at 100k chunks
@@ -289,12 +284,11 @@ def time_to_first_token(retriever, questions: list[str]) -> float | None:
 
 # --- report ---------------------------------------------------------------------------------------------------------
 
-def markdown(ingest: dict, retrieval: dict, header: str) -> str:
+def markdown(ingest: dict, retrieval: dict, setup: str) -> str:
     precisions = list(ingest)
     ref = ingest.get(REFERENCE)
     first = ingest[precisions[0]]
-    lines = ["# RAG: ingest, retrieval latency, memory", "", header, "",
-             f"## Ingest: one {first['pages']}-page PDF ({first['chunks']} chunks)", "",
+    lines = [setup, "", f"## Ingest: one {first['pages']}-page PDF ({first['chunks']} chunks)", "",
              "| | " + " | ".join(precisions) + " |", "|---" * (len(precisions) + 1) + "|"]
     rows = [("parse s", "parse", ".2f"), ("chunk s", "chunk", ".2f"), ("embed s", "embed", ".2f"),
             ("write s", "write", ".2f"), ("total s", "total", ".2f"), ("pages/s", "pages_per_s", ".1f"),
@@ -346,11 +340,11 @@ def markdown(ingest: dict, retrieval: dict, header: str) -> str:
         worst = max(largest[m]["p95_ms"] for m in MODES)
         lines += ["", f"Target: retrieval p95 under {TARGET_P95_MS} ms at {int(sizes[-1]):,} chunks: "
                   f"{'met' if worst < TARGET_P95_MS else 'MISSED'} (worst mode {worst:.1f} ms)."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = results.parser("rag", __doc__)
     parser.add_argument("--precisions", default="float32,int8", help="embedder precisions to ingest with")
     parser.add_argument("--precision", default="int8", help="embedder precision for the retrieval part")
     parser.add_argument("--copies", type=int, default=3, help="copies of the demo PDFs in the ingest PDF")
@@ -372,20 +366,13 @@ def main() -> None:
     for size in args.sizes.split(","):
         command = [sys.executable, "-m", "bench.rag", "--retrieval-size", size, "--precision", args.precision,
                    "--queries", str(args.queries)] + (["--no-ttft"] if args.no_ttft else [])
-        out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, cwd=results.ROOT)
         retrieval[size] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"retrieval {size}: {retrieval[size]}", file=sys.stderr)
-    header = (f"{date.today()}, {platform.machine()}, {os.cpu_count()} cores, torch threads default; ingest: median "
-              f"of {args.repeats}. Command: `.venv/bin/python bench/rag.py`")
-    text = markdown(ingest, retrieval, header)
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "rag.json").write_text(json.dumps({"ingest": ingest, "retrieval": retrieval}, indent=1))
-    (RESULTS / "rag.md").write_text(text)
+    setup = f"Torch threads default; ingest: median of {args.repeats}."
+    results.write("rag", "RAG: ingest, retrieval latency, memory", markdown(ingest, retrieval, setup),
+                  {"ingest": ingest, "retrieval": retrieval}, args.results)
 
 
 if __name__ == "__main__":
-    if not __package__:
-        os.chdir(ROOT)
-        os.execv(sys.executable, [sys.executable, "-m", "bench.rag", *sys.argv[1:]])
     main()

@@ -1,18 +1,35 @@
-"""Shared fixtures: tiny random-initialised models in Hugging Face format, a tiny tokenizer, the real SmolLM2."""
+"""Shared fixtures: tiny random-initialised models in Hugging Face format, a tiny tokenizer, a toy embedder, the real
+SmolLM2 and embedder; the `slow` marker put on every test that uses a real model's fixture."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import socket
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
+
+# The fixtures below that load a real model (SmolLM2, all-MiniLM-L6-v2) or hand out the path its users load; a
+# module's own fixture of the same name counts too (test_embeddings' `embedder` is real in every precision).
+REAL_MODEL_FIXTURES = {"llm", "served_url", "smollm2_path", "embedder", "demo_data_dir"}
+
+
+def pytest_collection_modifyitems(items):
+    """A test that uses a real model's fixture, directly or through another fixture, is `slow` without being
+    marked by hand: `pytest -m "not slow"` stays fast as tests are added."""
+    for item in items:
+        if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 TINY_TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs! "
              "def main():\n    return 42\n") * 20
@@ -110,6 +127,32 @@ def embedder():
     from rag import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder()
+
+
+class ToyEmbedder:
+    """Bag of hashed words, normalised: deterministic, in microseconds, and good enough for search to find the chunk
+    that shares a query's words. `identity` is what a collection records as the model that embedded it."""
+
+    dim, max_tokens = 64, 256
+
+    def __init__(self, identity: str = "toy"):
+        self.identity = identity
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def embed(self, texts, progress=None):
+        vectors = np.zeros((len(texts), self.dim), np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                vectors[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+
+
+@pytest.fixture(scope="session")
+def toy_embedder() -> ToyEmbedder:
+    """A fake embedder for tests about what surrounds embedding (collections, tools, apps), not about its quality."""
+    return ToyEmbedder()
 
 
 @pytest.fixture

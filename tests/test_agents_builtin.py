@@ -1,9 +1,7 @@
 """Built-in tools: the calculator computes without eval and within bounds; date/time; tools over a RAG collection."""
 
-import hashlib
 import re
 
-import numpy as np
 import pytest
 
 from agents import Agent, ScriptedModel, ToolFailed, calculator, current_datetime, rag_tools
@@ -50,23 +48,6 @@ def test_current_datetime_is_now_in_the_zone():
         current_datetime.run({"timezone": "Mars/Olympus"})
 
 
-class HashEmbedder:
-    """Bag of hashed words: enough for search to find the page that shares a query's words, in microseconds."""
-
-    dim = 64
-    max_tokens = 256
-
-    def embed(self, texts, progress=None):
-        vectors = np.zeros((len(texts), self.dim), np.float32)
-        for row, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()):
-                vectors[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
-
-    def count_tokens(self, text):
-        return len(text.split())
-
-
 PAGES = ["Welcome to the handbook. Read it all.",
          "Refunds: customers may return goods within 30 days for a full refund.",
          "Vacation: staff have 25 days of paid vacation each year. "
@@ -74,10 +55,10 @@ PAGES = ["Welcome to the handbook. Read it all.",
 
 
 @pytest.fixture(scope="module")
-def collection(tmp_path_factory):
+def collection(tmp_path_factory, toy_embedder):
     directory = tmp_path_factory.mktemp("rag")
     (directory / "handbook.txt").write_text("\f".join(PAGES))
-    collection = Collection.open("docs", data_dir=directory / "data", embedder=HashEmbedder())
+    collection = Collection.open("docs", data_dir=directory / "data", embedder=toy_embedder)
     assert all(report.ok for report in collection.add_files([directory / "handbook.txt"]))
     yield collection
     collection.close()

@@ -12,6 +12,8 @@ import pytest
 
 from conftest import SERVED_MODEL
 
+pytestmark = pytest.mark.slow  # every test starts the `llmkit` command: a process that imports torch
+
 LLMKIT = Path(sys.executable).parent / "llmkit"  # the console script `make install` puts in the venv
 SRX = "nist-srx-proxy-protocol-3.0.pdf"
 

@@ -19,7 +19,7 @@ from rag.loaders import MAX_TEXT_CHARS, load_file, load_text
 from rag.retriever import Retriever
 from rag.store import MetadataStore, StoreFormatError
 
-from conftest import ScriptedLLM
+from conftest import ScriptedLLM, ToyEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "data/pdfs/demo/nist-sp800-90b-entropy-suite-user-guide.pdf"  # 9 pages; markov.py listed on p. 3
@@ -245,42 +245,21 @@ def test_data_dir_defaults_to_llmkit_home(tmp_path, embedder, monkeypatch):
         assert (collection.directory / "store.sqlite").is_file()
 
 
-class LetterEmbedder:
-    """Embeds by letter counts: cheap, deterministic, and a different model from `embedder` as far as the
-    collection can tell."""
-
-    dim, max_tokens = 26, 10_000
-
-    def __init__(self, identity: str):
-        self.identity = identity
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def embed(self, texts, progress=None):
-        vectors = np.zeros((len(texts), self.dim), np.float32)
-        for row, text in enumerate(texts):
-            for letter in text.lower():
-                if "a" <= letter <= "z":
-                    vectors[row, ord(letter) - 97] += 1
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
 def test_another_embedder_re_embeds_the_collection(tmp_path):
     notes = write_text(tmp_path, "notes.txt", "Entropy sources need health tests.")
-    with Collection.open("docs", data_dir=tmp_path, embedder=LetterEmbedder("letters v1")) as collection:
+    with Collection.open("docs", data_dir=tmp_path, embedder=ToyEmbedder("toy v1")) as collection:
         collection.add_files([notes])
-        before = collection.index.search(LetterEmbedder("x").embed(["health"]), 1)
+        before = collection.index.search(ToyEmbedder().embed(["health"]), 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        Collection.open("docs", data_dir=tmp_path, embedder=LetterEmbedder("letters v1")).close()  # same: no rebuild
-    shuffled = LetterEmbedder("letters v2")
-    shuffled.embed = lambda texts, progress=None: LetterEmbedder.embed(shuffled, texts)[:, ::-1].copy()
-    with pytest.warns(UserWarning, match="was embedded with letters v1, not letters v2: re-embedding its 1 chunks"):
+        Collection.open("docs", data_dir=tmp_path, embedder=ToyEmbedder("toy v1")).close()  # same: no rebuild
+    shuffled = ToyEmbedder("toy v2")
+    shuffled.embed = lambda texts, progress=None: ToyEmbedder.embed(shuffled, texts)[:, ::-1].copy()
+    with pytest.warns(UserWarning, match="was embedded with toy v1, not toy v2: re-embedding its 1 chunks"):
         collection = Collection.open("docs", data_dir=tmp_path, embedder=shuffled)
     after = collection.index.search(shuffled.embed(["health"]), 1)
     assert after[1][0][0] == before[1][0][0] and after[0][0][0] == pytest.approx(before[0][0][0], abs=1e-5)
-    assert collection.store.get_meta("embedder") == "letters v2"
+    assert collection.store.get_meta("embedder") == "toy v2"
     collection.close()
 
 
@@ -349,7 +328,7 @@ def test_find_by_name_id_or_id_prefix(tmp_path):
         twin = first_seen.setdefault(load_text(item)[1].content_hash[:MIN_ID_PREFIX], item)
         if twin is not item:
             break
-    with Collection.open("docs", data_dir=tmp_path, embedder=LetterEmbedder("letters")) as collection:
+    with Collection.open("docs", data_dir=tmp_path, embedder=ToyEmbedder()) as collection:
         reports = collection.add_texts([twin, item, TextItem("same", "one"), TextItem("same", "two")])
         a, b, c, _ = [report.content_hash for report in reports]
         unique = next(i for i in range(64) if a[i] != b[i]) + 1  # the shortest prefix of a that b lacks

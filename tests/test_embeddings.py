@@ -12,6 +12,8 @@ from rag.chunking import chunk_pages, make_splitter
 from rag.embeddings import PRECISIONS, SentenceTransformerEmbedder
 from rag.loaders import load_file
 
+pytestmark = pytest.mark.slow  # the real embedding model, in every precision
+
 GUIDE = Path(__file__).resolve().parents[1] / "data/pdfs/demo/nist-sp800-90b-entropy-suite-user-guide.pdf"
 
 

@@ -116,6 +116,7 @@ def clustered(rng, n, dim, n_clusters=500, spread=0.5):
     return unit(centres[rng.integers(0, n_clusters, n)] + spread * rng.standard_normal((n, dim)))
 
 
+@pytest.mark.slow  # 20,200 points through HNSW and exact search: seconds
 @pytest.mark.parametrize("data", ["uniform-64", "clustered-384"])
 def test_hnsw_recall_at_10_against_exact(data):
     rng = np.random.default_rng(3)

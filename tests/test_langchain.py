@@ -8,6 +8,8 @@ from langchain_core.prompts import ChatPromptTemplate
 from core import LLM
 from core.langchain import ChatLLMKit, to_chat_messages
 
+pytestmark = pytest.mark.slow  # the real SmolLM2
+
 QUESTION = "What is the capital of France?"
 
 

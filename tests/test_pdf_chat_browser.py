@@ -18,6 +18,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from conftest import DEMO_PDFS
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # Chromium, and the app on the real models
+
 LLMKIT = Path(sys.executable).parent / "llmkit"
 ARTIFACTS = Path(os.environ.get("LLMKIT_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
 SRX = "nist-srx-proxy-protocol-3.0.pdf"

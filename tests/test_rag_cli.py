@@ -3,9 +3,12 @@
 import json
 import shutil
 
+import pytest
 from test_cli import llmkit
 
 from conftest import DEMO_PDFS
+
+pytestmark = pytest.mark.slow  # every test starts the `llmkit` command, most embed with the real model
 
 GUIDE = "nist-sp800-90b-entropy-suite-user-guide.pdf"
 SRX = "nist-srx-proxy-protocol-3.0.pdf"

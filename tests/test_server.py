@@ -195,6 +195,7 @@ def test_a_client_leaving_a_non_streamed_request_ends_its_generation(served_url,
     assert wait_until_engine_idle(llm)
 
 
+@pytest.mark.slow  # a process that loads SmolLM2
 def test_llmkit_serve_command_serves_until_stopped(tmp_path):
     """`llmkit serve` as a user runs it: a process that answers /v1/models under the chosen name."""
     with socket.socket() as probe:  # a free port; the tiny race with other processes is acceptable here
