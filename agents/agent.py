@@ -13,13 +13,19 @@ a refused request, a prompt over the context, a server that is gone), propagate.
 Budgets (steps, tokens, seconds) are checked before each model call; a run that meets one stops with
 status "stopped" and the reason. A tool with `requires_approval` pauses the run (status "paused"); the
 `PausedRun` resumes in any Agent with the same tools. The agent keeps the conversation (`messages`)
-across runs, so a follow-up task can refer to earlier ones; `reset()` forgets it.
+across runs, so a follow-up task can refer to earlier ones; `reset()` forgets it. `history=` gives a
+run the conversation before its task instead (a chat UI's earlier user and assistant turns).
+
+Before each model call the prompt is fitted to the model's context (agents.context): the oldest tool
+results, then the oldest earlier turns, are dropped from what the model is sent until it fits with
+room for `step_tokens`; the step records what was dropped (`Step.trimmed`). The task and the latest step
+are never dropped: when they alone do not fit, the run raises ContextLengthError.
 
 A call that repeats an earlier successful call exactly (small models loop on one call) is not run
 again: the model is told so, and its next step may only be the final answer.
 
-Does not: summarise or trim a long conversation (it grows until the model's context is full), run
-tools in parallel, or ask for a last answer when a budget runs out.
+Does not: summarise what trimming drops, run tools in parallel, or ask for a last answer when a budget
+runs out. Tools are bounded by their own timeouts (agents.tools), not by max_seconds.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from pydantic import BaseModel
 
 from agents.approvals import Decision, PausedRun
 from agents.backends import embedded_llm, plain_messages
+from agents.context import fit_context
 from agents.steps import (
     RunResult,
     Step,
@@ -49,6 +56,7 @@ from agents.steps import (
 )
 from agents.tools import FINAL_ANSWER, Tool, ToolArgumentError, ToolFailed, ToolTimeout, tool
 from core.chat import ChatModel, ScriptedModel, ScriptedReply
+from core.errors import ContextLengthError
 from core.sampling import SamplingParams
 
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant. Use the tools when they help, then answer briefly."
@@ -136,14 +144,20 @@ class Agent:
         """Forget the conversation: the next run starts fresh."""
         self.messages = []
 
-    def run(self, task: str, trace: str | Path | None = None) -> RunResult:
-        """Run `task` to an answer, a budget's end or a pause; `trace`: a JSON-lines file to append the run to."""
-        return _consume(self.stream(task, trace))
+    def run(self, task: str, trace: str | Path | None = None, *, history: list[dict] | None = None) -> RunResult:
+        """Run `task` to an answer, a budget's end or a pause; `trace`: a JSON-lines file to append the run to.
 
-    def stream(self, task: str, trace: str | Path | None = None) -> AgentRun:
+        `history`: the conversation before the task, {"role": "user" or "assistant", "content": str} messages
+        oldest first (a chat's earlier turns), in place of the one this agent kept; None goes on from that.
+        """
+        return _consume(self.stream(task, trace, history=history))
+
+    def stream(self, task: str, trace: str | Path | None = None, *, history: list[dict] | None = None) -> AgentRun:
+        """As `run`, step by step. Raises ValueError, before anything runs, for an empty task or a bad history."""
         if not isinstance(task, str) or not task.strip():
             raise ValueError(f"the task must be a non-empty string, got {task!r}")
-        return AgentRun(self._start(task, None if trace is None else str(trace)))
+        turns = None if history is None else checked_history(history)
+        return AgentRun(self._start(task, None if trace is None else str(trace), turns))
 
     def resume(self, paused: PausedRun, decision: Decision, trace: str | Path | None = None) -> RunResult:
         """Carry on a paused run after a person's decision; the trace goes on in `trace`, else in the paused run's."""
@@ -161,7 +175,9 @@ class Agent:
 
     # --- the loop -------------------------------------------------------------------------------------------------
 
-    def _start(self, task: str, trace: str | None) -> Generator[Step, None, RunResult]:
+    def _start(self, task: str, trace: str | None, history: list[dict] | None) -> Generator[Step, None, RunResult]:
+        if history is not None:
+            self.messages = history
         run = _Run(task, [], 0.0, trace)
         if trace is not None:
             append_record(trace, "run", run_header(task, self.instructions, self.model.name,
@@ -205,13 +221,13 @@ class Agent:
     def _model_step(self, run: _Run) -> Step:
         started = time.monotonic()
         repeated = bool(run.steps) and run.steps[-1].error is not None and run.steps[-1].error.kind == "repeated"
-        reply = self.model.stream(plain_messages([{"role": "system", "content": self.system}, *self.messages]),
-                                  json_schema=self.answer_schema if repeated else self.schema,
+        messages, trimmed = self._fit(self.messages)
+        reply = self.model.stream(self._prompt(messages), json_schema=self.answer_schema if repeated else self.schema,
                                   max_new_tokens=self.step_tokens, **self.sampling)
         text = "".join(reply)
         step = Step(len(run.steps) + 1, text, prompt_tokens=reply.prompt_tokens,
                     completion_tokens=reply.completion_tokens, finish_reason=reply.finish_reason,
-                    model_seconds=time.monotonic() - started)
+                    model_seconds=time.monotonic() - started, trimmed=trimmed)
         run.steps.append(step)
         self.messages.append({"role": "assistant", "content": text})
         try:
@@ -241,6 +257,21 @@ class Agent:
             step.approval = "pending"
             return step
         return self._execute(step, tool_)
+
+    def _prompt(self, messages: list[dict]) -> list[dict]:
+        return plain_messages([{"role": "system", "content": self.system}, *messages])
+
+    def _fit(self, messages: list[dict]) -> tuple[list[dict], dict | None]:
+        """The conversation as the model can take it with room for the reply (agents.context.fit_context)."""
+        model = self.model
+        try:
+            return fit_context(messages, lambda kept: model.count_tokens(self._prompt(kept)), model.count_tokens,
+                               model.context_length - self.step_tokens)
+        except ContextLengthError as error:
+            raise ContextLengthError(f"{error}: the context holds {model.context_length} tokens, {self.step_tokens} "
+                                     "of them (step_tokens) kept for the reply. Shorten the task or the instructions, "
+                                     "give fewer tools, lower step_tokens or max_observation_chars, or use a model "
+                                     "with a longer context") from None
 
     def _decide(self, step: Step, decision: Decision) -> None:
         if decision.action == "reject":
@@ -297,6 +328,22 @@ class Agent:
                                                 "seconds": seconds, "prompt_tokens": result.prompt_tokens,
                                                 "completion_tokens": result.completion_tokens})
         return result
+
+
+def checked_history(history: list[dict]) -> list[dict]:
+    """A copy of `history` as plain {"role", "content"} messages; ValueError naming the first that is not one."""
+    if not isinstance(history, list | tuple):
+        raise ValueError(f"history must be a list of messages, got {type(history).__name__}")
+    turns = []
+    for i, message in enumerate(history):
+        role = message.get("role") if isinstance(message, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if role not in ("user", "assistant") or not isinstance(content, str):
+            raise ValueError(f"history[{i}] must be a {{'role': 'user' or 'assistant', 'content': <text>}} message, "
+                             f"got {message!r:.200}; the agent writes its own system prompt, and tool results "
+                             "belong to its own runs")
+        turns.append({"role": role, "content": content})
+    return turns
 
 
 def _consume(run: AgentRun) -> RunResult:

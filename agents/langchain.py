@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from agents.tools import Tool, ToolArgumentError, ToolError, describe_errors, tool_schema
+from agents.tools import DEFAULT_TIMEOUT_S, Tool, ToolArgumentError, ToolError, describe_errors, tool_schema
 from core.chat import Prompt, ReplyStream
 from core.errors import ModelRequestError
 from core.remote import estimate_tokens
@@ -49,7 +49,7 @@ def to_langchain(tool: Tool):
 
 
 def from_langchain(structured_tool, *, side_effects: bool = False, requires_approval: bool = False,
-                   timeout: float | None = None) -> Tool:
+                   timeout: float | None = DEFAULT_TIMEOUT_S) -> Tool:
     """Our Tool calling a LangChain tool; `side_effects`, `requires_approval` and `timeout` are ours to set."""
     name = structured_tool.name
     call_schema = structured_tool.tool_call_schema

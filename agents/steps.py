@@ -39,7 +39,7 @@ MODEL_ERRORS = ("parse", "unknown_tool", "arguments")  # the output itself was n
 ERROR_KINDS = (*MODEL_ERRORS, "tool", "timeout", "rejected", "repeated")
 APPROVALS = ("pending", "approved", "edited", "rejected")
 STATUSES = ("answered", "stopped", "paused")
-_TIMING = ("model_seconds", "tool_seconds")  # the fields a replay cannot reproduce
+_UNREPRODUCIBLE = ("model_seconds", "tool_seconds", "trimmed")  # timings; trimming counts the recorded model's tokens
 
 
 class StepParseError(ValueError):
@@ -73,6 +73,7 @@ class Step:
     finish_reason: str | None = None  # the model's: "stop", or "length" when cut off
     model_seconds: float = 0.0
     tool_seconds: float = 0.0
+    trimmed: dict | None = None  # what was dropped from the prompt to fit the context (agents.context.fit_context)
 
     def __post_init__(self):
         assert self.approval is None or self.approval in APPROVALS, self.approval
@@ -94,8 +95,8 @@ class Step:
         return cls(**values)
 
     def replayable(self) -> dict:
-        """Everything but the timings: what a replay with the same outputs must reproduce exactly."""
-        return {key: value for key, value in self.to_dict().items() if key not in _TIMING}
+        """Everything but the timings and the trimming: what a replay with the same outputs must reproduce exactly."""
+        return {key: value for key, value in self.to_dict().items() if key not in _UNREPRODUCIBLE}
 
 
 @dataclass

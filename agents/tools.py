@@ -8,12 +8,18 @@ naming the parameter, rather than on the model's first call; so is a schema that
 cannot enforce. A set is asked for as an array: validation collapses duplicates. Arguments are validated by a Pydantic
 model built from the same signature, so what the schema admits and what the function receives agree.
 
+Every call is bounded: by the tool's `timeout`, DEFAULT_TIMEOUT_S unless given (None: unbounded). At
+the timeout an async function is cancelled, but a sync one cannot be stopped (Python cannot kill a
+thread): it runs on in its daemon thread. `isolated=True` runs the function in a new process instead
+(agents.isolation), killed with every process it started at the timeout; its arguments and result must
+pickle and it must be defined at the top level of a module, which is checked at definition.
+
 The errors a call can raise are `ToolError`s: bad arguments, a timeout, or the function's own
 exception (wrapped). They are the caller's (the model's) fault and the agent shows them to the model;
-anything else raised here is a bug and propagates.
+anything else raised here is a bug and propagates (an isolated tool's argument that does not pickle too).
 
-Does not: kill a timed-out sync function (Python cannot; its thread runs on, as a daemon), coerce
-strings into numbers for a schema that says string, or support recursive types (the schema is inlined).
+Does not: coerce strings into numbers for a schema that says string, or support recursive types (the
+schema is inlined).
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PydanticUserError, TypeAdapter, ValidationError, create_model
 
+from agents.isolation import ChildError, Expired, NotIsolatable, check_isolatable, run_isolated
 from core.json_schema import UnsupportedSchemaError, check_supported, map_schema
 
+DEFAULT_TIMEOUT_S = 60.0  # a tool's, unless it says otherwise: long enough for a tool that asks a model on a CPU
 FINAL_ANSWER = "final_answer"  # the pseudo-tool that ends a run; no tool may take its name
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")  # what OpenAI-style function names allow
 _SECTIONS = ("Args", "Arguments", "Parameters", "Returns", "Return", "Raises", "Yields", "Examples", "Example",
@@ -55,7 +63,7 @@ class ToolTimeout(ToolError, TimeoutError):
 
 
 class ToolFailed(ToolError):
-    """The tool's function raised; `__cause__` is its exception."""
+    """The tool's function raised; `__cause__` is its exception (an isolated tool's: agents.isolation.ChildError)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +72,7 @@ class Tool:
 
     `validator` turns a JSON object of arguments into the function's keyword arguments (raising
     ToolArgumentError); `parameters` is the JSON schema of that object, self-contained (no $ref).
+    `timeout`: seconds, None for no bound. `isolated`: run the function in a process that the timeout kills.
     """
 
     name: str
@@ -73,7 +82,8 @@ class Tool:
     validator: Callable[[Any], dict] = field(repr=False)
     side_effects: bool = False
     requires_approval: bool = False
-    timeout: float | None = None  # seconds
+    timeout: float | None = DEFAULT_TIMEOUT_S
+    isolated: bool = False
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
@@ -84,6 +94,11 @@ class Tool:
         if self.timeout is not None and not (isinstance(self.timeout, int | float) and self.timeout > 0):
             raise ToolDefinitionError(f"tool {self.name!r}: timeout must be a positive number of seconds, "
                                       f"got {self.timeout!r}")
+        if self.isolated:
+            try:
+                check_isolatable(self.function)
+            except NotIsolatable as error:
+                raise ToolDefinitionError(f"tool {self.name!r} cannot be isolated: {error}") from None
 
     def __call__(self, *args, **kwargs):
         return self.function(*args, **kwargs)
@@ -95,6 +110,8 @@ class Tool:
     def run(self, arguments: Any) -> Any:
         """Validate `arguments` (a dict), call the function with them, within the timeout; raises only ToolError."""
         kwargs = self.validator(arguments)
+        if self.isolated:
+            return self._run_isolated(kwargs)
         try:
             if self.is_async:
                 return _in_thread(lambda: asyncio.run(_bounded(self.function(**kwargs), self.timeout)),
@@ -102,17 +119,24 @@ class Tool:
             if self.timeout is None:
                 return self.function(**kwargs)
             return _in_thread(lambda: self.function(**kwargs), self.timeout)
-        except _Expired:
+        except Expired:
             raise ToolTimeout(f"{self.name} did not finish within {self.timeout:g} s") from None
         except Exception as error:
             raise ToolFailed(f"{type(error).__name__}: {error}") from error
 
+    def _run_isolated(self, kwargs: dict) -> Any:
+        try:
+            return run_isolated(self.function, kwargs, self.timeout)
+        except NotIsolatable as error:  # the tool's definition or parameter types, not the model's doing: a bug
+            raise ToolDefinitionError(f"tool {self.name!r} cannot be isolated: {error}") from None
+        except Expired:
+            raise ToolTimeout(f"{self.name} did not finish within {self.timeout:g} s; its process was "
+                              "killed") from None
+        except ChildError as error:
+            raise ToolFailed(f"{error.type_name}: {error.message}") from error
+
 
 _ASYNC_GRACE_S = 1.0  # beyond an async tool's timeout, for a coroutine that blocks instead of awaiting
-
-
-class _Expired(TimeoutError):
-    """Our timeout, told apart from a TimeoutError the tool itself raised."""
 
 
 async def _bounded(coroutine, timeout: float | None):
@@ -122,7 +146,7 @@ async def _bounded(coroutine, timeout: float | None):
     except TimeoutError:
         if timeout is None:
             raise
-        raise _Expired() from None
+        raise Expired() from None
 
 
 def _in_thread(call: Callable[[], Any], timeout: float | None) -> Any:
@@ -141,14 +165,16 @@ def _in_thread(call: Callable[[], Any], timeout: float | None) -> Any:
     except TimeoutError:
         if future.done():  # the tool's own TimeoutError, raised in time
             raise
-        raise _Expired() from None
+        raise Expired() from None
 
 
 def tool(function: Callable | None = None, *, name: str | None = None, side_effects: bool = False,
-         requires_approval: bool = False, timeout: float | None = None):
-    """`@tool` or `@tool(side_effects=True, requires_approval=True, timeout=10)`: a Tool from a typed function.
+         requires_approval: bool = False, timeout: float | None = DEFAULT_TIMEOUT_S, isolated: bool = False):
+    """`@tool` or `@tool(side_effects=True, requires_approval=True, timeout=10, isolated=True)`: a Tool from a
+    typed function.
 
-    Raises ToolDefinitionError for a signature the model could not be told about.
+    Raises ToolDefinitionError for a signature the model could not be told about, or a function that
+    cannot be isolated (see the module docstring).
     """
 
     def make(function: Callable) -> Tool:
@@ -158,7 +184,7 @@ def tool(function: Callable | None = None, *, name: str | None = None, side_effe
         description, documented = parse_docstring(function, tool_name)
         model, fields = arguments_model(function, tool_name, documented)
         return Tool(tool_name, description, tool_schema(model.model_json_schema(by_alias=True), tool_name), function,
-                    _validator(model, fields, tool_name), side_effects, requires_approval, timeout)
+                    _validator(model, fields, tool_name), side_effects, requires_approval, timeout, isolated)
 
     return make(function) if function is not None else make
 

@@ -240,9 +240,8 @@ class PdfChat:
                  self._summary_tool(collection, lock)]
         agent = Agent(self.agent_model or self.llm, tools, instructions=AGENT_INSTRUCTIONS, max_steps=6,
                       sampling={"temperature": settings.temperature})
-        agent.messages = [dict(turn) for turn in turns]
         messages: list[dict] = []
-        for step in agent.stream(question):
+        for step in agent.stream(question, history=turns):
             if step.answer is not None:
                 messages.append(_assistant(step.answer))
             else:

@@ -2,6 +2,7 @@
 
 import asyncio
 import enum
+import threading
 import time
 from datetime import date
 from typing import Literal
@@ -11,7 +12,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from agents import Tool, ToolArgumentError, ToolDefinitionError, ToolFailed, ToolTimeout, tool
-from agents.tools import parse_docstring
+from agents.tools import DEFAULT_TIMEOUT_S, parse_docstring
 
 
 class Unit(enum.Enum):
@@ -269,3 +270,18 @@ def test_a_timeout_error_raised_by_the_tool_is_not_our_timeout():
 
     with pytest.raises(ToolFailed, match="upstream timed out"):
         remote.run({})
+
+
+def test_every_tool_is_bounded_unless_it_says_otherwise():
+    @tool
+    def where() -> str:
+        """Say where this runs."""
+        return threading.current_thread().name
+
+    @tool(timeout=None)
+    def here() -> str:
+        """Say where this runs."""
+        return threading.current_thread().name
+
+    assert where.timeout == DEFAULT_TIMEOUT_S and here.timeout is None
+    assert where.run({}) == "llmkit-tool" and here.run({}) == threading.current_thread().name  # None: called inline
