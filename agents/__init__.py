@@ -18,7 +18,7 @@ LangChain chat model (that module, like the rest of the LangChain interop, needs
 from agents.agent import Agent, AgentRun, replay
 from agents.approvals import Decision, PausedRun
 from agents.backends import NativeToolsLLM
-from agents.builtin import calculator, current_datetime, rag_tools
+from agents.builtin import calculator, current_datetime, rag_tools, summarize_tool
 from agents.steps import RunResult, Step, StepError, Trace, diff_steps, read_trace, step_schema
 from agents.tools import Tool, ToolArgumentError, ToolDefinitionError, ToolError, ToolFailed, ToolTimeout, tool
 from core.chat import ScriptedModel
@@ -26,4 +26,4 @@ from core.chat import ScriptedModel
 __all__ = ["Agent", "AgentRun", "Decision", "NativeToolsLLM", "PausedRun", "RunResult", "ScriptedModel", "Step",
            "StepError", "Tool", "ToolArgumentError", "ToolDefinitionError", "ToolError", "ToolFailed", "ToolTimeout",
            "Trace", "calculator", "current_datetime", "diff_steps", "rag_tools", "read_trace", "replay", "step_schema",
-           "tool"]
+           "summarize_tool", "tool"]

@@ -1,9 +1,10 @@
-"""Built-in tools the apps share: a safe calculator, the current date and time, and search over a RAG collection.
+"""Built-in tools the apps share: a safe calculator, the current date and time, and tools over a RAG collection.
 
 `calculator` parses with `ast` and walks a whitelist (numbers, + - * / // % **, unary signs, a few
 math functions and constants): no eval, no names or attributes beyond the list, and exponents and
 factorials bounded so `9**9**9` is refused instead of filling memory. `rag_tools(collection)` makes the
-tools that read one collection: `search_documents`, `read_page` and `list_documents`.
+tools that read one collection: `search_documents`, `read_page` and `list_documents`;
+`summarize_tool(collection, model)` one that has a model summarise a document from its first pages.
 
 Does not: do symbolic maths, units, or comparisons; fetch anything from the network.
 """
@@ -11,6 +12,7 @@ Does not: do symbolic maths, units, or comparisons; fetch anything from the netw
 from __future__ import annotations
 
 import ast
+import contextlib
 import math
 import operator
 from datetime import datetime
@@ -20,7 +22,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from agents.tools import Tool, tool
 
 if TYPE_CHECKING:
+    from core.chat import ChatModel
     from rag.collection import Collection
+    from rag.store import DocumentRecord
 
 MAX_EXPRESSION_CHARS = 300
 MAX_EXPONENT = 1000  # |b| in a ** b
@@ -28,6 +32,8 @@ MAX_FACTORIAL = 1000
 MAX_INT_BITS = 4096  # no intermediate integer beyond this (about 1,233 digits)
 SNIPPET_CHARS = 400  # of each search hit shown to the model
 PAGE_CHARS = 4000  # of a page shown to the model
+SUMMARY_CHARS = 6000  # of a document's first pages that summarize_document reads
+SUMMARY_TOKENS = 160
 
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
@@ -108,17 +114,20 @@ def current_datetime(timezone: str = "UTC") -> str:
     return f"{now:%A %Y-%m-%d %H:%M:%S} {timezone} (UTC{now:%z})"
 
 
-def rag_tools(collection: Collection, k: int = 5, retriever=None) -> list[Tool]:
+def rag_tools(collection: Collection, k: int = 5, retriever=None,
+              lock: contextlib.AbstractContextManager | None = None) -> list[Tool]:
     """search_documents, read_page and list_documents over `collection`.
 
     `retriever`: a rag.Retriever of the collection to share (its BM25 index is built once per retriever);
-    default: a new one.
+    default: a new one. `lock`: held while a tool uses the collection, for an app that shares it between
+    threads (a collection is used by one thread at a time); default: none.
     """
     if retriever is None:
         from rag.retriever import Retriever  # here, not at the top: `import agents` stays free of bm25s and numpy
 
         retriever = Retriever(collection)
     store = collection.store
+    lock = lock or contextlib.nullcontext()
 
     @tool
     def search_documents(query: str, k: int = k) -> str:
@@ -128,7 +137,8 @@ def rag_tools(collection: Collection, k: int = 5, retriever=None) -> list[Tool]:
             query: what to look for, in a few words
             k: how many passages to return
         """
-        hits = retriever.search(query, max(1, min(k, 20)))
+        with lock:
+            hits = retriever.search(query, max(1, min(k, 20)))
         if not hits:
             return "No passages found: the collection is empty."
         return "\n\n".join(f"[{n}] {hit.chunk.file_name} {hit.chunk.locator}: "
@@ -143,13 +153,11 @@ def rag_tools(collection: Collection, k: int = 5, retriever=None) -> list[Tool]:
             document: the document's file name (as search_documents shows it)
             page: the page number, from 1
         """
-        record = collection.find(document)
-        if record is None:
-            names = ", ".join(d.file_name for d in store.documents()) or "none"
-            raise ValueError(f"no document {document!r}; the documents are: {names}")
-        if not 1 <= page <= record.pages_total:
-            raise ValueError(f"{record.file_name} has pages 1 to {record.pages_total}, not {page}")
-        text = collection.page_text(record.doc_id, page)
+        with lock:
+            record = _document(collection, document)
+            if not 1 <= page <= record.pages_total:
+                raise ValueError(f"{record.file_name} has pages 1 to {record.pages_total}, not {page}")
+            text = collection.page_text(record.doc_id, page)
         if not text:
             why = " (a scan without a text layer)" if page in record.pages_needing_ocr else ""
             return f"{record.file_name}, page {page} has no text{why}."
@@ -158,12 +166,51 @@ def rag_tools(collection: Collection, k: int = 5, retriever=None) -> list[Tool]:
     @tool
     def list_documents() -> str:
         """List the documents in the collection, with their page counts."""
-        documents = store.documents()
+        with lock:
+            documents = store.documents()
         if not documents:
             return "The collection is empty."
         return "\n".join(f"{d.file_name} ({d.pages_total} pages)" for d in documents)
 
     return [search_documents, read_page, list_documents]
+
+
+def summarize_tool(collection: Collection, model: ChatModel, lock: contextlib.AbstractContextManager | None = None,
+                   max_chars: int = SUMMARY_CHARS) -> Tool:
+    """summarize_document: `model` summarises a document of `collection` from its first `max_chars` characters.
+
+    `lock`: as for `rag_tools`; held while the pages are read, not while the model writes. The summary is the
+    model's own writing: a small model's may state what the pages do not say.
+    """
+    lock = lock or contextlib.nullcontext()
+
+    @tool
+    def summarize_document(document: str) -> str:
+        """Summarise one document in a few sentences, from its first pages.
+
+        Args:
+            document: the document's file name, as list_documents or search_documents show it
+        """
+        with lock:
+            record = _document(collection, document)
+            text = ""
+            for number in range(1, record.pages_total + 1):
+                text += collection.page_text(record.doc_id, number) + "\n"
+                if len(text) >= max_chars:
+                    break
+        prompt = [{"role": "user", "content": f"Summarise this document in three sentences.\n\n{text[:max_chars]}"}]
+        return model.generate(prompt, max_new_tokens=SUMMARY_TOKENS, temperature=0.0, repetition_penalty=1.1)
+
+    return summarize_document
+
+
+def _document(collection: Collection, name: str) -> DocumentRecord:
+    """The document named `name` (file name or id); ValueError listing the documents when there is none."""
+    record = collection.find(name)
+    if record is None:
+        names = ", ".join(d.file_name for d in collection.documents()) or "none"
+        raise ValueError(f"no document {name!r}; the documents are: {names}")
+    return record
 
 
 def _cut(text: str, limit: int) -> str:

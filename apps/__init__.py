@@ -1,1 +1,2 @@
-"""llmkit apps: the `llmkit` command and the Gradio apps built on core, rag and agents."""
+"""llmkit apps, built on core, rag and agents: the `llmkit` command (cli.py), one package per app (pdf_chat/), and
+what every app shares (common.py). Apps import each other never; gradio is imported only by an app's ui.py."""

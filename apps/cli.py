@@ -1,25 +1,30 @@
 """The `llmkit` command. Each subcommand parses its flags and calls the library; no logic lives here.
 
-Every command that uses a model takes the same model flags and hands them to `core.load`. The errors a user
-can cause (a missing model, a server that cannot be reached or refuses, a bad value) end as one `llmkit: ...`
+The model, server, index and retrieval commands are defined here; each app's command comes from the `APPS`
+table, whose modules each give `add_arguments(parser)` and `run(args)`. Every command that uses a model takes
+the same model flags (`apps.common.add_model_flags`) and hands them to `core.load`. The errors a user can
+cause (a missing model, a server that cannot be reached or refuses, a bad value) end as one `llmkit: ...`
 line and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
-from core import ModelLoadError, RemoteLLM, load, settings
+from apps.common import DATA_DIR_HELP, add_model_flags, add_server_flags
+from core import ModelLoadError, RemoteLLM, load
 from core.resolve import is_url, model_spec
 
+# (command, module, help): an app's command. The module is imported to build the parser, so it must not import
+# gradio or load anything at import; its run(args) does.
+APPS = (
+    ("pdf-chat", "apps.pdf_chat", "the chat-with-your-PDFs web app (Gradio)"),
+)
 CHAT_HELP = "Type a message and press Enter. /reset starts a new conversation; /exit or Ctrl-D quits."
-MODEL_NAME_HELP = (f"for a server URL: the model to ask it for (default: env {settings.MODEL_NAME}, else the first "
-                   "it lists); for a local model: the name it goes by (default: the file's stem)")
 SERVED_NAME_HELP = "the name clients send as `model` (default: the model file's stem)"
-DATA_DIR_HELP = (f"where collections live (default: env {settings.HOME}, else the user's data dir, "
-                 "~/.local/share/llmkit on Linux)")
 
 
 def _load(args: argparse.Namespace):
@@ -202,28 +207,8 @@ def cmd_ask(args: argparse.Namespace) -> None:
               + " ".join(source.text.split())[:200])
 
 
-def cmd_pdf_chat(args: argparse.Namespace) -> None:
-    from apps.pdf_chat import main  # gradio loads only for this command
-
-    main(host=args.host, port=args.port, collection=args.collection, data_dir=args.data_dir, model=args.model,
-         model_name=args.model_name, api_key=args.api_key, dtype=args.dtype)
-
-
-def _add_model_flags(parser: argparse.ArgumentParser, model_name_help: str) -> None:
-    """The flags every command that uses a model takes, meaning the same everywhere (see `core.load`)."""
-    flags = parser.add_argument_group("model")
-    flags.add_argument("--model", help="a .gguf file, a Hugging Face checkpoint directory or model id, or an "
-                       f"OpenAI-compatible server's URL http(s)://HOST:PORT/v1 (default: env {settings.MODEL}, "
-                       "else the embedded SmolLM2-135M-Instruct)")
-    flags.add_argument("--model-name", help=model_name_help)
-    flags.add_argument("--api-key", help=f"for a server URL: its API key (default: env {settings.MODEL_API_KEY})")
-    flags.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                       help="for a local model: float32 matches transformers exactly; float16 decodes ~3x faster "
-                       "on CPU, bfloat16 prefills and batches faster (see the README)")
-
-
 def _add_generation_flags(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
-    _add_model_flags(parser, MODEL_NAME_HELP)
+    add_model_flags(parser)
     parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: keep this much probability mass")
@@ -242,18 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_flags(generate, max_new_tokens=128)
     generate.set_defaults(run=cmd_generate)
     serve = commands.add_parser("serve", help="serve the model over an OpenAI-compatible HTTP API (/v1)")
-    _add_model_flags(serve, SERVED_NAME_HELP)
-    serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network, without any auth")
-    serve.add_argument("--port", type=int, default=8000)
+    add_model_flags(serve, SERVED_NAME_HELP)
+    add_server_flags(serve, port=8000)
     serve.set_defaults(run=cmd_serve)
     _add_rag_commands(commands)
-    pdf_chat = commands.add_parser("pdf-chat", help="the chat-with-your-PDFs web app (Gradio)")
-    _add_model_flags(pdf_chat, MODEL_NAME_HELP)
-    pdf_chat.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network, without any auth")
-    pdf_chat.add_argument("--port", type=int, default=7860)
-    pdf_chat.add_argument("--collection", default="sample", help="the collection selected when the page opens")
-    pdf_chat.add_argument("--data-dir", help=DATA_DIR_HELP)
-    pdf_chat.set_defaults(run=cmd_pdf_chat)
+    for name, module_name, help_ in APPS:
+        module = importlib.import_module(module_name)
+        app = commands.add_parser(name, help=help_)
+        module.add_arguments(app)
+        app.set_defaults(run=module.run)
     return parser
 
 

@@ -1,6 +1,6 @@
 """RAG: ingest throughput per embedder precision, retrieval latency and memory at 10k and 100k chunks, TTFT.
 
-Ingest: the committed demo PDFs (9 + 34 pages) concatenated --copies times (3: 129 pages) into one PDF,
+Ingest: the sample PDFs of rag.samples (9 + 34 pages) concatenated --copies times (3: 129 pages) into one PDF,
 then the stages `Collection.add_files` runs, timed one by one: parse (pypdf), chunk (splitter + the
 model's tokenizer), embed, write (SQLite rows, vectors into the index, index saved). float32 is the
 reference; each other precision is given as a speed-up over it, measured in the same run.
@@ -10,7 +10,7 @@ real chunks of the demo PDFs, each synthetic one the first half of one real chun
 half of another's, plus three rare tokens (a real word with a number, like part numbers), so BM25 indexes
 real-looking text with a long tail. Vectors: the two parents' real embeddings averaged, plus Gaussian
 noise (norm ~0.5), renormalised; clustered like real data, never duplicates. The queries are the
-evaluation set's questions (data/eval/questions.jsonl), embedded at query time as in use. Latency is
+evaluation set's questions (rag/samples/questions.jsonl), embedded at query time as in use. Latency is
 `Retriever.search(question, k=5, mode)` wall time, query embedding included, after one warm-up query per
 mode (the first hybrid/bm25 query builds the BM25 index: reported as its own row).
 
@@ -34,7 +34,6 @@ import numpy as np
 
 from bench import results
 
-DEMO = results.ROOT / "data" / "pdfs" / "demo"
 MODES = ("dense", "bm25", "hybrid")
 REFERENCE = "float32"
 TARGET_P95_MS = 50  # retrieval at 100k chunks
@@ -49,9 +48,11 @@ def concatenated_pdf(directory: Path, copies: int) -> tuple[Path, int]:
     """The demo PDFs, `copies` times over, as one file: (path, pages)."""
     import pypdf
 
+    from rag.samples import PDFS
+
     writer = pypdf.PdfWriter()
     for _ in range(copies):
-        for path in sorted(DEMO.glob("*.pdf")):
+        for path in PDFS:
             writer.append(str(path))
     path = directory / f"demo-x{copies}.pdf"
     with path.open("wb") as file:
@@ -143,11 +144,12 @@ def synthetic_collection(directory: Path, embedder, size: int, seed: int = 0):
     from rag.collection import Collection
     from rag.index import make_index
     from rag.loaders import LoadReport, load_file
+    from rag.samples import PDFS
     from rag.store import MetadataStore
 
     splitter = make_splitter(embedder.count_tokens)
     base = []
-    for path in sorted(DEMO.glob("*.pdf")):
+    for path in PDFS:
         pages, report = load_file(path)
         base += [c.text for c in chunk_pages(pages, report.content_hash, report.name, splitter)]
     base_vectors = embedder.embed(base)  # (n, dim)

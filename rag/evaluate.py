@@ -1,13 +1,13 @@
 """Retrieval evaluation: hit@1, hit@k and MRR of the retriever's modes on a hand-written question set.
 
-Each question names the file and the page(s) that answer it (`data/eval/questions.jsonl`, written by
-hand over the committed PDFs in `data/pdfs/demo/`). A retrieved chunk is a hit when it comes from that
+Each question names the file and the page(s) that answer it (`rag/samples/questions.jsonl`, written by
+hand over the sample PDFs beside it). A retrieved chunk is a hit when it comes from that
 file and its page is one of those pages; a question's rank is that of its first hit among the top k
 (none: a miss). hit@n is the share of questions ranked n or better; MRR is the mean of 1 / rank, a miss
 counting 0.
 
 Does not: judge answers (only whether the retriever surfaced the right page), or tune anything.
-`python -m rag.evaluate` embeds the demo PDFs into a temporary collection and prints the table.
+`python -m rag.evaluate` embeds the sample PDFs into a temporary collection and prints the table.
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rag import samples
 from rag.collection import Collection
 from rag.embeddings import PRECISIONS, Embedder, SentenceTransformerEmbedder
 from rag.retriever import Hit, Mode, Retriever
 
-ROOT = Path(__file__).resolve().parents[1]
-QUESTIONS = ROOT / "data" / "eval" / "questions.jsonl"
-DEMO_PDFS = sorted((ROOT / "data" / "pdfs" / "demo").glob("*.pdf"))
 MODES: tuple[Mode, ...] = ("dense", "bm25", "hybrid")
 K = 5
 
@@ -40,7 +38,7 @@ class Question:
     kind: str = ""  # "keyword" (shares words with the page) or "paraphrase" (says it differently)
 
 
-def load_questions(path: str | Path = QUESTIONS) -> list[Question]:
+def load_questions(path: str | Path = samples.QUESTIONS) -> list[Question]:
     """One JSON object a line; blank lines are skipped. ValueError names the line of a bad record."""
     questions = []
     for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
@@ -91,7 +89,7 @@ def evaluate(retriever: Retriever, questions: list[Question], k: int = K,
     return {mode: metrics(ranks, k) for mode, ranks in ranks_by_mode(retriever, questions, k, modes).items()}
 
 
-def build_collection(data_dir: str | Path, embedder: Embedder, files: list[Path] = DEMO_PDFS,
+def build_collection(data_dir: str | Path, embedder: Embedder, files: list[Path] = samples.PDFS,
                      name: str = "eval") -> Collection:
     """A collection of `files` under `data_dir`; raises if any file fails to load."""
     collection = Collection.open(name, data_dir=data_dir, embedder=embedder)
@@ -117,7 +115,7 @@ def main() -> None:
     parser.add_argument("--precision", default=",".join(PRECISIONS),
                         help=f"comma-separated embedder precisions (default: all of {', '.join(PRECISIONS)})")
     parser.add_argument("--k", type=int, default=K)
-    parser.add_argument("--questions", default=str(QUESTIONS))
+    parser.add_argument("--questions", default=str(samples.QUESTIONS))
     parser.add_argument("--misses", action="store_true", help="list the questions each mode misses")
     args = parser.parse_args()
     questions = load_questions(args.questions)

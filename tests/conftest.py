@@ -117,8 +117,8 @@ def smollm2_path():
     return embedded_model_path()
 
 
-DEMO_PDFS = Path(__file__).parent.parent / "data" / "pdfs" / "demo"
-ROBUSTNESS_PDFS = DEMO_PDFS.parent / "robustness"
+DEMO_PDFS = Path(__file__).parent.parent / "rag" / "samples"  # the sample PDFs llmkit ships, as package data
+ROBUSTNESS_PDFS = Path(__file__).parent.parent / "data" / "pdfs" / "robustness"
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from agents import Agent, ScriptedModel, ToolFailed, calculator, current_datetime, rag_tools
+from agents import Agent, ScriptedModel, ToolFailed, calculator, current_datetime, rag_tools, summarize_tool
 from agents.builtin import MAX_EXPONENT
 from rag.collection import Collection
 
@@ -100,3 +100,48 @@ def test_an_agent_uses_the_rag_tools(collection):
     assert result.answer == "25 days" and all(step.error is None for step in result.steps)
     assert "handbook.txt p. 3" in result.steps[0].observation
     assert "25 days of paid vacation" in result.steps[1].observation
+
+
+class RecordingLock:
+    """A lock that writes down when it is taken and released."""
+
+    def __init__(self, events: list[str]):
+        self.events = events
+
+    def __enter__(self):
+        self.events.append("lock")
+
+    def __exit__(self, *exc):
+        self.events.append("unlock")
+
+
+class RecordingModel(ScriptedModel):
+    def __init__(self, outputs, events: list[str]):
+        super().__init__(outputs)
+        self.events = events
+
+    def generate(self, prompt, **options):
+        self.events.append("generate")
+        return super().generate(prompt, **options)
+
+
+def test_summarize_tool_reads_the_first_pages_under_the_lock_and_writes_outside_it(collection):
+    events = []
+    model = RecordingModel(["A staff handbook."], events)
+    summarize = summarize_tool(collection, model, RecordingLock(events), max_chars=60)
+    assert summarize.run({"document": "handbook.txt"}) == "A staff handbook."
+    assert events == ["lock", "unlock", "generate"]  # the collection is free while the model writes
+    prompt = model.calls[0].prompt[0]["content"]
+    first_pages = PAGES[0] + "\n" + PAGES[1]
+    assert prompt == "Summarise this document in three sentences.\n\n" + first_pages[:60]  # 60 characters, no more
+    with pytest.raises(ToolFailed, match="no document 'guide.pdf'; the documents are: handbook.txt"):
+        summarize.run({"document": "guide.pdf"})
+
+
+def test_rag_tools_use_the_collection_under_the_lock(collection):
+    events = []
+    search, read, listing = rag_tools(collection, lock=RecordingLock(events))
+    search.run({"query": "refund"})
+    read.run({"document": "handbook.txt", "page": 1})
+    listing.run({})
+    assert events == ["lock", "unlock"] * 3

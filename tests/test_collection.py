@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag import TextItem, answer
+from rag import TextItem, answer, samples
 from rag.chunking import chunk_pages, make_splitter
 from rag.collection import ALREADY_PRESENT, MIN_ID_PREFIX, Collection
 from rag.index import make_index
@@ -22,7 +22,7 @@ from rag.store import MetadataStore, StoreFormatError
 from conftest import ScriptedLLM, ToyEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
-GUIDE = ROOT / "data/pdfs/demo/nist-sp800-90b-entropy-suite-user-guide.pdf"  # 9 pages; markov.py listed on p. 3
+GUIDE = samples.FOLDER / "nist-sp800-90b-entropy-suite-user-guide.pdf"  # 9 pages; markov.py listed on p. 3
 ROBUST = ROOT / "data/pdfs/robustness"
 MARKOV = "which file contains the Markov estimate method"
 

@@ -1,20 +1,20 @@
 """The embedded all-MiniLM-L6-v2 embedder in every precision: offline, batched, normalised, semantically sensible,
 and the fast precisions close to the float32 reference on real text."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import rag.embeddings
 from core import settings
+from rag import samples
 from rag.chunking import chunk_pages, make_splitter
 from rag.embeddings import PRECISIONS, SentenceTransformerEmbedder
 from rag.loaders import load_file
 
 pytestmark = pytest.mark.slow  # the real embedding model, in every precision
 
-GUIDE = Path(__file__).resolve().parents[1] / "data/pdfs/demo/nist-sp800-90b-entropy-suite-user-guide.pdf"
+GUIDE = samples.FOLDER / "nist-sp800-90b-entropy-suite-user-guide.pdf"
 
 
 @pytest.fixture(scope="module", params=PRECISIONS)

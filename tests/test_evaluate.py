@@ -5,8 +5,8 @@ import json
 import pypdf
 import pytest
 
+from rag import samples
 from rag.evaluate import (
-    DEMO_PDFS,
     K,
     Question,
     build_collection,
@@ -51,7 +51,7 @@ def test_the_question_set_points_at_real_pages():
     assert 40 <= len(questions) <= 80
     assert len({q.id for q in questions}) == len(questions)
     assert {q.kind for q in questions} == {"keyword", "paraphrase"}
-    pages = {path.name: len(pypdf.PdfReader(path).pages) for path in DEMO_PDFS}
+    pages = {path.name: len(pypdf.PdfReader(path).pages) for path in samples.PDFS}
     for q in questions:
         assert q.file in pages, q
         assert all(1 <= page <= pages[q.file] for page in q.pages), q

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from rag import loaders
+from rag import loaders, samples
 from rag.loaders import MAX_TEXT_CHARS, LoadReport, Page, TextItem, load_file, load_files, load_text
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "pdfs"
 ROBUSTNESS = DATA / "robustness"
-DEMO = DATA / "demo"
+DEMO = samples.FOLDER
 
 # What pypdf 7.1.1 does with each file (data/pdfs/README.md) and what the loader must report.
 # error: a substring of report.error, or None; text: (page number, a phrase expected on that page).

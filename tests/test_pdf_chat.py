@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import socket
 
 import gradio as gr
 import pytest
 
 from agents import ScriptedModel
-from apps.pdf_chat import MAX_QUESTION_CHARS, PdfChat, Settings, plain_messages, source_rows
+from apps.common import LIMITS, plain_messages
+from apps.pdf_chat import PdfChat, PdfChatSettings, Settings, add_arguments, source_rows
 
 from conftest import DEMO_PDFS, ScriptedLLM, save_tiny_checkpoint
 
@@ -54,8 +56,8 @@ def test_limits_are_named_and_explained(app, tmp_path):
     (tmp_path / "notes.docx").write_bytes(b"PK\x03\x04")
     assert "unsupported type" in app.upload("docs", [tmp_path / "notes.docx"])
     app.upload("docs", [DEMO_PDFS / GUIDE])
-    [reply] = app.ask("x" * (MAX_QUESTION_CHARS + 1), [], Settings("docs"))
-    assert "the limit is 2000" in reply.messages[0]["content"]
+    [reply] = app.ask("x" * (LIMITS.question_chars + 1), [], Settings("docs"))
+    assert f"the limit is {LIMITS.question_chars}. Shorten it" in reply.messages[0]["content"]
     [reply] = app.ask("   ", [], Settings("docs"))
     assert reply.messages[0]["content"] == "Type a question first."
 
@@ -168,3 +170,11 @@ def test_model_setting_switches_or_explains(app, tmp_path):
     app.upload("docs", [DEMO_PDFS / GUIDE])
     [reply] = app.ask(QUESTION, [], Settings("docs"))  # 256 tokens of context: too small for a source
     assert reply.messages[0]["content"].startswith("Cannot answer with this model: the question and its best source")
+
+
+def test_the_command_settings_come_from_its_flags(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    settings = PdfChatSettings.from_args(parser.parse_args(["--collection", "docs", "--data-dir", str(tmp_path)]))
+    assert (settings.collection, settings.data_dir, settings.host, settings.port) == ("docs", tmp_path, "127.0.0.1",
+                                                                                       7860)

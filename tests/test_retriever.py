@@ -2,16 +2,16 @@
 
 import re
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import rag.retriever
+from rag import samples
 from rag.collection import Collection
 from rag.retriever import RRF_K, Retriever, rrf
 
-DEMO = Path(__file__).resolve().parents[1] / "data" / "pdfs" / "demo"
+DEMO = samples.FOLDER
 GUIDE = "nist-sp800-90b-entropy-suite-user-guide.pdf"
 SRX = "nist-srx-proxy-protocol-3.0.pdf"
 

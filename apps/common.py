@@ -1,0 +1,203 @@
+"""What every app shares, so a new app copies nothing out of another: its start-up settings (flags over the
+LLMKIT_* environment), its input limits, the model it runs on and the line that says which, uploads checked
+against the limits, and the chat messages a Gradio chatbot shows (agent steps as they happen, the history the
+browser hands back as plain {"role", "content"} messages).
+
+Does not import gradio (each app's ui.py does): `llmkit --help` imports this module, and every function here
+works on plain data, testable without a browser.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
+
+from core import ChatModel, ModelLoadError, load, settings
+from rag.answer import MAX_QUESTION_CHARS
+from rag.loaders import SUFFIX_KINDS
+
+if TYPE_CHECKING:
+    from agents import Step
+    from rag import LoadReport
+
+MODEL_NAME_HELP = (f"for a server URL: the model to ask it for (default: env {settings.MODEL_NAME}, else the first "
+                   "it lists); for a local model: the name it goes by (default: the file's stem)")
+DATA_DIR_HELP = (f"where collections live (default: env {settings.HOME}, else the user's data dir, "
+                 "~/.local/share/llmkit on Linux)")
+MODEL_BOX_LABEL = ("Model: empty for the embedded one, a .gguf path, a checkpoint directory, a Hugging Face id, "
+                   "or an OpenAI-compatible URL (…/v1)")
+STEP_CHARS = 1500  # of a tool step's result shown in the chat
+
+
+# --- start-up: flags and settings -------------------------------------------------------------------------------------
+
+def add_model_flags(parser: argparse.ArgumentParser, model_name_help: str = MODEL_NAME_HELP) -> None:
+    """The flags every command that uses a model takes, meaning the same everywhere (see `core.load`)."""
+    flags = parser.add_argument_group("model")
+    flags.add_argument("--model", help="a .gguf file, a Hugging Face checkpoint directory or model id, or an "
+                       f"OpenAI-compatible server's URL http(s)://HOST:PORT/v1 (default: env {settings.MODEL}, "
+                       "else the embedded SmolLM2-135M-Instruct)")
+    flags.add_argument("--model-name", help=model_name_help)
+    flags.add_argument("--api-key", help=f"for a server URL: its API key (default: env {settings.MODEL_API_KEY})")
+    flags.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                       help="for a local model: float32 matches transformers exactly; float16 decodes ~3x faster "
+                       "on CPU, bfloat16 prefills and batches faster (see the README)")
+
+
+def add_server_flags(parser: argparse.ArgumentParser, port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network, without any auth")
+    parser.add_argument("--port", type=int, default=port)
+
+
+def add_app_flags(parser: argparse.ArgumentParser, port: int) -> None:
+    """The flags of `AppSettings`: the model's, --host, --port and --data-dir."""
+    add_model_flags(parser)
+    add_server_flags(parser, port)
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
+
+
+@dataclass
+class AppSettings:
+    """What an app starts with. `from_args` takes each field from the flag of the same name where it was given;
+    a missing --data-dir is env LLMKIT_HOME, else the user's data dir (core.settings), and the model fields go
+    to `core.load` as they are (None: its LLMKIT_* variable, then its default). An app with settings of its
+    own subclasses this, one field per flag."""
+
+    data_dir: Path = field(default_factory=settings.data_dir)
+    model: str | None = None  # a core.load spec: .gguf file, checkpoint dir, HF id or server URL
+    model_name: str | None = None
+    api_key: str | None = None
+    dtype: str = "float32"
+    host: str = "127.0.0.1"
+    port: int = 7860
+
+    def __post_init__(self):
+        self.data_dir = Path(self.data_dir).expanduser()
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"--port {self.port} is not a TCP port: give 1 to 65535 (0: any free port)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Self:
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None})
+
+    def load_model(self) -> ChatModel:
+        """The model the settings name (see `core.load`); raises as it does."""
+        return load(self.model, dtype=self.dtype, model_name=self.model_name, api_key=self.api_key)
+
+
+# --- limits and uploads -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may bring; each app refuses more with a message saying the limit."""
+
+    question_chars: int = MAX_QUESTION_CHARS  # rag.answer's: longer questions are refused there too
+    upload_mb: int = 50  # per file
+    files_per_upload: int = 20
+    history_turns: int = 3  # earlier question/answer pairs sent with a question (the prompt drops more if needed)
+
+    def __post_init__(self):
+        if not 0 < self.question_chars <= MAX_QUESTION_CHARS:
+            raise ValueError(f"question_chars must be 1 to {MAX_QUESTION_CHARS} (rag.answer's limit), "
+                             f"not {self.question_chars}")
+
+
+LIMITS = Limits()
+
+
+def check_uploads(paths: list[Path], limits: Limits = LIMITS) -> tuple[list[Path], list[str]]:
+    """The files to read, and a Markdown line for each refused one: of a type no loader reads, or too big. More
+    files than `limits.files_per_upload` are all refused, in one line."""
+    if len(paths) > limits.files_per_upload:
+        return [], [f"**Too many files:** {len(paths)} at once; the limit is {limits.files_per_upload} per upload."]
+    accepted, refused = [], []
+    for path in paths:
+        size_mb = path.stat().st_size / 2**20 if path.is_file() else 0
+        if path.suffix.lower() not in SUFFIX_KINDS:
+            refused.append(f"- **{path.name}**: error: unsupported type; upload {', '.join(sorted(SUFFIX_KINDS))}")
+        elif size_mb > limits.upload_mb:
+            refused.append(f"- **{path.name}**: error: {size_mb:.0f} MB; the limit is {limits.upload_mb} MB per file")
+        else:
+            accepted.append(path)
+    return accepted, refused
+
+
+def report_line(report: LoadReport) -> str:
+    """One file's ingest report as a Markdown list item: added (pages with text, pages needing OCR, warnings)
+    or the error."""
+    if report.error:
+        return f"- **{report.name}**: error: {report.error}"
+    ocr = f"; pages {', '.join(map(str, report.pages_needing_ocr))} need OCR" if report.pages_needing_ocr else ""
+    notes = "".join(f"\n  - {w}" for w in report.warnings)
+    return f"- **{report.name}**: added, {report.pages_with_text} of {report.pages_total} pages with text{ocr}{notes}"
+
+
+# --- the model --------------------------------------------------------------------------------------------------------
+
+def model_status(model: ChatModel) -> str:
+    """The line a page shows for the model in use."""
+    return f"Model: `{model.name}`."
+
+
+def switch_model(current: ChatModel, spec: str) -> tuple[ChatModel, str]:
+    """The model `spec` means (see `core.load`) and its status line; when it cannot be loaded, `current` and a
+    line saying why."""
+    try:
+        model = load(spec)
+    except (ModelLoadError, ValueError, ConnectionError, OSError) as error:
+        return current, f"Could not load {spec!r}: {error}. Still using `{current.name}`."
+    return model, model_status(model)
+
+
+# --- chat messages ----------------------------------------------------------------------------------------------------
+
+def assistant(text: str) -> dict:
+    return {"role": "assistant", "content": text}
+
+
+def plain_messages(history: list[dict] | None) -> list[dict]:
+    """The chat as Gradio hands it back ({"role", "content": [{"type": "text", "text"}], "metadata", ...}) as
+    {"role", "content": str} messages, metadata kept where there is some."""
+    messages = []
+    for message in history or []:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        plain = {"role": message["role"], "content": content if isinstance(content, str) else ""}
+        if message.get("metadata"):
+            plain["metadata"] = message["metadata"]
+        messages.append(plain)
+    return messages
+
+
+def chat_turns(messages: list[dict], limits: Limits = LIMITS) -> list[dict]:
+    """The conversation a model is sent: the user's and the assistant's own messages (not the agent's steps,
+    which carry metadata), the last `limits.history_turns` pairs of them."""
+    turns = [m for m in messages if m["role"] in ("user", "assistant") and not m.get("metadata")]
+    return turns[-2 * limits.history_turns:]
+
+
+def step_message(step: Step) -> dict:
+    """An agent step as a chat message: the answer as the assistant's text, any other step as a titled, foldable
+    message ("🔧 tool(arguments)" over its result or error)."""
+    if step.answer is not None:
+        return assistant(step.answer)
+    arguments = ", ".join(f"{key}={value!r}" for key, value in (step.arguments or {}).items())
+    title = f"🔧 {step.tool}({arguments})" if step.tool else "⚠️ invalid step"
+    body = step.error.message if step.error else (step.observation or "")
+    return {"role": "assistant", "content": body[:STEP_CHARS], "metadata": {"title": title}}
+
+
+def agent_messages(steps: Iterable[Step]) -> Iterator[list[dict]]:
+    """The chat messages of an agent's run so far, after each step as it happens; a run that ends without an
+    answer (its step limit reached) ends with a message that says so."""
+    messages: list[dict] = []
+    for step in steps:
+        messages.append(step_message(step))
+        yield list(messages)
+    if not any(m.get("metadata") is None for m in messages):
+        messages.append(assistant("The agent stopped before it found an answer (step limit reached)."))
+        yield list(messages)
