@@ -1,27 +1,31 @@
 """Loading a model and its tokenizer from what core.resolve found, with a converted cache for GGUF.
 
+Nothing is allocated for a model before its file is checked: the loaders (core.gguf, core.hf) check every
+size in the header or config.json against the tensors the file holds, and `check_memory` checks what the
+model will take against the memory budget (`core.settings.memory_budget`). A malformed file is a
+ModelLoadError naming the file and the field.
+
 Reading and dequantising a GGUF takes seconds; the converted form (float32 safetensors in our
 parameter names + tokenizer.json) loads in a fraction of that. It lives in the "converted" cache
 (`core.settings.cache_dir`: versioned, under the user's cache dir or LLMKIT_CACHE), keyed by the GGUF
-file's SHA-256, and is written atomically, so a crash mid-write leaves no half cache behind.
+file's SHA-256, written and checked by core.disk_cache: a truncated or altered entry is rebuilt.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from core import settings
-from core.config import ModelConfig
+from core import disk_cache, settings
+from core.config import ModelConfig, parameter_count
+from core.engine import EngineConfig
 from core.errors import ModelLoadError
 from core.hf import read_hf_config, read_hf_weights
+from core.kv_cache import kv_cache_bytes
 from core.model import Transformer
 from core.resolve import resolve_model
 from core.tokenizer import Tokenizer
@@ -29,6 +33,7 @@ from core.tokenizer import Tokenizer
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CACHE = "converted"  # the settings.cache_dir kind
 _CONFIG_FILE, _WEIGHTS_FILE = "model_config.json", "weights.safetensors"
+MiB = 2**20
 
 
 def load_model(name: str | None = None, dtype: str = "float32") -> tuple[Transformer, Tokenizer, Path]:
@@ -42,17 +47,36 @@ def load_model(name: str | None = None, dtype: str = "float32") -> tuple[Transfo
     path = resolve_model(name)
     if path.is_dir():
         model_type, config = read_hf_config(path)
+        check_memory(path, config, DTYPES[dtype])
         try:
             tokenizer = Tokenizer.from_dir(path)
         except FileNotFoundError as error:
             raise ModelLoadError(str(error)) from error
+        except Exception as error:  # the tokenizers library raises plain Exception on a file it cannot parse
+            raise ModelLoadError(f"{path}: the tokenizer files cannot be read "
+                                 f"({type(error).__name__}: {error})") from error
         return build_model(config, read_hf_weights(path, model_type, config), DTYPES[dtype]), tokenizer, path
-    converted = settings.cache_dir(CACHE) / _file_digest(path)
-    if not (converted / _WEIGHTS_FILE).is_file():
-        _convert(path, converted)
+    converted = disk_cache.ensure(settings.cache_dir(CACHE) / _file_digest(path),
+                                  lambda staging: _convert(path, staging))
     config = ModelConfig.from_dict(json.loads((converted / _CONFIG_FILE).read_text()))
+    check_memory(path, config, torch.float32)  # the cache holds float32, read whole before the cast to `dtype`
     weights = load_file(converted / _WEIGHTS_FILE)
     return build_model(config, weights, DTYPES[dtype]), Tokenizer.from_dir(converted), path
+
+
+def check_memory(path: Path, config: ModelConfig, dtype: torch.dtype) -> None:
+    """ModelLoadError when the model's weights in `dtype` plus a KV cache for one sequence at the engine's default
+    context exceed the memory budget; checked before anything is allocated."""
+    budget = settings.memory_budget()
+    context = min(config.max_seq_len, EngineConfig().max_seq_len)
+    parameters = parameter_count(config)
+    needed = parameters * torch.empty((), dtype=dtype).element_size() + kv_cache_bytes(config, 1, context, dtype)
+    if budget is not None and needed > budget:
+        raise ModelLoadError(
+            f"{path}: loading this model takes about {needed / MiB:,.0f} MiB ({parameters:,} parameters in "
+            f"{str(dtype).removeprefix('torch.')} and a KV cache for {context} tokens), over the memory budget of "
+            f"{budget / MiB:,.0f} MiB. Use a smaller model, or set {settings.MEMORY_BUDGET} (default: 3/4 of "
+            "the physical memory) if the machine can hold it.")
 
 
 def build_model(config: ModelConfig, state: dict[str, torch.Tensor], dtype=torch.float32) -> Transformer:
@@ -75,25 +99,16 @@ def _file_digest(path: Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def _convert(gguf_path: Path, target: Path) -> None:
-    from core.gguf import read_gguf  # gguf-py (0.1 s of imports) is needed only the first time a file is seen
+def _convert(gguf_path: Path, staging: Path) -> None:
+    """Write the converted form of a GGUF file into `staging` (core.disk_cache publishes it)."""
+    from core.gguf import open_gguf, read_gguf_weights  # gguf-py (0.1 s of imports): only when a file is new
 
-    config, state, tokenizer = read_gguf(gguf_path)
-    if config.tie_embeddings:
+    gguf = open_gguf(gguf_path)
+    check_memory(gguf_path, gguf.config, torch.float32)  # dequantising makes every weight float32
+    state = read_gguf_weights(gguf)
+    if gguf.config.tie_embeddings:
         state.pop("output.weight", None)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
-    try:
-        (staging / _CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=1))
-        tokenizer.save(staging)
-        save_file({k: v.contiguous() for k, v in state.items()}, staging / _WEIGHTS_FILE,
-                  metadata={"source": str(gguf_path), "llmkit_cache_version": str(settings.CACHE_VERSIONS[CACHE])})
-        os.replace(staging, target)  # atomic: readers see all of it or none
-    except OSError:
-        if target.is_dir():  # another process converted the same file first
-            shutil.rmtree(staging, ignore_errors=True)
-            return
-        raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    (staging / _CONFIG_FILE).write_text(json.dumps(gguf.config.to_dict(), indent=1))
+    gguf.tokenizer.save(staging)
+    save_file({k: v.contiguous() for k, v in state.items()}, staging / _WEIGHTS_FILE,
+              metadata={"source": str(gguf_path), "llmkit_cache_version": str(settings.CACHE_VERSIONS[CACHE])})

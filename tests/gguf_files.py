@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGUFWriter
+from gguf import GGML_QUANT_SIZES, GGUFValueType, GGUFWriter
 from gguf import GGMLQuantizationType as Q
 from gguf.quants import quantize
 
@@ -60,12 +60,14 @@ def _tensors(arch: str, model) -> dict[str, np.ndarray]:
     return out
 
 
-def write_gguf(path: Path, arch: str, model, tokenizer, qtype: Q = Q.F32, architecture: str | None = None) -> Path:
+def write_gguf(path: Path, arch: str, model, tokenizer, qtype: Q = Q.F32, architecture: str | None = None,
+               metadata: dict | None = None) -> Path:
     """Write `model` (a tiny transformers model of `arch`) with `tokenizer` (a tokenizers.Tokenizer) as GGUF.
 
     Matrices are stored as `qtype`; norms, biases and vectors stay F32, as llama.cpp does. A type the
     gguf package cannot quantise to is written as zero blocks of the right size (a file to reject).
-    `architecture` overrides the architecture name written in the file (to make unsupported ones).
+    `architecture` overrides the architecture name written in the file (to make unsupported ones);
+    `metadata` sets keys (a scalar) or drops them (None) after the usual ones are written (to make malformed files).
     """
     c = model.config
     writer = GGUFWriter(str(path), architecture or arch)
@@ -99,6 +101,11 @@ def write_gguf(path: Path, arch: str, model, tokenizer, qtype: Q = Q.F32, archit
     writer.add_add_bos_token(False)
     writer.add_chat_template("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
                              "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    for key, value in (metadata or {}).items():
+        if value is None:
+            writer.kv_data[0].pop(key)  # GGUFWriter has no call to remove a key
+        else:
+            writer.add_key_value(key, value, _value_type(value))
     for name, value in _tensors(arch, model).items():
         if value.ndim == 2 and qtype in QUANTIZABLE:
             writer.add_tensor(name, quantize(value, qtype), raw_dtype=qtype)
@@ -113,3 +120,12 @@ def write_gguf(path: Path, arch: str, model, tokenizer, qtype: Q = Q.F32, archit
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def _value_type(value) -> GGUFValueType:
+    """The GGUF type a scalar is written as: unsigned 32-bit for sizes, as llama.cpp writes them, wider when needed."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            return GGUFValueType.INT32 if value >= -2**31 else GGUFValueType.INT64
+        return GGUFValueType.UINT32 if value < 2**32 else GGUFValueType.UINT64
+    return GGUFValueType.get_type(value)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import rag.embeddings
-from core import settings
+from core import disk_cache, settings
 from rag import samples
 from rag.chunking import chunk_pages, make_splitter
 from rag.embeddings import PRECISIONS, SentenceTransformerEmbedder
@@ -110,3 +110,17 @@ def test_the_int8_export_is_made_once_and_reused(embedder, monkeypatch):
     monkeypatch.setattr(rag.embeddings, "_export_int8", export_again)
     again = SentenceTransformerEmbedder(precision="int8")
     assert np.array_equal(again.embed(["cached"]), embedder.embed(["cached"]))
+
+
+@pytest.mark.parametrize("embedder", ["int8"], indirect=True)
+def test_a_truncated_int8_export_is_made_again_with_a_warning(embedder):
+    entry = settings.cache_dir(rag.embeddings.ONNX_CACHE) / rag.embeddings._model_digest(embedder.model)
+    export = entry / rag.embeddings.ONNX_FILE
+    data = export.read_bytes()
+    export.unlink()  # a new file: the running session keeps the old one
+    export.write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match=r"model\.int8\.onnx is \d+ bytes, the manifest says \d+\); building it"):
+        again = SentenceTransformerEmbedder(precision="int8")
+    assert disk_cache.check(entry) is None
+    texts = ["a truncated export", "is exported again"]
+    assert np.allclose(again.embed(texts), embedder.embed(texts), atol=1e-6)

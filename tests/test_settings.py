@@ -15,7 +15,7 @@ def test_variables_are_read_at_call_time(tmp_path, monkeypatch):
     monkeypatch.setenv(settings.HOME, str(tmp_path / "home"))
     monkeypatch.setenv(settings.CACHE, str(tmp_path / "cache"))
     assert settings.data_dir() == tmp_path / "home"
-    assert settings.cache_dir("converted") == tmp_path / "cache" / "converted-v1"
+    assert settings.cache_dir("converted") == tmp_path / "cache" / "converted-v2"
     monkeypatch.setenv(settings.HOME, str(tmp_path / "elsewhere"))
     assert settings.data_dir() == tmp_path / "elsewhere"
 
@@ -27,23 +27,23 @@ def test_the_platform_dirs_are_used_when_unset(tmp_path, monkeypatch):
     monkeypatch.delenv(settings.HOME, raising=False)
     monkeypatch.setenv(settings.CACHE, "")  # empty counts as unset
     assert settings.data_dir() == tmp_path / "data" / "llmkit"
-    assert settings.cache_dir("embeddings-onnx") == tmp_path / "cache" / "llmkit" / "embeddings-onnx-v1"
+    assert settings.cache_dir("embeddings-onnx") == tmp_path / "cache" / "llmkit" / "embeddings-onnx-v2"
 
 
 def test_cache_folders_carry_their_format_version(monkeypatch, tmp_path):
     monkeypatch.setenv(settings.CACHE, str(tmp_path))
-    # Today's names: caches written before core.settings existed stay valid.
+    # Today's names (v2: entries with manifests); v1 entries, trusted unchecked, are never read.
     assert [settings.cache_dir(kind).name for kind in ("converted", "embeddings-onnx")] == [
-        "converted-v1", "embeddings-onnx-v1"]
-    monkeypatch.setitem(settings.CACHE_VERSIONS, "converted", 2)
-    assert settings.cache_dir("converted") == tmp_path / "converted-v2"
+        "converted-v2", "embeddings-onnx-v2"]
+    monkeypatch.setitem(settings.CACHE_VERSIONS, "converted", 3)
+    assert settings.cache_dir("converted") == tmp_path / "converted-v3"
     with pytest.raises(ValueError, match="unknown cache 'models'; the caches are converted, embeddings-onnx"):
         settings.cache_dir("models")
 
 
 def test_the_embedder_writes_its_onnx_export_into_the_settings_cache(embedder):
     assert embedder.precision == "int8"
-    assert list(settings.cache_dir("embeddings-onnx").glob("*.int8.onnx"))
+    assert list(settings.cache_dir("embeddings-onnx").glob("*/model.int8.onnx"))
 
 
 def test_an_integer_variable_that_is_not_one_is_named(monkeypatch):
