@@ -17,32 +17,51 @@ store act as a write-ahead record:
 A crash anywhere leaves some documents "pending" or "removing". Opening the collection (and every write)
 first rolls them off: remove their ids from the index (`remove` ignores ids it does not hold), save it,
 delete their rows. So an interrupted add is undone and an interrupted remove is finished; nothing is
-re-embedded. Search sees ready documents only. As a last resort, if the index is missing, unreadable or
-its size disagrees with the store's ready chunks (deleted or damaged by hand), it is rebuilt by
-re-embedding every chunk text from the store, with a warning.
+re-embedded. Search sees ready documents only (but see below). As a last resort, if the index is missing,
+unreadable or its size disagrees with the store's ready chunks (deleted or damaged by hand), it is rebuilt
+by re-embedding every chunk text from the store, with a warning.
+
+Several processes (the PDF app and the CLI share the default data dir) may use one collection at once.
+- Writers take the collection's write lock, an exclusive `flock` on `write.lock` in its directory, for the
+  steps above (and rebuilds): not while files are read and embedded, so a second writer waits for seconds,
+  not minutes. It waits up to LOCK_TIMEOUT, then raises CollectionBusyError naming the collection. Holding
+  the lock, a writer first reloads the index if another process saved one since it loaded its own (or its
+  save would drop the other's vectors), then rolls off what a crash left: while it holds the lock, no other
+  writer can be half-way, so recovery never undoes a live process's add.
+- Readers never take the lock. `reading()` (`Retriever.search` reads inside it) sees one snapshot of the store
+  (SQLite WAL) and the index saved with it, reloading the index when another process saved one. A search
+  running during another process's write may return chunks of a document being added (after step 2) or
+  removed (before step 2): it never fails for them.
+- Opening takes the lock only if it is free. While another process writes, open loads what it saved and
+  leaves recovery and the checks to the next open; only an open that must re-embed (another embedder) waits.
+The lock is POSIX `fcntl.flock`: the data dir must be on a local file system (NFS may not honour it).
 
 Files (`add_files`) and text items (`add_texts`: an email body, a news item, a source file) take one path
 into the collection: each is loaded into pages and a `LoadReport`, then chunked, embedded and stored by
 `_ingest`, with the same dedup, crash consistency and reports.
 
-Does not: lock (one process writes a collection at a time), do OCR, or search: `rag.retriever.Retriever`
-reads a collection (dense, BM25 or both). Errors of the environment (a full disk while saving) propagate; bad
-input files and items are reported in their `LoadReport` and the batch goes on.
+Does not: do OCR, or search: `rag.retriever.Retriever` reads a collection (dense, BM25 or both). Errors of
+the environment (a full disk while saving) propagate; bad input files and items are reported in their
+`LoadReport` and the batch goes on.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from core import settings
-from rag.chunking import chunk_pages, make_splitter
+from rag.chunking import Chunk, chunk_pages, make_splitter
 from rag.embeddings import Embedder
-from rag.index import IndexFormatError, VectorIndex, load_index, make_index
+from rag.index import IndexFormatError, VectorIndex, load_index, make_index, saved_version
 from rag.loaders import LoadReport, Page, TextItem, load_file, load_files, load_text
 from rag.store import DocumentRecord, MetadataStore
 
@@ -50,6 +69,10 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ALREADY_PRESENT = "already in the collection"
 EMBEDDER_KEY = "embedder"  # in the store's meta table: which embedder (model, precision) made the vectors
 MIN_ID_PREFIX = 4  # the shortest start of a document id that `find` takes for the id (as git does)
+LOCK_FILE = "write.lock"
+LOCK_TIMEOUT = 60.0  # seconds a write waits for another process's write to end (its commit: embedding is unlocked)
+_LOCK_POLL = 0.05  # seconds between tries for the lock
+_NOT_LOADED = object()  # `Collection._saved` before any index is loaded: equal to no saved_version()
 
 Progress = Callable[[str, float, int], None]  # (stage "load" | "embed", done, total); "load" counts files (or
 # items), in fractions as a PDF's pages are read
@@ -67,16 +90,69 @@ def check_name(name: str) -> str:
     return name
 
 
+class CollectionBusyError(TimeoutError):
+    """Another process held the collection's write lock for longer than this write would wait."""
+
+
+class _WriteLock:
+    """An exclusive `flock` on the collection's lock file, counted so that a write may nest another (replace
+    removes and adds under one hold). The holder writes its pid into the file for the message of whoever waits.
+    flock belongs to an open file, so two Collection objects in one process exclude each other too."""
+
+    def __init__(self, path: Path, name: str):
+        self.name, self.depth = name, 0
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def acquire(self, timeout: float) -> None:
+        if self.depth == 0:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise CollectionBusyError(self._busy(timeout)) from None
+                    time.sleep(_LOCK_POLL)
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        self.depth += 1
+
+    def release(self) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _busy(self, timeout: float) -> str:
+        holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip()
+        who = f"another process (pid {holder})" if holder.isdigit() else "another process"
+        return (f"collection {self.name!r} is being changed by {who}, which still held its write lock after "
+                f"{timeout:g} s: try again when that write is done")
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class Collection:
-    """Use `Collection.open(name)`; close it (or use `with`) when done."""
+    """Use `Collection.open(name)`; close it (or use `with`) when done. One thread at a time uses an object (the
+    caller serialises); other processes may use the collection meanwhile (see the module doc)."""
 
     def __init__(self, name: str, directory: Path, embedder: Embedder, store: MetadataStore, index: VectorIndex):
         self.name, self.directory, self.embedder, self.store, self.index = name, directory, embedder, store, index
+        self._lock = _WriteLock(directory / LOCK_FILE, name)
+        self._saved = saved_version(self.index_dir)  # the save `index` is; compared before every read and write
 
     @classmethod
     def open(cls, name: str, data_dir: str | Path | None = None, embedder: Embedder | None = None,
              index_kind: str = "faiss") -> Collection:
-        """Open the collection `name`, creating it if missing; finishes any write a crash interrupted."""
+        """Open the collection `name`, creating it if missing; finishes any write a crash interrupted.
+
+        While another process writes the collection, it opens at once, on what that process saved, and leaves
+        the crash checks to a later open; only when it must re-embed (`embedder` is not the one the vectors
+        were made with) does it wait for the write lock, up to LOCK_TIMEOUT (CollectionBusyError).
+        """
         check_name(name)
         directory = Path(data_dir or settings.data_dir()) / "collections" / name
         directory.mkdir(parents=True, exist_ok=True)
@@ -86,24 +162,39 @@ class Collection:
             embedder = SentenceTransformerEmbedder()
         store = MetadataStore(directory / "store.sqlite")
         try:
-            index = _open_index(directory / "index", embedder, store, index_kind)
-            collection = cls(name, directory, embedder, store, index)
-            collection._recover()
-            identity, built_by = _identity(embedder), store.get_meta(EMBEDDER_KEY)
-            if len(index) != store.count_chunks():
-                warnings.warn(f"collection {name!r}: the index holds {len(index)} vectors but the store "
-                              f"{store.count_chunks()} chunks; rebuilding the index from the store", stacklevel=2)
-                collection.index = _rebuild(directory / "index", embedder, store, index_kind)
-            elif built_by is not None and built_by != identity and len(index):
-                warnings.warn(f"collection {name!r} was embedded with {built_by}, not {identity}: re-embedding its "
-                              f"{len(index)} chunks", stacklevel=2)
-                collection.index = _rebuild(directory / "index", embedder, store, index_kind)
-            if built_by != identity:
-                store.set_meta(EMBEDDER_KEY, identity)
+            collection = cls(name, directory, embedder, store, make_index(embedder.dim, index_kind))
         except BaseException:
             store.close()
             raise
+        try:
+            collection._saved = _NOT_LOADED  # the index above is a placeholder: the first read or write loads one
+            same_embedder = store.get_meta(EMBEDDER_KEY) in (None, _identity(embedder))
+            try:
+                with collection._writing(timeout=0 if same_embedder else None):
+                    collection._check_on_open()
+            except CollectionBusyError:
+                if not same_embedder:
+                    raise
+                with collection.reading():  # loads what the writing process saved
+                    pass
+        except BaseException:
+            collection.close()
+            raise
         return collection
+
+    def _check_on_open(self) -> None:
+        """The last-resort checks (module doc), under the lock, after `_writing` loaded the index and recovered."""
+        identity, built_by = _identity(self.embedder), self.store.get_meta(EMBEDDER_KEY)
+        if len(self.index) != self.store.count_chunks():
+            warnings.warn(f"collection {self.name!r}: the index holds {len(self.index)} vectors but the store "
+                          f"{self.store.count_chunks()} chunks; rebuilding the index from the store", stacklevel=3)
+            self._rebuild_index()
+        elif built_by is not None and built_by != identity and len(self.index):
+            warnings.warn(f"collection {self.name!r} was embedded with {built_by}, not {identity}: re-embedding its "
+                          f"{len(self.index)} chunks", stacklevel=3)
+            self._rebuild_index()
+        if built_by != identity:
+            self.store.set_meta(EMBEDDER_KEY, identity)
 
     def __enter__(self) -> Collection:
         return self
@@ -113,6 +204,7 @@ class Collection:
 
     def close(self) -> None:
         self.store.close()
+        self._lock.close()
 
     @property
     def index_dir(self) -> Path:
@@ -152,34 +244,42 @@ class Collection:
     def remove(self, name_or_id: str) -> int:
         """Delete the document `find(name_or_id)` names, or every document with this file name when several
         share it, vectors included. Returns how many documents were removed (0 when nothing matched)."""
-        self._recover()
-        matches = self._matches(name_or_id)
-        if len(matches) > 1 and matches[0].file_name != name_or_id:
-            raise ValueError(_ambiguity(name_or_id, matches))
-        if matches:
-            self.store.set_state([d.doc_id for d in matches], "removing")
-            self._recover()
+        with self._writing():
+            matches = self._matches(name_or_id)
+            if len(matches) > 1 and matches[0].file_name != name_or_id:
+                raise ValueError(_ambiguity(name_or_id, matches))
+            if matches:
+                self.store.set_state([d.doc_id for d in matches], "removing")
+                self._recover()
         return len(matches)
 
     def replace(self, path: str | Path, password: str | None = None, progress: Progress | None = None) -> LoadReport:
         """Swap the document(s) named like `path` for the file's current content.
 
-        The new file is loaded first: if it fails, the old document stays. The remove and the add are two
-        steps, so a crash between them leaves neither version.
+        The new file is loaded and embedded first: if it fails, the old document stays. The remove and the
+        add are two steps, so a crash between them leaves neither version.
         """
         on_page = (lambda read, pages: progress("load", read / pages, 1)) if progress else None
         pages, report = load_file(path, password, on_page)
         if progress:
             progress("load", 1, 1)
-        if report.ok and not self.store.has_document(report.content_hash):
-            self.remove(report.name)
-        self._ingest([(pages, report)], progress)
+        batch = self._prepare([(pages, report)], progress)
+        with self._writing():
+            if batch:  # loaded, and not already in the collection
+                self.remove(report.name)
+            self._commit(batch)
         return report
 
     def _ingest(self, loaded: list[tuple[list[Page], LoadReport]], progress: Progress | None) -> None:
-        self._recover()
+        batch = self._prepare(loaded, progress)
+        with self._writing():
+            self._commit(batch)
+
+    def _prepare(self, loaded: list[tuple[list[Page], LoadReport]],
+               progress: Progress | None) -> list[tuple[LoadReport, list[Chunk], np.ndarray]]:
+        """(report, chunks, their vectors (n, dim)) of each loaded document not in the collection nor earlier in
+        `loaded`. Outside the lock: the slow part of an add."""
         splitter = make_splitter(self.embedder.count_tokens)
-        names = {d.file_name for d in self.store.documents()}
         new, seen = [], set()
         for pages, report in loaded:
             if not report.ok:
@@ -187,38 +287,127 @@ class Collection:
             if report.content_hash in seen or self.store.has_document(report.content_hash):
                 report.warnings.append(f"{ALREADY_PRESENT} (same content): not added again")
                 continue
-            if report.name in names:
-                report.warnings.append(f"another document named {report.name!r} is in the collection; both are "
-                                       "kept (use replace() to update a file, or remove the old one)")
             seen.add(report.content_hash)
             new.append((report, chunk_pages(pages, report.content_hash, report.name, splitter)))
         if not new:
-            return
+            return []
         texts = [chunk.text for _, chunks in new for chunk in chunks]
         on_embed = (lambda done, total: progress("embed", done, total)) if progress else None
-        vectors = self.embedder.embed(texts, on_embed)  # (n_chunks, dim), before any write
-        ids = self.store.add_documents(new, state="pending")  # step 1: the write-ahead record
+        vectors = self.embedder.embed(texts, on_embed)  # (n_chunks, dim)
+        ends = np.cumsum([len(chunks) for _, chunks in new])[:-1]
+        return [(report, chunks, part) for (report, chunks), part in zip(new, np.split(vectors, ends), strict=True)]
+
+    def _commit(self, batch: list[tuple[LoadReport, list[Chunk], np.ndarray]]) -> None:
+        """Steps 1 to 3 of an add (module doc), under the lock; a document another process added since it was
+        embedded is skipped."""
+        assert self._lock.depth, "a write without the lock"
+        names = {d.file_name for d in self.store.documents()}
+        new = []
+        for report, chunks, vectors in batch:
+            if self.store.has_document(report.content_hash):
+                report.warnings.append(f"{ALREADY_PRESENT} (same content): not added again")
+                continue
+            if report.name in names:
+                report.warnings.append(f"another document named {report.name!r} is in the collection; both are "
+                                       "kept (use replace() to update a file, or remove the old one)")
+            new.append((report, chunks, vectors))
+        if not new:
+            return
+        ids = self.store.add_documents([(report, chunks) for report, chunks, _ in new], state="pending")  # step 1
         flat_ids = np.array([i for doc_ids in ids for i in doc_ids], np.int64)
+        vectors = np.concatenate([vectors for *_, vectors in new])  # (n_chunks, dim)
         assert len(flat_ids) == len(vectors), (len(flat_ids), vectors.shape)
         self.index.add(flat_ids, vectors)
         try:
-            self.index.save(self.index_dir)  # step 2
+            self._save()  # step 2
         except BaseException:
             # Keep memory like the disk; the pending rows are rolled off by the next write or open.
             self.index.remove(flat_ids)
             raise
-        self.store.set_state([report.content_hash for report, _ in new], "ready")  # step 3
+        self.store.set_state([report.content_hash for report, *_ in new], "ready")  # step 3
 
     def _recover(self) -> None:
-        """Roll off documents a crash left "pending" (undo the add) or "removing" (finish the remove)."""
+        """Roll off documents left "pending" (undo the add) or "removing" (finish the remove). Under the lock only:
+        then they are a crashed writer's, or this write's own remove, never a live process's add."""
+        assert self._lock.depth, "recovery without the lock"
         stale = self.store.documents("pending") + self.store.documents("removing")
         if not stale:
             return
         ids = [i for d in stale for i in self.store.chunk_ids(d.doc_id)]
         self.index.remove(np.array(ids, np.int64))
-        self.index.save(self.index_dir)  # always: an earlier failed save may have left these vectors on disk
+        self._save()  # always: an earlier failed save may have left these vectors on disk
         for d in stale:
             self.store.remove_document(d.doc_id)
+
+    def _save(self) -> None:
+        self.index.save(self.index_dir)
+        self._saved = saved_version(self.index_dir)
+
+    def _rebuild_index(self) -> None:
+        self.index = _rebuild(self.index_dir, self.embedder, self.store, self.index.kind)
+        self._saved = saved_version(self.index_dir)
+
+    @contextmanager
+    def _writing(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold the write lock (waiting up to `timeout`, default LOCK_TIMEOUT). On taking it, the index is reloaded
+        if another process saved one since, and what a crashed writer left is rolled off."""
+        self._lock.acquire(LOCK_TIMEOUT if timeout is None else timeout)
+        try:
+            if self._lock.depth == 1:
+                if saved_version(self.index_dir) != self._saved:
+                    self.index = _open_index(self.index_dir, self.embedder, self.store, self.index.kind)
+                    self._saved = saved_version(self.index_dir)
+                self._recover()
+            yield
+        finally:
+            self._lock.release()
+
+    # --- reads ----------------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def reading(self) -> Iterator[Collection]:
+        """Reads inside see one state of the collection while other processes write it: the store as of one
+        snapshot, and `index` as saved with it (reloaded first when another process saved one since).
+
+        Why they agree: the index on disk, unchanged since this process loaded it, was checked after the snapshot
+        began; writers commit chunk rows before they save an index holding them, and save an index without
+        them before deleting the rows, so every id it holds is in the snapshot. Nested calls share the outer one.
+        """
+        if self._lock.depth or self.store.in_snapshot:  # this process is writing, or already reading
+            yield self
+            return
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            with self.store.snapshot():
+                if saved_version(self.index_dir) == self._saved:
+                    yield self
+                    return
+            if time.monotonic() > deadline:
+                raise CollectionBusyError(f"collection {self.name!r}: another process saved its index again each "
+                                          f"time this one loaded it, for {LOCK_TIMEOUT:g} s; try again")
+            self._load_saved()
+
+    def _load_saved(self) -> None:
+        """Load the index another process saved, for reading; after a load that raced a save, `_saved` is left as
+        it was and the caller tries again."""
+        before = saved_version(self.index_dir)
+        if before is None and self.store.count_chunks() == 0:
+            index = make_index(self.embedder.dim, self.index.kind)  # nothing saved yet (or nothing to save)
+        else:
+            try:
+                index = load_index(self.index_dir)
+            except (FileNotFoundError, IndexFormatError):
+                if saved_version(self.index_dir) == before:  # damaged, not replaced by a save meanwhile
+                    with self._writing():  # taking the lock reloads the index, rebuilding it, as open does
+                        pass
+                return
+            _check_dim(index, self.index_dir, self.embedder)
+            built_by = self.store.get_meta(EMBEDDER_KEY)
+            if built_by not in (None, _identity(self.embedder)):
+                raise ValueError(f"collection {self.name!r} was re-embedded with {built_by} by another process: its "
+                                 f"vectors no longer match {_identity(self.embedder)}'s; open it with that embedder")
+        if saved_version(self.index_dir) == before:
+            self.index, self._saved = index, before
 
     # --- reads ----------------------------------------------------------------------------------------------------
 
@@ -249,7 +438,8 @@ class Collection:
         The store keeps chunks, not pages, so whitespace the splitter dropped between chunks comes back
         as one newline; "" for a page without text.
         """
-        chunks = [c for c in self.store.chunks_by_ids(self.store.chunk_ids(doc_id)) if c.page == page]
+        with self.store.snapshot():  # a remove in another process between the two reads would lose the ids
+            chunks = [c for c in self.store.chunks_by_ids(self.store.chunk_ids(doc_id)) if c.page == page]
         text, end = "", 0
         for chunk in sorted(chunks, key=lambda c: (c.start, c.end)):
             if chunk.end <= end:
@@ -262,7 +452,8 @@ class Collection:
 
     def __len__(self) -> int:
         """The number of chunks (= vectors) searchable."""
-        return len(self.index)
+        with self.reading():
+            return len(self.index)
 
 
 def _ambiguity(name_or_id: str, matches: list[DocumentRecord]) -> str:
@@ -285,10 +476,14 @@ def _open_index(directory: Path, embedder: Embedder, store: MetadataStore, kind:
     except IndexFormatError as e:
         warnings.warn(f"{e}; rebuilding the index from the store", stacklevel=3)
         return _rebuild(directory, embedder, store, kind)
+    _check_dim(index, directory, embedder)
+    return index
+
+
+def _check_dim(index: VectorIndex, directory: Path, embedder: Embedder) -> None:
     if index.dim != embedder.dim:
         raise ValueError(f"{directory} holds {index.dim}-d vectors but the embedder makes {embedder.dim}-d ones: "
                          "open the collection with the embedding model that built it")
-    return index
 
 
 def _identity(embedder: Embedder) -> str:
@@ -296,13 +491,14 @@ def _identity(embedder: Embedder) -> str:
 
 
 def _rebuild(directory: Path, embedder: Embedder, store: MetadataStore, kind: str) -> VectorIndex:
-    """A fresh index from every ready chunk's text; pending and removing documents are dropped first."""
-    for state in ("pending", "removing"):
-        for d in store.documents(state):
-            store.remove_document(d.doc_id)
+    """A fresh index from every ready chunk's text, saved; then pending and removing documents are dropped (after
+    the save, so the index on disk never holds a chunk the store lacks)."""
     chunks = list(store.all_chunks())
     index = make_index(embedder.dim, kind)
     if chunks:
         index.add(np.array([c.id for c in chunks], np.int64), embedder.embed([c.text for c in chunks]))
     index.save(directory)
+    for state in ("pending", "removing"):
+        for d in store.documents(state):
+            store.remove_document(d.doc_id)
     return index

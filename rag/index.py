@@ -17,10 +17,12 @@ double memory); a rebuild that finds the index below the threshold goes back to 
 The flat index removes for real.
 
 Saving writes every file under a fresh name, then replaces `index.json` (which names the files) last,
-so a crash at any point leaves the previous save loadable; stale files are deleted after the commit.
-No pickle. Does not: normalise vectors (the embedder does), store chunk text (the metadata store does),
-verify checksums (sizes only, which catch truncation), or lock: one writer at a time, and a load racing a
-save may find the old files gone (load again).
+so a crash at any point leaves the previous save loadable, and a reader in another process loads the old
+save or the new one, never half of one; stale files are deleted after the commit. `saved_version` tells
+saves apart: a process compares it to notice another's save, and reads it before and after a load to know
+which save it loaded. No pickle. Does not: normalise vectors (the embedder does), store chunk text (the
+metadata store does), verify checksums (sizes only, which catch truncation), or lock: one writer at a time
+(`rag.collection` holds a lock for it), and a load racing a save may find the old files gone (load again).
 """
 
 from __future__ import annotations
@@ -336,6 +338,15 @@ def load_index(directory: str | Path) -> VectorIndex:
     """Load whichever kind of index `directory` holds."""
     kind = _open(Path(directory), None)[0]["kind"]
     return (FaissIndex if kind == "faiss" else NumpyIndex).load(directory)
+
+
+def saved_version(directory: str | Path) -> bytes | None:
+    """What identifies the save in `directory` (None when there is none): every save changes it, as its manifest
+    names files under a fresh random token, and it never comes back."""
+    try:
+        return (Path(directory) / MANIFEST).read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:

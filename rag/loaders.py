@@ -13,15 +13,24 @@ What it deliberately does not do:
 - Normalise text. Ligatures (U+FB01 "ﬁ"), hyphenation and tabs come through as extracted: that is the
   chunker's job.
 - Read PDF form-field values, attachments or page labels, or follow an HTML `<meta charset>`.
+
+Hostile PDFs: pypdf bounds what a stream may decompress to (its limits, hence the pyproject's lower bound),
+but not the time a page's text takes: a content stream repeating one operator a million times deflates to
+20 KB and takes pypdf 15 s (then its token limit ends it), and 2,000 pages may share it. So each page gets
+PAGE_SECONDS, then is skipped with a warning, and after MAX_SLOW_PAGES such pages the rest of the file is
+not read (see `_extract_page` for how a page is stopped).
 """
 
 import codecs
 import contextlib
+import ctypes
 import hashlib
 import io
 import json
 import logging
 import re
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -32,6 +41,8 @@ from pypdf.errors import DependencyError
 
 MAX_FILE_BYTES = 200 * 1024 * 1024  # refused before reading, so a huge upload cannot exhaust memory
 MAX_PAGES = 2_000
+PAGE_SECONDS = 10.0  # a PDF page's text extraction (~20 ms usually) is stopped after this and the page skipped
+MAX_SLOW_PAGES = 3  # pages stopped at PAGE_SECONDS before the rest of the file is given up as hostile or broken
 MAX_TEXT_CHARS = 2_000_000  # a text item: ~1,000 pages of prose; refused before it is hashed or chunked
 MAX_NAME_CHARS = 200  # a text item's name and locator: both are printed in every citation of it
 TEXT_KIND = "text"  # the `kind` of a text item's report
@@ -112,6 +123,11 @@ class TextItem:
 
 class _BadInput(Exception):
     """A problem with the input itself; `load_file` and `load_text` turn it into `report.error`."""
+
+
+class _PageTimeout(BaseException):
+    """Raised inside a page's text extraction that ran past PAGE_SECONDS, and then by `_extract_page`. Not an
+    Exception: pypdf catches those in many places and carries on."""
 
 
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
@@ -263,6 +279,34 @@ def _load_pdf(data: bytes, password: str | None, report: LoadReport,
     if b"%PDF-" not in data[:1024]:
         what = next((name for magic, name in _MAGIC.items() if data.startswith(magic)), None)
         raise _BadInput(f"not a PDF: the file is {what}" if what else "not a PDF: it has no '%PDF-' header")
+    reader, n_pages = _open_pdf(data, password)
+    report.pages_total = n_pages
+    if n_pages == 0:
+        raise _BadInput("the PDF has no pages")
+    if n_pages > MAX_PAGES:
+        raise _BadInput(f"the PDF has {n_pages} pages; the limit is {MAX_PAGES}")
+
+    pages, slow = [], 0
+    for number in range(1, n_pages + 1):
+        if slow == MAX_SLOW_PAGES:
+            report.warnings.append(f"pages {number}-{n_pages}: not read, as {slow} pages took over {PAGE_SECONDS:g} s "
+                                   "each (a damaged or hostile file?)")
+            break
+        try:
+            pages.append(Page(number, _extract_page(reader, number - 1)))
+        except _PageTimeout:
+            slow += 1
+            report.warnings.append(f"page {number}: text extraction took over {PAGE_SECONDS:g} s, page skipped")
+            reader = _open_pdf(data, password)[0]  # the stopped extraction may have left the reader half-updated
+        except Exception as e:  # one broken content stream must not lose the other pages (see _open_pdf)
+            report.warnings.append(f"page {number}: text extraction failed, page skipped ({_describe(e)})")
+        if on_page is not None:
+            on_page(number, n_pages)
+    return pages
+
+
+def _open_pdf(data: bytes, password: str | None) -> tuple[pypdf.PdfReader, int]:
+    """A reader of the PDF, decrypted, and its number of pages."""
     # pypdf raises more than its own PyPdfError on broken files: a builtin AttributeError on a trailer
     # that is not a dictionary (data/pdfs/robustness/broken-trailer-attributeerror.pdf), and
     # DependencyError derives from Exception directly. So every pypdf call is wrapped in `except Exception`.
@@ -278,21 +322,41 @@ def _load_pdf(data: bytes, password: str | None, report: LoadReport,
         if password:
             raise _BadInput("encrypted: the password given does not open this PDF")
         raise _BadInput("encrypted: this PDF needs a password (pass it with --password)")
-    report.pages_total = n_pages
-    if n_pages == 0:
-        raise _BadInput("the PDF has no pages")
-    if n_pages > MAX_PAGES:
-        raise _BadInput(f"the PDF has {n_pages} pages; the limit is {MAX_PAGES}")
+    return reader, n_pages
 
-    pages = []
-    for number in range(1, n_pages + 1):
+
+def _extract_page(reader: pypdf.PdfReader, index: int) -> str:
+    """The text of page `index` (0-based); raises _PageTimeout when it takes over PAGE_SECONDS.
+
+    The extraction runs in a worker thread, so that the caller can stop waiting from any thread: a Gradio handler
+    runs in a worker thread, where `signal.alarm` cannot be used. Waiting alone would leave the worker running on
+    for minutes, so it is stopped too: CPython's PyThreadState_SetAsyncExc raises _PageTimeout in it at its next
+    bytecode, which in pypdf (pure Python) comes within microseconds; a single C call (zlib inflating a stream,
+    bounded by pypdf's limits) finishes first. One that lands in a `__del__` or a weakref callback is printed
+    ("Exception ignored in ...") and dropped there, so it is raised again until the worker stops, for up to
+    PAGE_SECONDS more; a worker still running then (stuck in a C call) is left behind, a daemon thread.
+    """
+    outcome: dict[str, object] = {}
+
+    def work() -> None:
         try:
-            pages.append(Page(number, reader.pages[number - 1].extract_text()))
-        except Exception as e:  # one broken content stream must not lose the other pages (see above)
-            report.warnings.append(f"page {number}: text extraction failed, page skipped ({_describe(e)})")
-        if on_page is not None:
-            on_page(number, n_pages)
-    return pages
+            outcome["text"] = reader.pages[index].extract_text()
+        except BaseException as e:  # _PageTimeout included: reported by the caller, never by the thread
+            outcome["error"] = e
+
+    worker = threading.Thread(target=work, name=f"llmkit-pdf-page-{index + 1}", daemon=True)
+    worker.start()
+    worker.join(PAGE_SECONDS)
+    deadline = time.monotonic() + PAGE_SECONDS
+    while worker.is_alive() and not outcome and time.monotonic() < deadline:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident), ctypes.py_object(_PageTimeout))
+        worker.join(0.05)
+    if "text" in outcome:
+        return outcome["text"]
+    error = outcome.pop("error", None)  # popped: the error's frames hold `outcome`, a cycle that would keep the reader
+    if error is not None and not isinstance(error, _PageTimeout):
+        raise error
+    raise _PageTimeout
 
 
 def _decrypt(reader: pypdf.PdfReader, password: str | None) -> bool:

@@ -65,6 +65,10 @@ class Retriever:
             raise ValueError(f"mode must be 'hybrid', 'dense' or 'bm25', got {mode!r}")
         if mmr is not None and not 0 <= mmr <= 1:
             raise ValueError(f"mmr must lie in [0, 1], got {mmr}")
+        with self.collection.reading():  # one state of the collection, whatever other processes write meanwhile
+            return self._search(query, k, mode, documents, mmr)
+
+    def _search(self, query: str, k: int, mode: Mode, documents: list[str] | None, mmr: float | None) -> list[Hit]:
         allowed = self._allowed_docs(documents)
         positions = self._corpus().positions(allowed) if allowed is not None else None
         dense = self._dense(query, k, positions) if mode != "bm25" else {}

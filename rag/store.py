@@ -10,9 +10,11 @@ an old vector or citation can never point at a different chunk.
 Every document has a `state`: "ready" (searchable), "pending" (being added) or "removing" (being removed).
 The store does not know about the index; `rag.collection` uses the states as its write-ahead record (see
 there). Reads that serve search and listing (`documents`, `has_document`, `all_chunks`) see ready documents
-only.
+only. Several processes may open one store: WAL lets them read while one writes, and `snapshot()` makes several
+reads see one moment.
 
-Does not: store vectors (the index does), lock across processes (one writer at a time), or use pickle.
+Does not: store vectors (the index does), order writers across processes (`rag.collection`'s write lock does;
+SQLite only makes each transaction atomic), or use pickle.
 """
 
 from __future__ import annotations
@@ -96,10 +98,13 @@ class DocumentRecord:
 
 class MetadataStore:
     def __init__(self, path: str | Path):
-        """Open the store at `path`, creating it when the file does not exist."""
+        """Open the store at `path`, creating it when the file does not exist (or is empty).
+
+        Two processes may create or migrate one store at once: each step happens in a write transaction that
+        first checks it is still needed, so the second finds it done.
+        """
         self.path = Path(path)
-        exists = self.path.exists()
-        # Autocommit mode: every transaction is an explicit BEGIN IMMEDIATE ... COMMIT (see `_transaction`).
+        # Autocommit mode: every transaction is an explicit BEGIN ... COMMIT (see `_transaction`, `snapshot`).
         # Any thread may use the store (a web app's workers do), but one at a time: the caller serialises.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
@@ -108,38 +113,69 @@ class MetadataStore:
             # that commit surviving a power cut (see rag.collection).
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            if exists:
-                self._check_format()
-            else:
+            if self._is_empty():
                 with self._transaction():
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            self._db.execute(statement)
-                    self._db.executemany("INSERT INTO meta VALUES (?, ?)",
-                                         [("format", FORMAT), ("version", str(FORMAT_VERSION))])
+                    if self._is_empty():
+                        for statement in _SCHEMA.split(";"):
+                            if statement.strip():
+                                self._db.execute(statement)
+                        self._db.executemany("INSERT INTO meta VALUES (?, ?)",
+                                             [("format", FORMAT), ("version", str(FORMAT_VERSION))])
+            self._check_format()
         except BaseException:
             self._db.close()
             raise
 
-    def _check_format(self) -> None:
+    def _is_empty(self) -> bool:
+        return self._db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+
+    def _version(self) -> str | None:
+        """The format version, after checking the format name."""
         try:
             meta = dict(self._db.execute("SELECT key, value FROM meta"))
         except sqlite3.DatabaseError as e:  # no meta table, or not an SQLite file at all
             raise StoreFormatError(f"{self.path} is not an llmkit metadata store ({e})") from e
         if meta.get("format") != FORMAT:
             raise StoreFormatError(f"{self.path} is not an llmkit metadata store (format {meta.get('format')!r})")
-        version = meta.get("version")
+        return meta.get("version")
+
+    def _check_format(self) -> None:
+        version = self._version()
         if version in {str(v) for v in _MIGRATIONS}:
             with self._transaction() as db:
-                for step in range(int(version), FORMAT_VERSION):
-                    _MIGRATIONS[step](db)
-                db.execute("UPDATE meta SET value = ? WHERE key = 'version'", (str(FORMAT_VERSION),))
-        elif version != str(FORMAT_VERSION):
-            raise StoreFormatError(f"{self.path} has store format version {meta.get('version')!r}; this llmkit reads "
+                version = self._version()  # another process may have migrated it meanwhile
+                if version in {str(v) for v in _MIGRATIONS}:
+                    for step in range(int(version), FORMAT_VERSION):
+                        _MIGRATIONS[step](db)
+                    db.execute("UPDATE meta SET value = ? WHERE key = 'version'", (str(FORMAT_VERSION),))
+                    version = str(FORMAT_VERSION)
+        if version != str(FORMAT_VERSION):
+            raise StoreFormatError(f"{self.path} has store format version {version!r}; this llmkit reads "
                                    f"version {FORMAT_VERSION}: upgrade llmkit, or re-create the collection")
 
     @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see the store as of one moment, whatever other connections commit meanwhile.
+
+        One read transaction: under WAL it blocks no writer. Nested calls share the outer snapshot.
+        """
+        if self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN")
+        try:
+            self._db.execute("SELECT 1 FROM meta LIMIT 1").fetchone()  # BEGIN is deferred: the first read starts it
+            yield
+        finally:
+            self._db.execute("COMMIT")
+
+    @property
+    def in_snapshot(self) -> bool:
+        return self._db.in_transaction
+
+    @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        assert not self._db.in_transaction, "a write inside a snapshot() or another transaction"
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db

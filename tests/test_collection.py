@@ -2,6 +2,7 @@
 consistency, and stores written by earlier versions."""
 
 import itertools
+import os
 import re
 import shutil
 import sqlite3
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 
 from rag import TextItem, answer, samples
+from rag import collection as collection_module
 from rag.chunking import chunk_pages, make_splitter
-from rag.collection import ALREADY_PRESENT, MIN_ID_PREFIX, Collection
+from rag.collection import ALREADY_PRESENT, MIN_ID_PREFIX, Collection, CollectionBusyError
 from rag.index import make_index
 from rag.loaders import MAX_TEXT_CHARS, load_file, load_text
 from rag.retriever import Retriever
@@ -261,6 +263,35 @@ def test_another_embedder_re_embeds_the_collection(tmp_path):
     assert after[1][0][0] == before[1][0][0] and after[0][0][0] == pytest.approx(before[0][0][0], abs=1e-5)
     assert collection.store.get_meta("embedder") == "toy v2"
     collection.close()
+
+
+def test_two_open_collections_see_and_keep_each_others_writes(tmp_path, monkeypatch):
+    """Two objects on one collection stand for two processes: the write lock belongs to an open file."""
+    toy = ToyEmbedder()
+    with (Collection.open("docs", data_dir=tmp_path, embedder=toy) as first,
+          Collection.open("docs", data_dir=tmp_path, embedder=toy) as second):
+        first.add_texts([TextItem("outage", "The database server in rack 4 failed.")])
+        second.add_texts([TextItem("note", "Entropy sources need health tests.")])  # keeps first's vector
+        assert [hit.chunk.file_name for hit in Retriever(first).search("health tests", k=1)] == ["note"]
+        assert second.remove("outage") == 1
+        assert [hit.chunk.file_name for hit in Retriever(first).search("rack", k=5, mode="dense")] == ["note"]
+        assert_consistent(first)
+        assert_consistent(second)
+        monkeypatch.setattr(collection_module, "LOCK_TIMEOUT", 0.2)
+        with first._writing(), pytest.raises(CollectionBusyError, match=(
+                rf"collection 'docs' is being changed by another process \(pid {os.getpid()}\), which still held "
+                r"its write lock after 0.2 s: try again when that write is done")):
+            second.remove("note")
+        assert len(second) == 1
+
+
+def test_a_collection_re_embedded_by_another_process_is_refused_not_misread(tmp_path):
+    with Collection.open("docs", data_dir=tmp_path, embedder=ToyEmbedder("toy v1")) as old:
+        old.add_texts([OUTAGE])
+        with pytest.warns(UserWarning, match="re-embedding"):
+            Collection.open("docs", data_dir=tmp_path, embedder=ToyEmbedder("toy v2")).close()
+        with pytest.raises(ValueError, match="re-embedded with toy v2 by another process"):
+            Retriever(old).search("rack", k=1)
 
 
 OUTAGE = TextItem("Re: server outage", "The database server in rack 4 failed at 02:00 after its power supply burnt "

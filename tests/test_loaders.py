@@ -5,7 +5,10 @@ import hashlib
 import struct
 import subprocess
 import sys
+import threading
+import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -293,3 +296,53 @@ def test_undecodable_characters_in_a_text_item_become_replacement_characters():
                                              "replaced by U+FFFD"]
     assert pages[0].text == "Café and na\ufffdve"
     assert report.content_hash == hashlib.sha256("Café and na\ufffdve".encode()).hexdigest()
+
+
+def pdf_of(contents: list[bytes]) -> bytes:
+    """A PDF whose page n shows contents[n] (a content stream, stored deflated) in Helvetica."""
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
+               b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % (4 + 2 * i)
+                                                                      for i in range(len(contents))), len(contents)),
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    for i, content in enumerate(contents):
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] /Resources << /Font << /F1 3 0 R >> >> "
+                       b"/Contents %d 0 R >>" % (5 + 2 * i))
+        deflated = zlib.compress(content)
+        objects.append(b"<< /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream" % (len(deflated), deflated))
+    pdf, offsets = bytearray(b"%PDF-1.7\n"), []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(pdf))
+        pdf += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(pdf)
+    pdf += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    pdf += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    pdf += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(pdf)
+
+
+def fine(n: int) -> bytes:
+    return b"BT /F1 12 Tf 10 100 Td (page %d is fine) Tj ET" % n
+
+
+SLOW = b"BT /F1 12 Tf 10 10 Td " + b"(a) Tj " * 300_000 + b"ET"  # 2 MB of operators, 6 KB deflated: seconds a page
+
+
+def test_a_page_that_takes_too_long_is_stopped_and_skipped(tmp_path, monkeypatch):
+    path = write(tmp_path / "slow.pdf", pdf_of([fine(1), SLOW, fine(3)]))
+    monkeypatch.setattr(loaders, "PAGE_SECONDS", 0.3)
+    threads = threading.active_count()
+    start = time.monotonic()
+    with ThreadPoolExecutor(1) as pool:  # from a worker thread, as a Gradio handler runs: no signals there
+        pages, report = pool.submit(load_file, path).result()
+    assert time.monotonic() - start < 2.5  # extracting the slow page alone takes ~4 s on an idle core
+    assert report.ok and [(page.number, page.text) for page in pages] == [(1, "page 1 is fine"), (3, "page 3 is fine")]
+    assert report.warnings == ["page 2: text extraction took over 0.3 s, page skipped"]
+    assert threading.active_count() == threads, "the stopped extraction's thread runs on"
+
+
+def test_after_max_slow_pages_the_rest_of_the_file_is_not_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(loaders, "PAGE_SECONDS", 0.2)
+    monkeypatch.setattr(loaders, "MAX_SLOW_PAGES", 2)
+    pages, report = load_file(write(tmp_path / "slow.pdf", pdf_of([fine(1), SLOW, SLOW, SLOW, fine(5)])))
+    assert [page.number for page in pages] == [1]
+    assert report.warnings[-1] == "pages 4-5: not read, as 2 pages took over 0.2 s each (a damaged or hostile file?)"
