@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ModelLoadError, ConnectionError, ValueError) as error:
+    except (ModelLoadError, ConnectionError, ValueError, TimeoutError) as error:  # TimeoutError: a collection's lock
         sys.exit(f"llmkit: {error}")
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from apps.common import LIMITS, agent_messages, assistant, chat_turns, check_uploads, report_line, switch_model
 from core import ChatModel, load, settings
-from rag import Collection, Retriever, collection_names, samples, stream_answer
+from rag import Collection, CollectionBusyError, Retriever, collection_names, samples, stream_answer
 from rag.answer import Source
 from rag.collection import check_name
 from rag.embeddings import Embedder, SentenceTransformerEmbedder
@@ -119,8 +119,13 @@ class PdfChat:
                 start, share = (0.0, 0.4) if stage == "load" else (0.4, 0.6)
                 progress(start + share * done / max(total, 1), "reading" if stage == "load" else "embedding")
 
-        with lock:
-            reports = collection.add_files(kept, progress=on_progress)
+        try:
+            with lock:
+                reports = collection.add_files(kept, progress=on_progress)
+        except CollectionBusyError as error:  # another process (the CLI, another app) is writing this collection
+            for copy in new_copies:
+                shutil.rmtree(copy.parent, ignore_errors=True)
+            return "\n".join([*lines, f"**Nothing added:** {error}."])
         for report, copy in zip(reports, kept, strict=True):
             if copy in new_copies and not collection.store.has_document(report.content_hash or ""):
                 shutil.rmtree(copy.parent, ignore_errors=True)  # the file was refused
@@ -145,7 +150,10 @@ class PdfChat:
         collection, _, lock = self._open(name)
         with lock:
             paths = [Path(d.path) for d in collection.documents() if d.file_name == file_name]
-            removed = collection.remove(file_name)
+            try:
+                removed = collection.remove(file_name)
+            except CollectionBusyError as error:
+                return f"Nothing removed: {error}."
         for path in paths:
             if collection.directory in path.parents:
                 shutil.rmtree(path.parent, ignore_errors=True)
@@ -161,7 +169,10 @@ class PdfChat:
                 return f"{error}."
             if record is None:
                 return f"There is no document {file_name!r} in {name!r}."
-            report = collection.replace(record.path)
+            try:
+                report = collection.replace(record.path)
+            except CollectionBusyError as error:
+                return f"Not re-indexed: {error}."
         return report_line(report)
 
     # --- questions ------------------------------------------------------------------------------------------------
