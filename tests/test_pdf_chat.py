@@ -178,3 +178,20 @@ def test_the_command_settings_come_from_its_flags(tmp_path):
     settings = PdfChatSettings.from_args(parser.parse_args(["--collection", "docs", "--data-dir", str(tmp_path)]))
     assert (settings.collection, settings.data_dir, settings.host, settings.port) == ("docs", tmp_path, "127.0.0.1",
                                                                                        7860)
+
+
+def test_a_collection_another_writer_holds_is_reported_not_half_done(app, monkeypatch):
+    from rag import Collection
+    from rag import collection as collection_module
+
+    app.upload("docs", [DEMO_PDFS / GUIDE])
+    monkeypatch.setattr(collection_module, "LOCK_TIMEOUT", 0.3)
+    other = Collection.open("docs", app.data_dir, embedder=app.embedder)  # as the CLI would, on the same data dir
+    with other._writing():
+        report = app.upload("docs", [DEMO_PDFS / SRX])
+        assert "Nothing added" in report and "being changed by another process" in report
+        assert "Nothing removed" in app.remove("docs", GUIDE)
+    other.close()
+    assert [row[0] for row in app.documents("docs")] == [GUIDE]
+    assert not any(SRX in str(path) for path in other.directory.rglob("*"))  # no copy of the refused upload
+    assert "added" in app.upload("docs", [DEMO_PDFS / SRX])  # the lock is free again
