@@ -18,6 +18,8 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from core import ScriptedModel
+
 # The fixtures below that load a real model (SmolLM2, all-MiniLM-L6-v2) or hand out the path its users load; a
 # module's own fixture of the same name counts too (test_embeddings' `embedder` is real in every precision).
 REAL_MODEL_FIXTURES = {"llm", "served_url", "smollm2_path", "embedder", "demo_data_dir"}
@@ -179,33 +181,10 @@ def demo_data_dir(tmp_path_factory):
     return data_dir
 
 
-class ScriptedLLM:
-    """Stands in for core.LLM where a test needs a known answer: writes `reply`, in pieces, whatever the prompt,
-    and keeps the prompts it was given."""
-
-    context_length = 8192
-    name = "scripted"
-
-    def __init__(self, reply: str):
-        self.reply = reply
-        self.prompts: list[list[dict]] = []
-
-    def count_tokens(self, messages):
-        return sum(len(m["content"]) // 4 for m in messages)
-
-    def stream(self, messages, **sampling):
-        self.prompts.append(messages)
-        return ScriptedStream(self.reply)
-
-    def generate(self, messages, **sampling):
-        return "".join(self.stream(messages, **sampling))
-
-
-class ScriptedStream(list):
-    finish_reason = "stop"
-
-    def __init__(self, reply: str):
-        super().__init__(reply[i: i + 7] for i in range(0, len(reply), 7))
+def scripted_llm(reply: str, calls: int = 50) -> ScriptedModel:
+    """A core.ScriptedModel that writes `reply` at each of up to `calls` calls, whatever the prompt: for tests that
+    need a known answer; `.calls` keeps the prompts."""
+    return ScriptedModel([reply] * calls)
 
 
 SERVED_MODEL = "smollm2-test"  # the name `served_url` serves the embedded model under

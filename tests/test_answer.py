@@ -12,7 +12,7 @@ from core import ContextLengthError
 from rag import Collection, Retriever, TextItem, answer, stream_answer
 from rag.answer import NOTHING_RELEVANT, SYSTEM_PROMPT, Source, check_citations, fit_prompt
 
-from conftest import ScriptedLLM
+from conftest import scripted_llm
 
 GUIDE = "nist-sp800-90b-entropy-suite-user-guide.pdf"
 SRX = "nist-srx-proxy-protocol-3.0.pdf"
@@ -65,14 +65,14 @@ def test_uncited_answer_marks_no_source():
 
 def test_invented_citation_is_removed_from_a_streamed_answer(retriever):
     reply = f"The Markov estimate is in markov.py [{GUIDE} p. 3]. See also [{GUIDE} p. 9] and [1]."
-    model = ScriptedLLM(reply)
+    model = scripted_llm(reply)
     stream = stream_answer(retriever, model, "Which file contains the Markov estimate method?")
     assert "".join(stream) == reply  # deltas are what the model wrote, as it wrote them
     result = stream.answer
     assert result.sources[0].file == GUIDE and result.sources[0].page == 3
     assert result.invalid_citations == [f"[{GUIDE} p. 9]"]
     assert result.text == f"The Markov estimate is in markov.py [{GUIDE} p. 3]. See also and [{GUIDE} p. 3]."
-    prompt = model.prompts[0]
+    prompt = model.calls[0].prompt
     assert prompt[0] == {"role": "system", "content": SYSTEM_PROMPT}
     assert f"Source 1 [{GUIDE} p. 3]:" in prompt[-1]["content"]
 
@@ -111,16 +111,16 @@ def test_system_prompt_is_reused_from_the_prefix_cache(retriever, llm):
 
 
 def test_prompt_that_does_not_fit_drops_history_then_sources():
-    model = ScriptedLLM("")
+    model = scripted_llm("")
     found = sources() * 3
-    history = [{"role": "user", "content": "x" * 4000}, {"role": "assistant", "content": "y" * 4000}]
+    history = [{"role": "user", "content": "x " * 1000}, {"role": "assistant", "content": "y " * 1000}]
     model.context_length = 600
     messages = fit_prompt(model, found, "q?", history, answer_tokens=100)
     assert len(messages) == 2  # the turns went first
     assert model.count_tokens(messages) <= 500
     model.context_length = 120
     with pytest.raises(ContextLengthError, match="need more than the model's"):
-        fit_prompt(model, [Source(1, GUIDE, 3, "z" * 2000, 0.1, 0.5)], "q?", [], answer_tokens=100)
+        fit_prompt(model, [Source(1, GUIDE, 3, "z " * 400, 0.1, 0.5)], "q?", [], answer_tokens=100)
 
 
 @pytest.mark.parametrize("question, message", [("   ", "empty"), ("x" * 5000, "limit is 4000")])
@@ -136,14 +136,14 @@ def test_sources_of_text_items_are_cited_by_their_locator_or_lines(tmp_path, emb
     with Collection.open("texts", data_dir=tmp_path, embedder=embedder) as collection:
         assert all(report.ok for report in collection.add_texts([outage, code]))
         retriever = Retriever(collection)
-        result = answer(retriever, ScriptedLLM("In rack 4 [1]."), "Which rack did the database server fail in?")
+        result = answer(retriever, scripted_llm("In rack 4 [1]."), "Which rack did the database server fail in?")
         assert result.sources[0].tag == "[Re: server outage <outage-17@example.org>]"
         assert result.text == "In rack 4 [Re: server outage <outage-17@example.org>]."
         assert collection.find(result.sources[0].doc_id).metadata == {"from": "ops@example.org"}
-        model = ScriptedLLM("See [1].")
+        model = scripted_llm("See [1].")
         result = answer(retriever, model, "How does chunk_pages compute a chunk's line range with bisect_right?")
         source = result.sources[0]
         first, last = map(int, re.fullmatch(r"L(\d+)-(\d+)", source.locator).groups())
         assert source.file == code.name and source.text in "\n".join(code.text.splitlines()[first - 1: last])
         assert source.tag == f"[rag/chunking.py L{first}-{last}]" and result.text == f"See {source.tag}."
-        assert f"Source 1 {source.tag}:" in model.prompts[0][-1]["content"]
+        assert f"Source 1 {source.tag}:" in model.calls[0].prompt[-1]["content"]

@@ -12,7 +12,7 @@ from agents import ScriptedModel
 from apps.common import LIMITS, plain_messages
 from apps.pdf_chat import PdfChat, PdfChatSettings, Settings, add_arguments, source_rows
 
-from conftest import DEMO_PDFS, ScriptedLLM, save_tiny_checkpoint
+from conftest import DEMO_PDFS, save_tiny_checkpoint, scripted_llm
 
 GUIDE = "nist-sp800-90b-entropy-suite-user-guide.pdf"
 SRX = "nist-srx-proxy-protocol-3.0.pdf"
@@ -21,7 +21,7 @@ QUESTION = "Which file contains the Markov estimate method?"
 
 @pytest.fixture
 def app(tmp_path, embedder):
-    return PdfChat(tmp_path / "home", llm=ScriptedLLM(f"It is markov.py [{GUIDE} p. 3], see also [{GUIDE} p. 9]."),
+    return PdfChat(tmp_path / "home", llm=scripted_llm(f"It is markov.py [{GUIDE} p. 3], see also [{GUIDE} p. 9]."),
                    embedder=embedder)
 
 
@@ -82,7 +82,7 @@ def test_conversation_memory_sends_earlier_turns(app):
                {"role": "assistant", "content": "Entropy estimation."},
                {"role": "assistant", "content": "a tool step", "metadata": {"title": "search"}}]
     list(app.ask(QUESTION, history, Settings("docs")))
-    prompt = app.llm.prompts[-1]
+    prompt = app.llm.calls[-1].prompt
     assert [m["content"] for m in prompt[1:3]] == ["What is this guide about?", "Entropy estimation."]
     assert all("a tool step" not in m["content"] for m in prompt)
 
@@ -126,7 +126,7 @@ def test_remove_and_reindex(app):
 
 def test_collections_persist_across_restarts(app, embedder):
     app.upload("docs", [DEMO_PDFS / GUIDE])
-    restarted = PdfChat(app.data_dir, llm=ScriptedLLM("ok"), embedder=embedder)
+    restarted = PdfChat(app.data_dir, llm=scripted_llm("ok"), embedder=embedder)
     assert restarted.collections() == ["docs"] and restarted.documents("docs")[0][0] == GUIDE
 
 
@@ -143,9 +143,9 @@ def test_agent_mode_shows_each_step(app):
     assert [m["metadata"]["title"] for m in messages[:2]] == [
         "🔧 search_documents(query='Markov estimate', k=2)", f"🔧 read_page(document='{GUIDE}', page=3)"]
     assert f"{GUIDE} p. 3" in messages[0]["content"] and "markov.py" in messages[1]["content"]
-    assert messages[2]["content"] == app.llm.reply  # the summary is the model's, from the document's text
-    assert "Summarise this document" in app.llm.prompts[-1][0]["content"]
-    assert "SP 800-90B" in app.llm.prompts[-1][0]["content"]
+    assert messages[2]["content"] == app.llm.outputs[0]  # the summary is the model's, from the document's text
+    assert "Summarise this document" in app.llm.calls[-1].prompt[0]["content"]
+    assert "SP 800-90B" in app.llm.calls[-1].prompt[0]["content"]
     assert messages[-1] == {"role": "assistant", "content": f"markov.py, on {GUIDE} page 3."}
     assert len(replies) == 4  # one update per step, as it happens
 
