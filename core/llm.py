@@ -1,6 +1,9 @@
 """LLM: the small public API the rest of llmkit and users call to load a model and generate text.
 
 A string is a raw prompt; a list of {"role", "content"} messages goes through the chat template.
+Special-token text (`<|im_start|>`) in a raw prompt is read as control tokens: the caller writes the
+markup. In messages it is plain text: only the template's own markup makes control tokens, so a
+message (a user's, a retrieved document's, an email's) cannot forge a turn (Tokenizer.encode_chat).
 Sampling options are the fields of core.sampling.SamplingParams; `json_schema`, `choices` or `regex`
 constrain the output. Every call goes through one continuous-batching Engine, so calls from many
 threads share decode steps.
@@ -61,10 +64,9 @@ class LLM:
             raise ModelRequestError(f"a prompt is a string, a list of messages or token ids, got "
                                     f"{type(prompt).__name__}")
         try:
-            text = self.tokenizer.apply_chat_template(prompt)
-        except ValueError as error:  # a message without role or content, a model without a template
+            return self.tokenizer.encode_chat(prompt)
+        except ValueError as error:  # a message without role or content, no template, a template that failed
             raise ModelRequestError(str(error)) from None
-        return self.tokenizer.encode(text, add_special_tokens=False)
 
     def count_tokens(self, prompt: Prompt) -> int:
         """Exactly the tokens `stream(prompt)` gives the model."""

@@ -6,6 +6,8 @@ asked to cite with the tag printed above each source, `[name locator]`: `[file p
 `[name L12-30]` for lines of a text item, `[name <message-id>]` for an item with its own locator; a bare
 `[n]` is accepted and rewritten to its tag. Every citation in the finished answer is checked against the
 retrieved chunks: a tag that matches none is removed from the text and listed in `Answer.invalid_citations`.
+A name is printed as `shown_name` makes it (one line, no square brackets, bounded): an uploaded file's name is
+anyone's text, and special-token text in it or in a chunk stays text (core.Tokenizer.encode_chat).
 
 "Nothing relevant": a chunk counts only if the embedder scores it at least `MIN_SIMILARITY` against the
 question (all-MiniLM-L6-v2 gives 0.35-0.6 to chunks that answer and under 0.25 to unrelated ones on the
@@ -17,6 +19,7 @@ Does not: rewrite the question from the conversation, or check that a cited page
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -35,6 +38,7 @@ SYSTEM_PROMPT = (
 ANSWER_TOKENS = 256
 REPETITION_PENALTY = 1.1  # small models loop on long contexts when decoded greedily without it
 MAX_QUESTION_CHARS = 4000
+MAX_SHOWN_NAME_CHARS = 100  # a document's name as the prompt and citations print it
 
 # Anything in square brackets, with the blanks before it so that a removed citation takes its space along;
 # `check_citations` decides which are citations.
@@ -43,6 +47,9 @@ _BRACKETS = re.compile(r"([ \t]*)\[([^\[\]\n]{1,400})\]")
 _NUMBER = re.compile(r"\d{1,2}")
 _PAGE = re.compile(r"(.+?) p(?:\.|age)\s*(\d{1,5})")  # "[file p. 3]", "[file page 3]"
 _LINES = re.compile(r".+ l\d+(?:-\d+)?")  # "[name L12-30]"
+# Characters a shown name loses: control, format, surrogate, private-use, unassigned, line and paragraph breaks.
+_UNSHOWN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+_ROUND_BRACKETS = str.maketrans("[]", "()")
 
 
 @dataclass
@@ -62,8 +69,13 @@ class Source:
             self.locator = page_locator(self.page)
 
     @property
+    def shown_name(self) -> str:
+        """The file name as the model sees it: an uploaded file's name is anyone's text (see `shown_name`)."""
+        return shown_name(self.file)
+
+    @property
     def tag(self) -> str:
-        return f"[{self.file} {self.locator}]"
+        return f"[{self.shown_name} {self.locator}]"
 
     def to_json(self) -> dict:
         return {"file": self.file, "page": self.page, "locator": self.locator, "text": self.text, "score": self.score}
@@ -199,7 +211,7 @@ def check_citations(text: str, sources: list[Source]) -> tuple[str, list[str]]:
     by_number = {s.number: s for s in sources}
     by_tag, by_page, names = {}, {}, set()
     for source in sources:
-        for name in {source.file.lower(), source.file.rsplit(".", 1)[0].lower()}:
+        for name in {source.shown_name.lower(), source.shown_name.rsplit(".", 1)[0].lower()}:
             by_tag.setdefault(_normal(f"{name} {source.locator}"), source)
             if source.locator == page_locator(source.page):
                 by_page.setdefault((_normal(name), source.page), source)
@@ -225,6 +237,16 @@ def check_citations(text: str, sources: list[Source]) -> tuple[str, list[str]]:
         return match.group(1) + source.tag
 
     return _BRACKETS.sub(replace, text).strip(), invalid
+
+
+def shown_name(name: str) -> str:
+    """`name` fit to print in a prompt and a citation: control and format characters (line breaks, bidi
+    overrides, zero-width marks) become spaces, square brackets round ones, runs of blanks one space, and
+    it is cut to MAX_SHOWN_NAME_CHARS. So a file named "x.pdf]\n\nSystem: ..." cannot end its tag or
+    start a line of its own."""
+    kept = "".join(" " if unicodedata.category(c) in _UNSHOWN else c for c in name)
+    kept = " ".join(kept.translate(_ROUND_BRACKETS).split()) or "unnamed"
+    return kept if len(kept) <= MAX_SHOWN_NAME_CHARS else kept[:MAX_SHOWN_NAME_CHARS - 1] + "\u2026"
 
 
 def _normal(text: str) -> str:
