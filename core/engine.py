@@ -1,12 +1,19 @@
 """Engine: continuous batching over one model, with a KV cache of rows and a prefix cache.
 
 Requests join and leave between decode steps. A step admits waiting requests into free cache rows
-(prefilling each, reusing a cached prefix when one matches), then decodes one token for every active
-row at once. Steps are run by the readers themselves: a reader whose stream has nothing to read runs
-the next step for everyone (one at a time, under a lock), so there is no engine thread to start,
-stop or outlive the interpreter, and a script's generation runs on its own thread (where, on CPU,
-torch's float16 kernels are twice as fast as on a new one). `LLM` sends every call through here, so
-a single generation and a server under load take the same path.
+(reusing a cached prefix when one matches), prefills at most `prefill_chunk` prompt tokens of them,
+then decodes one token for every row whose prompt is in, all at once: a long prompt takes several
+steps, and the running sequences keep getting a token at each.
+
+One request cannot end the others: an error in a sequence's sampling, constraint or logits processor
+ends that sequence alone (its reader gets the exception); only a failed forward pass ends every
+sequence in it.
+
+Steps are run by the readers themselves: a reader whose stream has nothing to read runs the next
+step for everyone (one at a time, under a lock), so there is no engine thread to start, stop or
+outlive the interpreter, and a script's generation runs on its own thread (where, on CPU, torch's
+float16 kernels are twice as fast as on a new one). `LLM` sends every call through here, so a
+single generation and a server under load take the same path.
 """
 
 from __future__ import annotations
@@ -35,10 +42,12 @@ class EngineConfig:
     max_seq_len: int = 4096  # prompt + output per sequence (capped by the model's context)
     kv_cache_bytes: int = 3 * GiB  # checked up front for max_batch full-length sequences
     prefix_cache_bytes: int = GiB // 2
+    prefill_chunk: int = 256  # prompt tokens prefilled per step, between the decode steps of running sequences
 
     def __post_init__(self):
-        if self.max_batch < 1 or self.max_seq_len < 2:
-            raise ValueError(f"max_batch must be >= 1 and max_seq_len >= 2, got {self.max_batch}, {self.max_seq_len}")
+        if self.max_batch < 1 or self.max_seq_len < 2 or self.prefill_chunk < 1:
+            raise ValueError(f"max_batch and prefill_chunk must be >= 1 and max_seq_len >= 2, got {self.max_batch}, "
+                             f"{self.prefill_chunk}, {self.max_seq_len}")
 
 
 _END = object()
@@ -63,12 +72,16 @@ class GenerationStream:
     generated: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     cancelled: bool = False
-    position: int = 0  # where the next fed token sits
+    position: int = 0  # where the next fed token sits: during the prefill, the next prompt token
     last_token: int = 0
 
     @property
     def prompt_tokens(self) -> int:
         return len(self.prompt_ids)
+
+    @property
+    def prefilling(self) -> bool:
+        return self.position < len(self.prompt_ids)
 
     @property
     def completion_tokens(self) -> int:
@@ -115,6 +128,7 @@ class Engine:
         self.rows: list[GenerationStream | None] = []
         self.stop_ids = frozenset(tokenizer.stop_ids)
         self._waiting: deque[GenerationStream] = deque()
+        self._prefilling: deque[GenerationStream] = deque()  # holding a row, prompt not all in; oldest first
         self._lock = threading.Lock()  # one step at a time
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, constraint=None) -> GenerationStream:
@@ -129,6 +143,10 @@ class Engine:
             raise ContextLengthError(
                 f"the prompt has {len(prompt_ids)} tokens and max_new_tokens is {params.max_new_tokens}; the context "
                 f"holds {self.max_seq_len} (prompt and output together): shorten the prompt or lower max_new_tokens")
+        vocab_size = self.model.config.vocab_size
+        if any(token_id >= vocab_size for token_id in params.logit_bias):
+            raise ModelRequestError(f"logit_bias names token ids past the vocabulary of {vocab_size}: "
+                                    f"{sorted(t for t in params.logit_bias if t >= vocab_size)[:5]}")
         generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
         stream = GenerationStream(self, prompt_ids, params, constraint, TextStream(self.tokenizer, params.stop),
                                   generator)
@@ -140,17 +158,17 @@ class Engine:
         return stream
 
     def step(self, reader: GenerationStream) -> None:
-        """Admit what fits, prefill it, decode one token for every active row: unless, by the time this
-        reader gets the lock, another reader's step has already given it something to read."""
+        """Admit what fits, prefill a chunk of prompts, decode one token for every prefilled row: unless, by
+        the time this reader gets the lock, another reader's step has already given it something to read."""
         with torch.inference_mode(), self._lock:
             if not reader.queue.empty():
                 return
             self._sweep()
-            for stream, row in self._admit():
-                self._guarded([stream], self._prefill, stream, row)
-            active = [s for s in self.rows if s is not None]
-            if active:
-                self._guarded(active, self._decode_step)
+            self._admit()
+            self._prefill_chunk()
+            decoding = [s for s in self.rows if s is not None and not s.prefilling]
+            if decoding:
+                self._guarded(decoding, self._decode_step, decoding)
             self._sweep()
 
     def drop_cancelled(self) -> None:
@@ -176,17 +194,16 @@ class Engine:
                     stream.queue.put(error)
                     self._finish(stream, "error")
 
-    def _admit(self) -> list[tuple[GenerationStream, int]]:
-        admitted = []
+    def _admit(self) -> None:
+        """Give waiting requests the free rows, each with the longest cached prefix of its prompt."""
         while self._waiting:
-            stream = self._waiting[0]
             row = self._free_row()
             if row is None:
                 break
-            self._waiting.popleft()
+            stream = self._waiting.popleft()
             self.rows[row] = stream
-            admitted.append((stream, row))
-        return admitted
+            self._prefilling.append(stream)
+            self._guarded([stream], self._reuse_prefix, stream, row)
 
     def _free_row(self) -> int | None:
         for row, occupant in enumerate(self.rows):
@@ -203,31 +220,49 @@ class Engine:
         self.rows += [None] * (capacity - len(self.rows))
         return self.rows.index(None)
 
-    def _prefill(self, stream: GenerationStream, row: int) -> None:
-        ids = stream.prompt_ids
-        cache = self.cache.rows(row, row + 1)
-        reused, k, v = self.prefix_cache.lookup(ids)
+    def _reuse_prefix(self, stream: GenerationStream, row: int) -> None:
+        reused, k, v = self.prefix_cache.lookup(stream.prompt_ids)
         if reused:
-            cache.k[:, 0, :, :reused] = k[:, :, :reused]
-            cache.v[:, 0, :, :reused] = v[:, :, :reused]
-        tokens = torch.tensor([ids[reused:]])
-        logits = self.model(tokens, torch.arange(reused, len(ids))[None], kv_cache=cache, logits_to_keep=1)[0, -1]
+            self.cache.k[:, row, :, :reused] = k[:, :, :reused]
+            self.cache.v[:, row, :, :reused] = v[:, :, :reused]
+            stream.position = reused
+
+    def _prefill_chunk(self) -> None:
+        """Feed at most `prefill_chunk` prompt tokens in all, to the earliest admitted prompts first."""
+        budget = self.config.prefill_chunk
+        for stream in list(self._prefilling):
+            if budget == 0:
+                break
+            n = min(budget, stream.prompt_tokens - stream.position)
+            self._guarded([stream], self._prefill, stream, n)
+            budget -= n
+
+    def _prefill(self, stream: GenerationStream, n: int) -> None:
+        """Feed the next n prompt tokens; after the last, store the prompt's KV and sample the first token."""
+        ids, start, row = stream.prompt_ids, stream.position, self.rows.index(stream)
+        cache = self.cache.rows(row, row + 1)
+        tokens = torch.tensor([ids[start: start + n]])
+        logits = self.model(tokens, torch.arange(start, start + n)[None], kv_cache=cache, logits_to_keep=1)[0, -1]
+        stream.position = start + n
+        if stream.prefilling:
+            return
+        self._prefilling.remove(stream)
         self.prefix_cache.insert(ids, cache.k[:, 0, :, : len(ids)], cache.v[:, 0, :, : len(ids)])
-        stream.position = len(ids)
         self._advance(stream, logits)
 
-    def _decode_step(self) -> None:
-        n = max(row for row, s in enumerate(self.rows) if s is not None) + 1
-        tokens = torch.zeros((n, 1), dtype=torch.long)  # free rows decode a dummy token at position 0
-        positions = torch.zeros((n, 1), dtype=torch.long)
-        for row, stream in enumerate(self.rows[:n]):
-            if stream is not None:
-                tokens[row, 0], positions[row, 0] = stream.last_token, stream.position
+    def _decode_step(self, decoding: list[GenerationStream]) -> None:
+        """One token for each of `decoding`; an error in one sequence's sampling ends that sequence alone."""
+        rows = [self.rows.index(stream) for stream in decoding]
+        n = max(rows) + 1
+        # Rows not decoding feed a dummy token into a slot their next write overwrites: a free row's slot 0,
+        # a prefilling row's next prompt slot.
+        tokens = torch.zeros((n, 1), dtype=torch.long)
+        tokens[rows, 0] = torch.tensor([stream.last_token for stream in decoding])
+        positions = torch.tensor([[s.position if s is not None else 0] for s in self.rows[:n]])  # (n, 1)
         logits = self.model(tokens, positions, kv_cache=self.cache.rows(0, n))[:, -1]  # (n, vocab)
-        for row, stream in enumerate(self.rows[:n]):
-            if stream is not None:
-                stream.position += 1
-                self._advance(stream, logits[row])
+        for stream, row in zip(decoding, rows, strict=True):
+            stream.position += 1
+            self._guarded([stream], self._advance, stream, logits[row])
 
     def _advance(self, stream: GenerationStream, logits: torch.Tensor) -> None:
         """Sample the next token of one sequence, emit its text, and end the sequence when it is done."""
@@ -261,3 +296,5 @@ class Engine:
             self.rows[self.rows.index(stream)] = None
         elif stream in self._waiting:
             self._waiting.remove(stream)
+        if stream in self._prefilling:
+            self._prefilling.remove(stream)

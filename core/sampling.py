@@ -18,19 +18,26 @@ from core.errors import ModelRequestError
 # (ids generated so far, logits (vocab,)) -> logits: a user hook run before the built-in processing.
 LogitsProcessor = Callable[[list[int], torch.Tensor], torch.Tensor]
 
+# Below this a temperature samples greedily, its limit: logits / temperature must stay finite in float32, and
+# a draw at 0.01 is already all but always the argmax.
+MIN_TEMPERATURE = 1e-2
+# Stop strings are matched against every token of a request: bounded, so one request cannot hold many.
+MAX_STOP_STRINGS = 16
+MAX_STOP_CHARS = 256
+
 
 @dataclass
 class SamplingParams:
     """How to choose tokens, per request; a bad value raises ModelRequestError (a ValueError) naming it."""
 
     max_new_tokens: int | None = 256  # None: until the end of turn or of the context
-    temperature: float = 0.0  # 0 is greedy (argmax)
+    temperature: float = 0.0  # 0 is greedy (argmax), and so is anything under MIN_TEMPERATURE
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
     min_p: float = 0.0  # 0: off
     repetition_penalty: float = 1.0  # 1: off; >1 discourages tokens already in prompt or output
     logit_bias: dict[int, float] = field(default_factory=dict)
-    stop: Sequence[str] = ()
+    stop: Sequence[str] = ()  # at most MAX_STOP_STRINGS, of at most MAX_STOP_CHARS characters each
     seed: int | None = None
     logits_processor: LogitsProcessor | None = None
 
@@ -48,10 +55,32 @@ class SamplingParams:
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
                                       or not -(2**63) <= self.seed < 2**64):
             raise ModelRequestError(f"seed must be an integer in [-2**63, 2**64), got {self.seed!r}")
-        if isinstance(self.stop, str):
-            self.stop = (self.stop,)
-        if any(not isinstance(s, str) or not s for s in self.stop):
-            raise ModelRequestError(f"stop must be non-empty strings, got {self.stop!r}")
+        self.stop = _checked_stop(self.stop)
+        self.logit_bias = _checked_logit_bias(self.logit_bias)
+
+
+def _checked_stop(stop) -> tuple[str, ...]:
+    stop = (stop,) if isinstance(stop, str) else stop
+    if not isinstance(stop, list | tuple) or any(not isinstance(s, str) or not s for s in stop):
+        raise ModelRequestError(f"stop must be a string or a list of non-empty strings, got {stop!r:.200}")
+    if len(stop) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_CHARS for s in stop):
+        longest = max(len(s) for s in stop)
+        raise ModelRequestError(f"stop takes at most {MAX_STOP_STRINGS} strings of at most {MAX_STOP_CHARS} "
+                                f"characters each, got {len(stop)} strings, the longest of {longest} characters")
+    return tuple(stop)
+
+
+def _checked_logit_bias(bias) -> dict[int, float]:
+    """Token ids as integers and biases as numbers; the engine checks the ids against its vocabulary."""
+    if not isinstance(bias, dict):
+        raise ModelRequestError(f"logit_bias must be a dict of token id to bias, got {type(bias).__name__}")
+    for token_id, value in bias.items():
+        if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
+            raise ModelRequestError(f"logit_bias keys must be token ids (integers >= 0), got {token_id!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            raise ModelRequestError(f"logit_bias values must be numbers (-inf bans a token), got {value!r} "
+                                    f"for token {token_id}")
+    return bias
 
 
 def _check_number(name, value, low, high=math.inf, low_open=False):
@@ -98,7 +127,9 @@ def next_token(logits: torch.Tensor, params: SamplingParams, prompt_ids: list[in
                allowed: torch.Tensor | None = None, generator: torch.Generator | None = None) -> int:
     """One sequence's next token from its logits (vocab,), after every processing step.
 
-    Prompt and output feed the repetition penalty; `allowed` is a constraint's mask.
+    Prompt and output feed the repetition penalty; `allowed` is a constraint's mask. A NaN logit (from
+    a logits_processor, say) is never chosen and +inf ones share the draw; when no token has a logit
+    above -inf, ModelRequestError.
     """
     if params.logits_processor is not None:
         logits = params.logits_processor(generated_ids, logits)
@@ -108,11 +139,17 @@ def next_token(logits: torch.Tensor, params: SamplingParams, prompt_ids: list[in
         logits = logits.clone()
         for token_id, bias in params.logit_bias.items():
             logits[token_id] += bias
+    logits = logits.float().masked_fill(logits.isnan(), -math.inf)
     if allowed is not None:
         logits = logits.masked_fill(~allowed, -math.inf)
-    if params.temperature == 0:
+    if not bool((logits > -math.inf).any()):
+        raise ModelRequestError("no token can be chosen: every logit is -inf or NaN after the logits_processor, "
+                                "logit_bias and constraint")
+    if params.temperature < MIN_TEMPERATURE:
         return int(logits.argmax())
-    logits = logits.float() / params.temperature
+    logits = logits / params.temperature
+    if bool(torch.isposinf(logits).any()):  # infinitely more likely than the rest: they alone share the draw
+        logits = torch.where(torch.isposinf(logits), 0.0, -math.inf)
     keep = top_k_mask(logits, params.top_k)
     probs = torch.softmax(logits.masked_fill(~keep, -math.inf), dim=-1)
     keep &= top_p_mask(probs, params.top_p) & min_p_mask(probs, params.min_p)

@@ -1,17 +1,23 @@
 """The continuous-batching engine on a tiny random Llama: it computes what a full forward computes.
 
-Requests of different lengths share decode steps, join and leave at any step, reuse cached prefixes
-and may be abandoned half-way; none of it may change a single logit.
+Requests of different lengths share decode steps, join and leave at any step, reuse cached prefixes,
+prefill in chunks and may be abandoned half-way; none of it may change a single logit. One request
+can neither break nor stall the others: its errors end it alone, its stop strings cost it alone.
 """
 
+import itertools
+import math
+import statistics
 import threading
+import time
 
 import pytest
 import torch
 
 from core import LLM, EngineConfig, SamplingParams
-from core.errors import ContextLengthError
+from core.errors import ContextLengthError, ModelRequestError
 from core.loading import load_model
+from core.sampling import MAX_STOP_CHARS, MAX_STOP_STRINGS
 
 from conftest import save_tiny_checkpoint
 
@@ -30,9 +36,11 @@ def make_llm(tiny, **engine) -> LLM:
     return LLM(*tiny, engine=EngineConfig(max_seq_len=128, **engine))
 
 
-def test_batched_cached_decoding_equals_full_recompute(tiny):
-    """Logits at every step of every sequence in a mixed-length batch equal a full forward over prompt + output."""
-    llm = make_llm(tiny)
+@pytest.mark.parametrize("prefill_chunk", [256, 3])
+def test_batched_cached_decoding_equals_full_recompute(tiny, prefill_chunk):
+    """Logits at every step of every sequence in a mixed-length batch equal a full forward over prompt + output,
+    whether prompts are prefilled at once or a few tokens per step between the others' decode steps."""
+    llm = make_llm(tiny, prefill_chunk=prefill_chunk)
     recorded = {prompt: [] for prompt in PROMPTS}
 
     def recorder(prompt):
@@ -162,3 +170,134 @@ def test_bad_requests_are_rejected_before_queueing(tiny):
 def test_kv_budget_is_checked_up_front(tiny):
     with pytest.raises(ValueError, match="needs .* GiB, over the .* budget"):
         LLM(*tiny, engine=EngineConfig(max_batch=64, max_seq_len=128, kv_cache_bytes=1000))
+
+
+def test_chunked_prefill_gives_the_output_of_a_whole_one(tiny):
+    long_prompt = "Pack my box with five dozen liquor jugs! " * 4
+    whole = make_llm(tiny, prefix_cache_bytes=0).generate_batch([*PROMPTS, long_prompt], max_new_tokens=12,
+                                                                 logit_bias=NO_STOP)
+    chunked = make_llm(tiny, prefill_chunk=7).generate_batch([*PROMPTS, long_prompt], max_new_tokens=12,
+                                                             logit_bias=NO_STOP)
+    assert chunked == whole
+
+
+def test_a_running_stream_gets_a_token_at_every_chunk_of_a_long_prefill(tiny):
+    llm = make_llm(tiny, prefill_chunk=8)
+    long = []  # the long request, once submitted
+    seen = []  # how much of its prompt was in when the running stream got each token
+
+    def watch(ids, logits):
+        seen.append(long[0].position if long else 0)
+        return logits
+
+    running = iter(llm.stream(PROMPTS[0], max_new_tokens=60, logit_bias=NO_STOP, logits_processor=watch))
+    next(running)
+    long.append(llm.stream("lazy dog. " * 8, max_new_tokens=1))
+    n = long[0].prompt_tokens
+    assert n > 40
+    for _ in running:
+        pass
+    assert [p for p in seen if 0 < p < n] == list(range(8, n, 8))  # one chunk per step, a token at each
+
+
+def read(stream):
+    """The stream's text, or the exception it raised."""
+    try:
+        return "".join(stream)
+    except Exception as error:
+        return error
+
+
+def test_a_tiny_temperature_is_greedy_and_spares_its_neighbour(tiny):
+    """temperature=6e-38 overflows float32 logits / temperature: it samples greedily instead."""
+    greedy = make_llm(tiny).generate_batch(PROMPTS[:2], max_new_tokens=20, logit_bias=NO_STOP)
+    llm = make_llm(tiny)
+    normal = llm.stream(PROMPTS[0], max_new_tokens=20, logit_bias=NO_STOP, temperature=0.7, seed=1)
+    for temperature in (6e-38, 1e-40):
+        cold = llm.stream(PROMPTS[1], max_new_tokens=20, logit_bias=NO_STOP, temperature=temperature)
+        assert read(cold) == greedy[1]
+    assert read(normal) == make_llm(tiny).generate(PROMPTS[0], max_new_tokens=20, logit_bias=NO_STOP,
+                                                   temperature=0.7, seed=1)
+    assert normal.finish_reason == "length"
+
+
+def failing_at(call, make_error):
+    """A logits processor that fails on its `call`-th call (a decode step, past the prefill)."""
+    calls = []
+
+    def processor(ids, logits):
+        calls.append(1)
+        if len(calls) == call:
+            return make_error(logits)
+        return logits
+    return processor
+
+
+def raise_error(logits):
+    raise RuntimeError("processor failed")
+
+
+@pytest.mark.parametrize(("make_error", "error"), [
+    (raise_error, RuntimeError("processor failed")),
+    (lambda logits: torch.full_like(logits, math.nan), ModelRequestError("no token can be chosen")),
+])
+def test_an_error_in_one_sequence_ends_it_alone(tiny, make_error, error):
+    """A processor that raises, or leaves no token to choose, mid-generation: its reader gets the error, and the
+    sequences decoded in the same steps finish as if it had never been there."""
+    alone = make_llm(tiny).generate_batch(PROMPTS[1:], max_new_tokens=12, logit_bias=NO_STOP)
+    llm = make_llm(tiny)
+    broken = llm.stream(PROMPTS[0], max_new_tokens=12, logit_bias=NO_STOP, logits_processor=failing_at(3, make_error))
+    others = [llm.stream(p, max_new_tokens=12, logit_bias=NO_STOP) for p in PROMPTS[1:]]
+    assert [read(s) for s in others] == alone
+    failure = read(broken)
+    assert type(failure) is type(error) and str(error) in str(failure)
+    assert broken.finish_reason == "error" and broken.completion_tokens == 2
+    assert llm.generate(PROMPTS[0], max_new_tokens=3, logit_bias=NO_STOP)  # the engine goes on
+
+
+def test_nan_logits_from_a_processor_are_never_chosen(tiny):
+    llm = make_llm(tiny)
+    greedy = llm.stream(PROMPTS[0], max_new_tokens=12, logit_bias=NO_STOP)
+    "".join(greedy)
+
+    def poison_the_best(ids, logits):
+        logits = logits.clone()
+        logits[logits.argmax()] = math.nan
+        return logits
+
+    stream = llm.stream(PROMPTS[0], max_new_tokens=12, logit_bias=NO_STOP, logits_processor=poison_the_best)
+    "".join(stream)
+    assert stream.finish_reason == "length"
+    assert stream.generated[0] != greedy.generated[0]
+
+
+def test_logit_bias_outside_the_vocabulary_is_refused(tiny):
+    llm = make_llm(tiny)
+    with pytest.raises(ModelRequestError, match="logit_bias .* vocabulary"):
+        llm.generate("fox", max_new_tokens=1, logit_bias={llm.model.config.vocab_size: 1.0})
+
+
+def test_stop_strings_do_not_slow_other_streams(tiny):
+    """Two neighbours with the most and longest stop strings allowed: the other stream's token gap stays within
+    1.5x of its gap alone (it was 2x). Gaps are CPU time of the reading thread (it runs the engine's steps), with
+    torch on that one thread, so other processes on the machine do not blur them; the median of five rounds."""
+    llm = make_llm(tiny)
+    stop = [chr(0x2603) + chr(0x4E00 + i) * (MAX_STOP_CHARS - 1) for i in range(MAX_STOP_STRINGS)]
+
+    def median_gap(neighbours: int) -> float:
+        times = []
+        stream = llm.stream(PROMPTS[0], max_new_tokens=64, logit_bias=NO_STOP,
+                            logits_processor=lambda ids, logits: times.append(time.thread_time()) or logits)
+        others = [llm.stream(PROMPTS[1], max_new_tokens=64, logit_bias=NO_STOP, stop=stop) for _ in range(neighbours)]
+        "".join(stream)
+        for other in others:
+            other.cancel()
+        return statistics.median(b - a for a, b in itertools.pairwise(times))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ratios = [median_gap(2) / median_gap(0) for _ in range(5)]
+    finally:
+        torch.set_num_threads(threads)
+    assert statistics.median(ratios) < 1.5, ratios

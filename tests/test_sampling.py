@@ -5,7 +5,18 @@ import math
 import pytest
 import torch
 
-from core.sampling import SamplingParams, apply_repetition_penalty, min_p_mask, next_token, top_k_mask, top_p_mask
+from core.errors import ModelRequestError
+from core.sampling import (
+    MAX_STOP_CHARS,
+    MAX_STOP_STRINGS,
+    MIN_TEMPERATURE,
+    SamplingParams,
+    apply_repetition_penalty,
+    min_p_mask,
+    next_token,
+    top_k_mask,
+    top_p_mask,
+)
 
 LOGITS = [torch.randn(50, generator=torch.Generator().manual_seed(s)) * 3 for s in range(20)]
 
@@ -88,8 +99,41 @@ def test_greedy_constraint_and_bias():
 @pytest.mark.parametrize("bad", [dict(temperature=-0.5), dict(temperature=float("nan")), dict(temperature="hot"),
                                  dict(top_p=0.0), dict(top_p=1.5), dict(min_p=-0.1), dict(top_k=-1),
                                  dict(max_new_tokens=-1), dict(max_new_tokens=2.5), dict(repetition_penalty=0),
-                                 dict(stop=[""])])
+                                 dict(stop=[""]), dict(stop=5), dict(stop=["x"] * (MAX_STOP_STRINGS + 1)),
+                                 dict(stop=["x" * (MAX_STOP_CHARS + 1)]), dict(logit_bias=[1]),
+                                 dict(logit_bias={-1: 1.0}), dict(logit_bias={1: float("nan")})])
 def test_bad_parameters_are_rejected_with_their_name(bad):
     name = next(iter(bad))
     with pytest.raises(ValueError, match=name):
         SamplingParams(**bad)
+
+
+def test_stop_strings_up_to_the_limits_are_accepted():
+    assert SamplingParams(stop="end").stop == ("end",)
+    assert len(SamplingParams(stop=["x" * MAX_STOP_CHARS] * MAX_STOP_STRINGS).stop) == MAX_STOP_STRINGS
+
+
+@pytest.mark.parametrize("temperature", [6e-38, 1e-30, MIN_TEMPERATURE / 2])
+def test_a_temperature_under_the_minimum_is_greedy(temperature):
+    """logits / 6e-38 overflows float32: such a temperature samples as its limit, the argmax, does."""
+    for logits in LOGITS:
+        big = logits * 10  # logits past 20 overflow at 6e-38
+        assert next_token(big, SamplingParams(temperature=temperature, seed=0), [], []) == int(big.argmax())
+
+
+def test_nan_logits_are_never_chosen_and_infinite_ones_share_the_draw():
+    logits = LOGITS[3].clone()
+    best, second = logits.topk(2).indices.tolist()
+    logits[best] = math.nan
+    assert next_token(logits, SamplingParams(), [], []) == second
+    draws = {next_token(logits, SamplingParams(temperature=1.0, seed=s), [], []) for s in range(200)}
+    assert best not in draws and len(draws) > 1
+    logits[[5, 9]] = math.inf
+    assert {next_token(logits, SamplingParams(temperature=1.0, seed=s), [], []) for s in range(100)} == {5, 9}
+    huge = LOGITS[4].clone()
+    huge[7] = 1e37  # finite, but infinite once divided by the temperature
+    assert next_token(huge, SamplingParams(temperature=MIN_TEMPERATURE, seed=0), [], []) == 7
+    with pytest.raises(ModelRequestError, match="no token can be chosen"):
+        next_token(torch.full((50,), math.nan), SamplingParams(temperature=1.0), [], [])
+    with pytest.raises(ModelRequestError, match="no token can be chosen"):
+        next_token(torch.full((50,), math.nan), SamplingParams(), [], [])
