@@ -1,7 +1,8 @@
 """What every app shares, so a new app copies nothing out of another: its start-up settings (flags over the
-LLMKIT_* environment), its input limits, the model it runs on and the line that says which, uploads checked
-against the limits, and the chat messages a Gradio chatbot shows (agent steps as they happen, the history the
-browser hands back as plain {"role", "content"} messages).
+LLMKIT_* environment), its input limits, the model it runs on and the line that says which, who may change it
+from the web page (nobody, unless the operator's flags allow it), uploads checked against the limits, and the
+chat messages a Gradio chatbot shows (agent steps as they happen, the history the browser hands back as plain
+{"role", "content"} messages).
 
 Does not import gradio (each app's ui.py does): `llmkit --help` imports this module, and every function here
 works on plain data, testable without a browser.
@@ -14,8 +15,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
+from urllib.parse import urlsplit
 
 from core import ChatModel, ModelLoadError, load, settings
+from core.resolve import is_url
 from rag.answer import MAX_QUESTION_CHARS
 from rag.loaders import SUFFIX_KINDS
 
@@ -28,7 +31,7 @@ MODEL_NAME_HELP = (f"for a server URL: the model to ask it for (default: env {se
 DATA_DIR_HELP = (f"where collections live (default: env {settings.HOME}, else the user's data dir, "
                  "~/.local/share/llmkit on Linux)")
 MODEL_BOX_LABEL = ("Model: empty for the embedded one, a .gguf path, a checkpoint directory, a Hugging Face id, "
-                   "or an OpenAI-compatible URL (…/v1)")
+                   "or an OpenAI-compatible URL the operator allowed ({servers})")
 STEP_CHARS = 1500  # of a tool step's result shown in the chat
 
 
@@ -53,10 +56,22 @@ def add_server_flags(parser: argparse.ArgumentParser, port: int) -> None:
 
 
 def add_app_flags(parser: argparse.ArgumentParser, port: int) -> None:
-    """The flags of `AppSettings`: the model's, --host, --port and --data-dir."""
+    """The flags of `AppSettings`: the model's, --host, --port, --data-dir and the model switch's."""
     add_model_flags(parser)
     add_server_flags(parser, port)
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
+    add_model_switch_flags(parser)
+
+
+def add_model_switch_flags(parser: argparse.ArgumentParser) -> None:
+    """Who may change the model from the web page (see `ModelSwitch`): by default nobody."""
+    flags = parser.add_argument_group("changing the model from the web page")
+    flags.add_argument("--allow-model-switch", action="store_true", default=None,
+                       help="let every user of the page change the model every session uses (a local model; a "
+                       "server's URL only if listed with --allow-model-url)")
+    flags.add_argument("--allow-model-url", action="append", dest="allow_model_urls", metavar="URL",
+                       help="an OpenAI-compatible server's URL the page may switch to (with --allow-model-switch; "
+                       "repeatable): every question, with its retrieved passages, is sent there")
 
 
 @dataclass
@@ -73,6 +88,8 @@ class AppSettings:
     dtype: str = "float32"
     host: str = "127.0.0.1"
     port: int = 7860
+    allow_model_switch: bool = False
+    allow_model_urls: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         self.data_dir = Path(self.data_dir).expanduser()
@@ -86,6 +103,10 @@ class AppSettings:
     def load_model(self) -> ChatModel:
         """The model the settings name (see `core.load`); raises as it does."""
         return load(self.model, dtype=self.dtype, model_name=self.model_name, api_key=self.api_key)
+
+    def model_switch(self) -> ModelSwitch:
+        """Who may change the model from the web page; ValueError for an allowlist that is not one."""
+        return ModelSwitch(self.allow_model_switch, tuple(self.allow_model_urls))
 
 
 # --- limits and uploads -----------------------------------------------------------------------------------------------
@@ -142,9 +163,57 @@ def model_status(model: ChatModel) -> str:
     return f"Model: `{model.name}`."
 
 
-def switch_model(current: ChatModel, spec: str) -> tuple[ChatModel, str]:
-    """The model `spec` means (see `core.load`) and its status line; when it cannot be loaded, `current` and a
-    line saying why."""
+@dataclass(frozen=True)
+class ModelSwitch:
+    """Whether a page's users may change the model, which every session shares, and to which servers.
+
+    Off by default: one browser user must not change another's model, nor make the server fetch a URL and send
+    every later question (with its retrieved passages) there. `allowed`: local models (a file, a checkpoint
+    directory, a Hugging Face id) may be loaded; a server's URL only when it is one of `urls` (compared without
+    case in the scheme and host, and without a trailing slash).
+    """
+
+    allowed: bool = False
+    urls: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for url in self.urls:
+            if not is_url(url) or not urlsplit(url).hostname:
+                raise ValueError(f"--allow-model-url {url!r} is not a server's URL: give http(s)://HOST:PORT/v1")
+        if self.urls and not self.allowed:
+            raise ValueError("--allow-model-url lists servers to switch to, but switching is off: add "
+                             "--allow-model-switch")
+
+    def refusal(self, spec: str) -> str | None:
+        """Why the page may not switch to `spec`, None when it may."""
+        if not self.allowed:
+            return ("Changing the model from this page is off (the operator can allow it with "
+                    "--allow-model-switch).")
+        if is_url(spec.strip()) and _url_key(spec) not in {_url_key(url) for url in self.urls}:
+            return (f"{spec.strip()!r} is not one of the servers the operator allowed (--allow-model-url); "
+                    f"allowed: {', '.join(self.urls) or 'none'}.")
+        return None
+
+
+def _url_key(url: str) -> tuple[str, ...]:
+    parts = urlsplit(url.strip())
+    return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query, parts.fragment
+
+
+NO_MODEL_SWITCH = ModelSwitch()
+
+
+def model_box_label(policy: ModelSwitch) -> str:
+    """The label of a page's model box: what may be typed there."""
+    return MODEL_BOX_LABEL.format(servers=", ".join(policy.urls) or "none")
+
+
+def switch_model(current: ChatModel, spec: str, policy: ModelSwitch) -> tuple[ChatModel, str]:
+    """The model `spec` means (see `core.load`) and its status line, if `policy` allows it; when it does not, or
+    the model cannot be loaded, `current` and a line saying why."""
+    refused = policy.refusal(spec)
+    if refused:
+        return current, f"{refused} Still using `{current.name}`."
     try:
         model = load(spec)
     except (ModelLoadError, ValueError, ConnectionError, OSError) as error:

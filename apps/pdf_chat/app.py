@@ -21,7 +21,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apps.common import LIMITS, agent_messages, assistant, chat_turns, check_uploads, report_line, switch_model
+from apps.common import (
+    LIMITS,
+    NO_MODEL_SWITCH,
+    ModelSwitch,
+    agent_messages,
+    assistant,
+    chat_turns,
+    check_uploads,
+    report_line,
+    switch_model,
+)
 from core import ChatModel, load, settings
 from rag import Collection, CollectionBusyError, Retriever, collection_names, samples, stream_answer
 from rag.answer import Source
@@ -58,21 +68,25 @@ class Reply:
 
 class PdfChat:
     def __init__(self, data_dir: str | Path | None = None, llm: ChatModel | None = None,
-                 embedder: Embedder | None = None, agent_model: ChatModel | None = None):
+                 embedder: Embedder | None = None, agent_model: ChatModel | None = None,
+                 model_switch: ModelSwitch = NO_MODEL_SWITCH):
         """Loads the embedder and the model now (once), not on the first question.
 
         `agent_model`: the core.ChatModel of agent mode; default: `llm`. Either runs at the chat's temperature.
+        `model_switch`: whether `set_model` may change the model (default: no; the operator's flags decide).
         """
         self.data_dir = Path(data_dir or settings.data_dir())
         self.embedder = embedder or SentenceTransformerEmbedder()
         self.llm = llm or load()
         self.agent_model = agent_model
+        self.model_switch = model_switch
         self._collections: dict[str, tuple[Collection, Retriever, threading.Lock]] = {}
         self._open_lock = threading.Lock()
 
     def set_model(self, spec: str) -> str:
-        """Switch the model every chat uses (see `core.load`); on failure keep the current one and say why."""
-        self.llm, status = switch_model(self.llm, spec)
+        """Switch the model every chat uses (see `core.load`), if `model_switch` allows `spec`; when it does not, or
+        on failure, keep the current one and say why."""
+        self.llm, status = switch_model(self.llm, spec, self.model_switch)
         return status
 
     # --- collections and documents --------------------------------------------------------------------------------
