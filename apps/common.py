@@ -119,6 +119,7 @@ class Limits:
     upload_mb: int = 50  # per file
     files_per_upload: int = 20
     history_turns: int = 3  # earlier question/answer pairs sent with a question (the prompt drops more if needed)
+    collections: int = 50  # in the data dir, that a page's uploads may create (a name each: a folder, open files)
 
     def __post_init__(self):
         if not 0 < self.question_chars <= MAX_QUESTION_CHARS:

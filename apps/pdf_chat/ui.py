@@ -13,7 +13,6 @@ import gradio as gr
 from apps.common import LIMITS, model_box_label, model_status, plain_messages
 from apps.pdf_chat.app import DEFAULT_COLLECTION, SOURCE_COLUMNS, PdfChat, Settings, source_rows
 from rag.answer import Source
-from rag.collection import check_name
 from rag.loaders import SUFFIX_KINDS
 
 CSS = ".page-text mark { background: #ffe066; }"
@@ -29,12 +28,10 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
 
     def on_upload(name: str, files, progress=progress_bar):
         name = (name or "").strip()
-        try:
-            check_name(name)
-        except ValueError as error:
-            return str(error), gr.update(), gr.update()
-        paths = [f if isinstance(f, str) else f.name for f in (files or [])]
-        report = app.upload(name, paths, lambda fraction, what: progress(fraction, desc=what))
+        paths = [f if isinstance(f, str) else f.name for f in (files or [])]  # Gradio's temp copies: deleted
+        report = app.upload(name, paths, lambda fraction, what: progress(fraction, desc=what), delete_inputs=True)
+        if not app.open_collections.exists(name):  # not created: an invalid name, or too many collections
+            return report, gr.update(), gr.update()
         return report, app.documents(name), collection_choices(name)
 
     def on_collection(name: str):
