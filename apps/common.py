@@ -11,6 +11,7 @@ works on plain data, testable without a browser.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -56,15 +57,19 @@ def add_server_flags(parser: argparse.ArgumentParser, port: int) -> None:
 
 
 def add_app_flags(parser: argparse.ArgumentParser, port: int) -> None:
-    """The flags of `AppSettings`: the model's, --host, --port, --data-dir and the model switch's."""
+    """The flags of `AppSettings`: the model's, --host, --port, --data-dir and the sharing ones."""
     add_model_flags(parser)
     add_server_flags(parser, port)
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
-    add_model_switch_flags(parser)
+    add_sharing_flags(parser)
 
 
-def add_model_switch_flags(parser: argparse.ArgumentParser) -> None:
-    """Who may change the model from the web page (see `ModelSwitch`): by default nobody."""
+def add_sharing_flags(parser: argparse.ArgumentParser) -> None:
+    """What the users of a shared page may do: change the model (see `ModelSwitch`; by default nobody may), and
+    the names the page answers to (see `allowed_hosts`)."""
+    parser.add_argument("--allow-host", action="append", dest="allow_hosts", metavar="NAME",
+                        help="a name the page answers to besides localhost, when bound to loopback (a reverse "
+                        "proxy's; repeatable): other Host headers are refused (DNS rebinding)")
     flags = parser.add_argument_group("changing the model from the web page")
     flags.add_argument("--allow-model-switch", action="store_true", default=None,
                        help="let every user of the page change the model every session uses (a local model; a "
@@ -90,6 +95,7 @@ class AppSettings:
     port: int = 7860
     allow_model_switch: bool = False
     allow_model_urls: list[str] = field(default_factory=list)
+    allow_hosts: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         self.data_dir = Path(self.data_dir).expanduser()
@@ -107,6 +113,38 @@ class AppSettings:
     def model_switch(self) -> ModelSwitch:
         """Who may change the model from the web page; ValueError for an allowlist that is not one."""
         return ModelSwitch(self.allow_model_switch, tuple(self.allow_model_urls))
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")  # Host headers a loopback-bound page answers to
+
+
+def allowed_hosts(host: str, extra: Iterable[str] = ()) -> list[str] | None:
+    """The Host headers a server bound to `host` answers: when bound to loopback, the loopback names, the bind
+    address and `extra`, so a page on another site whose name resolves to 127.0.0.1 (DNS rebinding) cannot read
+    it through the visitor's browser; None (any) for another bind, reached by the names the network gives it."""
+    if host != "localhost":
+        try:
+            if not ipaddress.ip_address(host.strip("[]")).is_loopback:
+                return None
+        except ValueError:  # a name other than localhost: not a loopback bind we can vouch for
+            return None
+    bound = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return list(dict.fromkeys([*LOOPBACK_NAMES, bound.lower(), *(name.lower() for name in extra)]))
+
+
+def launch_kwargs(settings: AppSettings, limits: Limits | None = None) -> dict:
+    """The keyword arguments of a Gradio app's `launch()`: where it listens, uploads refused above
+    `limits.upload_mb` while Gradio receives them (before they are stored), and the Host-header check of
+    `allowed_hosts`."""
+    from starlette.middleware import Middleware  # not at the top: `llmkit --help` imports this module
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    kwargs = {"server_name": settings.host, "server_port": settings.port, "show_error": True,
+              "max_file_size": (limits or LIMITS).upload_mb * 2**20}
+    hosts = allowed_hosts(settings.host, settings.allow_hosts)
+    if hosts is not None:
+        kwargs["app_kwargs"] = {"middleware": [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]}
+    return kwargs
 
 
 # --- limits and uploads -----------------------------------------------------------------------------------------------

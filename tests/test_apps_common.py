@@ -94,6 +94,8 @@ def test_agent_steps_become_chat_messages_as_they_happen():
 
 def test_the_model_switch_is_off_unless_the_flags_allow_it():
     assert AppSettings.from_args(parse()).model_switch() == ModelSwitch(allowed=False, urls=())
+    assert AppSettings.from_args(parse("--allow-host", "a.example", "--allow-host", "b")).allow_hosts == ["a.example",
+                                                                                                          "b"]
     url = "http://models.example:8000/v1"
     policy = AppSettings.from_args(parse("--allow-model-switch", "--allow-model-url", url, "--allow-model-url",
                                          "https://other.example/v1")).model_switch()

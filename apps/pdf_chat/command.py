@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from apps.common import AppSettings, add_app_flags
+from apps.common import AppSettings, add_app_flags, launch_kwargs
 from apps.pdf_chat.app import DEFAULT_COLLECTION, PdfChat
 
 PORT = 7860
@@ -37,5 +37,4 @@ def serve(settings: PdfChatSettings) -> None:
     print("Loading the models...", flush=True)
     app = PdfChat(settings.data_dir, llm=settings.load_model(), model_switch=model_switch)
     app.ensure_sample()
-    build_demo(app, settings.collection).queue().launch(server_name=settings.host, server_port=settings.port,
-                                                        show_error=True)
+    build_demo(app, settings.collection).queue().launch(**launch_kwargs(settings, app.limits))
