@@ -176,7 +176,9 @@ def check_uploads(paths: list[Path], limits: Limits = LIMITS) -> tuple[list[Path
     accepted, refused = [], []
     for path in paths:
         size_mb = path.stat().st_size / 2**20 if path.is_file() else 0
-        if path.suffix.lower() not in SUFFIX_KINDS:
+        if not path.is_file():  # a web upload's temp copy, deleted by the handler of the same file's other upload
+            refused.append(f"- **{path.name}**: error: the uploaded file is gone; upload it again")
+        elif path.suffix.lower() not in SUFFIX_KINDS:
             refused.append(f"- **{path.name}**: error: unsupported type; upload {', '.join(sorted(SUFFIX_KINDS))}")
         elif size_mb > limits.upload_mb:
             refused.append(f"- **{path.name}**: error: {size_mb:.0f} MB; the limit is {limits.upload_mb} MB per file")

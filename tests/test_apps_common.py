@@ -65,6 +65,8 @@ def test_uploads_over_the_limits_are_refused_one_line_each(tmp_path):
     assert accepted == [small]
     assert refused == ["- **notes.docx**: error: unsupported type; upload .htm, .html, .markdown, .md, .pdf, .txt",
                        "- **big.pdf**: error: 3 MB; the limit is 2 MB per file"]
+    assert check_uploads([tmp_path / "gone.pdf"]) == ([], ["- **gone.pdf**: error: the uploaded file is gone; upload "
+                                                          "it again"])
     assert check_uploads([small] * 3, Limits(files_per_upload=2)) == (
         [], ["**Too many files:** 3 at once; the limit is 2 per upload."])
 
