@@ -1,8 +1,9 @@
 """Built-in tools the apps share: a safe calculator, the current date and time, and tools over a RAG collection.
 
 `calculator` parses with `ast` and walks a whitelist (numbers, + - * / // % **, unary signs, a few
-math functions and constants): no eval, no names or attributes beyond the list, and exponents and
-factorials bounded so `9**9**9` is refused instead of filling memory. `rag_tools(collection)` makes the
+math functions and constants): no eval, no names or attributes beyond the list, and exponents, factorials
+and round's digits bounded so `9**9**9` or `round(1, -10**7)` is refused at once instead of filling memory or
+holding the interpreter (a sync tool's timeout cannot stop a computation in C). `rag_tools(collection)` makes the
 tools that read one collection: `search_documents`, `read_page` and `list_documents`;
 `summarize_tool(collection, model)` one that has a model summarise a document from its first pages.
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 MAX_EXPRESSION_CHARS = 300
 MAX_EXPONENT = 1000  # |b| in a ** b
 MAX_FACTORIAL = 1000
+MAX_ROUND_DIGITS = 100  # |ndigits| in round(x, ndigits): round(1, -10**7) computes 10**(10**7)
 MAX_INT_BITS = 4096  # no intermediate integer beyond this (about 1,233 digits)
 SNIPPET_CHARS = 400  # of each search hit shown to the model
 PAGE_CHARS = 4000  # of a page shown to the model
@@ -85,6 +87,8 @@ def _evaluate(node: ast.AST) -> int | float:
         arguments = [_evaluate(argument) for argument in node.args]
         if node.func.id == "factorial" and arguments and abs(arguments[0]) > MAX_FACTORIAL:
             raise ValueError(f"factorial of {arguments[0]} is too large (the limit is {MAX_FACTORIAL})")
+        if node.func.id == "round" and len(arguments) > 1 and abs(arguments[1]) > MAX_ROUND_DIGITS:
+            raise ValueError(f"round to {arguments[1]} digits is out of range (the limit is ±{MAX_ROUND_DIGITS})")
         return _checked(_FUNCTIONS[node.func.id](*arguments))
     allowed = ", ".join([*_FUNCTIONS, *_CONSTANTS])
     raise ValueError(f"unsupported expression {ast.unparse(node)!r}: use numbers, + - * / // % **, parentheses "

@@ -1,7 +1,8 @@
 """What every app shares, so a new app copies nothing out of another: its start-up settings (flags over the
-LLMKIT_* environment), its input limits, the model it runs on and the line that says which, uploads checked
-against the limits, and the chat messages a Gradio chatbot shows (agent steps as they happen, the history the
-browser hands back as plain {"role", "content"} messages).
+LLMKIT_* environment), its input limits, the model it runs on and the line that says which, who may change it
+from the web page (nobody, unless the operator's flags allow it), uploads checked against the limits, and the
+chat messages a Gradio chatbot shows (agent steps as they happen, the history the browser hands back as plain
+{"role", "content"} messages).
 
 Does not import gradio (each app's ui.py does): `llmkit --help` imports this module, and every function here
 works on plain data, testable without a browser.
@@ -10,12 +11,15 @@ works on plain data, testable without a browser.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
+from urllib.parse import urlsplit
 
 from core import ChatModel, ModelLoadError, load, settings
+from core.resolve import is_url
 from rag.answer import MAX_QUESTION_CHARS
 from rag.loaders import SUFFIX_KINDS
 
@@ -28,7 +32,7 @@ MODEL_NAME_HELP = (f"for a server URL: the model to ask it for (default: env {se
 DATA_DIR_HELP = (f"where collections live (default: env {settings.HOME}, else the user's data dir, "
                  "~/.local/share/llmkit on Linux)")
 MODEL_BOX_LABEL = ("Model: empty for the embedded one, a .gguf path, a checkpoint directory, a Hugging Face id, "
-                   "or an OpenAI-compatible URL (…/v1)")
+                   "or an OpenAI-compatible URL the operator allowed ({servers})")
 STEP_CHARS = 1500  # of a tool step's result shown in the chat
 
 
@@ -53,10 +57,26 @@ def add_server_flags(parser: argparse.ArgumentParser, port: int) -> None:
 
 
 def add_app_flags(parser: argparse.ArgumentParser, port: int) -> None:
-    """The flags of `AppSettings`: the model's, --host, --port and --data-dir."""
+    """The flags of `AppSettings`: the model's, --host, --port, --data-dir and the sharing ones."""
     add_model_flags(parser)
     add_server_flags(parser, port)
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
+    add_sharing_flags(parser)
+
+
+def add_sharing_flags(parser: argparse.ArgumentParser) -> None:
+    """What the users of a shared page may do: change the model (see `ModelSwitch`; by default nobody may), and
+    the names the page answers to (see `allowed_hosts`)."""
+    parser.add_argument("--allow-host", action="append", dest="allow_hosts", metavar="NAME",
+                        help="a name the page answers to besides localhost, when bound to loopback (a reverse "
+                        "proxy's; repeatable): other Host headers are refused (DNS rebinding)")
+    flags = parser.add_argument_group("changing the model from the web page")
+    flags.add_argument("--allow-model-switch", action="store_true", default=None,
+                       help="let every user of the page change the model every session uses (a local model; a "
+                       "server's URL only if listed with --allow-model-url)")
+    flags.add_argument("--allow-model-url", action="append", dest="allow_model_urls", metavar="URL",
+                       help="an OpenAI-compatible server's URL the page may switch to (with --allow-model-switch; "
+                       "repeatable): every question, with its retrieved passages, is sent there")
 
 
 @dataclass
@@ -73,6 +93,9 @@ class AppSettings:
     dtype: str = "float32"
     host: str = "127.0.0.1"
     port: int = 7860
+    allow_model_switch: bool = False
+    allow_model_urls: list[str] = field(default_factory=list)
+    allow_hosts: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         self.data_dir = Path(self.data_dir).expanduser()
@@ -87,6 +110,42 @@ class AppSettings:
         """The model the settings name (see `core.load`); raises as it does."""
         return load(self.model, dtype=self.dtype, model_name=self.model_name, api_key=self.api_key)
 
+    def model_switch(self) -> ModelSwitch:
+        """Who may change the model from the web page; ValueError for an allowlist that is not one."""
+        return ModelSwitch(self.allow_model_switch, tuple(self.allow_model_urls))
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")  # Host headers a loopback-bound page answers to
+
+
+def allowed_hosts(host: str, extra: Iterable[str] = ()) -> list[str] | None:
+    """The Host headers a server bound to `host` answers: when bound to loopback, the loopback names, the bind
+    address and `extra`, so a page on another site whose name resolves to 127.0.0.1 (DNS rebinding) cannot read
+    it through the visitor's browser; None (any) for another bind, reached by the names the network gives it."""
+    if host != "localhost":
+        try:
+            if not ipaddress.ip_address(host.strip("[]")).is_loopback:
+                return None
+        except ValueError:  # a name other than localhost: not a loopback bind we can vouch for
+            return None
+    bound = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return list(dict.fromkeys([*LOOPBACK_NAMES, bound.lower(), *(name.lower() for name in extra)]))
+
+
+def launch_kwargs(settings: AppSettings, limits: Limits | None = None) -> dict:
+    """The keyword arguments of a Gradio app's `launch()`: where it listens, uploads refused above
+    `limits.upload_mb` while Gradio receives them (before they are stored), and the Host-header check of
+    `allowed_hosts`."""
+    from starlette.middleware import Middleware  # not at the top: `llmkit --help` imports this module
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    kwargs = {"server_name": settings.host, "server_port": settings.port, "show_error": True,
+              "max_file_size": (limits or LIMITS).upload_mb * 2**20}
+    hosts = allowed_hosts(settings.host, settings.allow_hosts)
+    if hosts is not None:
+        kwargs["app_kwargs"] = {"middleware": [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]}
+    return kwargs
+
 
 # --- limits and uploads -----------------------------------------------------------------------------------------------
 
@@ -98,6 +157,7 @@ class Limits:
     upload_mb: int = 50  # per file
     files_per_upload: int = 20
     history_turns: int = 3  # earlier question/answer pairs sent with a question (the prompt drops more if needed)
+    collections: int = 50  # in the data dir, that a page's uploads may create (a name each: a folder, open files)
 
     def __post_init__(self):
         if not 0 < self.question_chars <= MAX_QUESTION_CHARS:
@@ -116,7 +176,9 @@ def check_uploads(paths: list[Path], limits: Limits = LIMITS) -> tuple[list[Path
     accepted, refused = [], []
     for path in paths:
         size_mb = path.stat().st_size / 2**20 if path.is_file() else 0
-        if path.suffix.lower() not in SUFFIX_KINDS:
+        if not path.is_file():  # a web upload's temp copy, deleted by the handler of the same file's other upload
+            refused.append(f"- **{path.name}**: error: the uploaded file is gone; upload it again")
+        elif path.suffix.lower() not in SUFFIX_KINDS:
             refused.append(f"- **{path.name}**: error: unsupported type; upload {', '.join(sorted(SUFFIX_KINDS))}")
         elif size_mb > limits.upload_mb:
             refused.append(f"- **{path.name}**: error: {size_mb:.0f} MB; the limit is {limits.upload_mb} MB per file")
@@ -142,9 +204,57 @@ def model_status(model: ChatModel) -> str:
     return f"Model: `{model.name}`."
 
 
-def switch_model(current: ChatModel, spec: str) -> tuple[ChatModel, str]:
-    """The model `spec` means (see `core.load`) and its status line; when it cannot be loaded, `current` and a
-    line saying why."""
+@dataclass(frozen=True)
+class ModelSwitch:
+    """Whether a page's users may change the model, which every session shares, and to which servers.
+
+    Off by default: one browser user must not change another's model, nor make the server fetch a URL and send
+    every later question (with its retrieved passages) there. `allowed`: local models (a file, a checkpoint
+    directory, a Hugging Face id) may be loaded; a server's URL only when it is one of `urls` (compared without
+    case in the scheme and host, and without a trailing slash).
+    """
+
+    allowed: bool = False
+    urls: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for url in self.urls:
+            if not is_url(url) or not urlsplit(url).hostname:
+                raise ValueError(f"--allow-model-url {url!r} is not a server's URL: give http(s)://HOST:PORT/v1")
+        if self.urls and not self.allowed:
+            raise ValueError("--allow-model-url lists servers to switch to, but switching is off: add "
+                             "--allow-model-switch")
+
+    def refusal(self, spec: str) -> str | None:
+        """Why the page may not switch to `spec`, None when it may."""
+        if not self.allowed:
+            return ("Changing the model from this page is off (the operator can allow it with "
+                    "--allow-model-switch).")
+        if is_url(spec.strip()) and _url_key(spec) not in {_url_key(url) for url in self.urls}:
+            return (f"{spec.strip()!r} is not one of the servers the operator allowed (--allow-model-url); "
+                    f"allowed: {', '.join(self.urls) or 'none'}.")
+        return None
+
+
+def _url_key(url: str) -> tuple[str, ...]:
+    parts = urlsplit(url.strip())
+    return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query, parts.fragment
+
+
+NO_MODEL_SWITCH = ModelSwitch()
+
+
+def model_box_label(policy: ModelSwitch) -> str:
+    """The label of a page's model box: what may be typed there."""
+    return MODEL_BOX_LABEL.format(servers=", ".join(policy.urls) or "none")
+
+
+def switch_model(current: ChatModel, spec: str, policy: ModelSwitch) -> tuple[ChatModel, str]:
+    """The model `spec` means (see `core.load`) and its status line, if `policy` allows it; when it does not, or
+    the model cannot be loaded, `current` and a line saying why."""
+    refused = policy.refusal(spec)
+    if refused:
+        return current, f"{refused} Still using `{current.name}`."
     try:
         model = load(spec)
     except (ModelLoadError, ValueError, ConnectionError, OSError) as error:

@@ -1,11 +1,13 @@
 """Built-in tools: the calculator computes without eval and within bounds; date/time; tools over a RAG collection."""
 
 import re
+import time
 
 import pytest
 
 from agents import Agent, ScriptedModel, ToolFailed, calculator, current_datetime, rag_tools, summarize_tool
-from agents.builtin import MAX_EXPONENT
+from agents.builtin import MAX_EXPONENT, MAX_ROUND_DIGITS
+from agents.tools import DEFAULT_TIMEOUT_S
 from rag.collection import Collection
 
 
@@ -28,6 +30,8 @@ def test_calculator_computes(expression, value):
     ("9 ** 9 ** 9", "exponent 387420489 is too large"),
     ("(10 ** 999) ** 999", "more than 4096 bits"),
     ("factorial(10 ** 6)", "factorial of 1000000 is too large"),
+    ("round(1, -10 ** 7)", f"round to -10000000 digits is out of range \\(the limit is ±{MAX_ROUND_DIGITS}\\)"),
+    ("round(1.5, 101)", "round to 101 digits is out of range"),
     ("1 < 2", "unsupported expression"),
     ("'a' * 3", "unsupported expression"),
     ("sqrt(x=4)", "unsupported expression"),
@@ -39,6 +43,15 @@ def test_calculator_computes(expression, value):
 def test_calculator_refuses_what_is_not_bounded_arithmetic(expression, says):
     with pytest.raises(ToolFailed, match=says):
         calculator.run({"expression": expression})
+
+
+def test_calculator_refuses_a_huge_round_at_once_and_is_bounded_in_time():
+    started = time.monotonic()
+    with pytest.raises(ToolFailed, match="out of range"):
+        calculator.run({"expression": "round(1, -10 ** 7)"})  # computing it holds the interpreter for seconds
+    assert time.monotonic() - started < 0.5
+    assert calculator.run({"expression": f"round(123456, -{MAX_ROUND_DIGITS})"}) == "0"
+    assert calculator.timeout == DEFAULT_TIMEOUT_S  # and whatever else runs long ends in a ToolTimeout
 
 
 def test_current_datetime_is_now_in_the_zone():

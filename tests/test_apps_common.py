@@ -10,6 +10,7 @@ from apps.common import (
     LIMITS,
     AppSettings,
     Limits,
+    ModelSwitch,
     add_app_flags,
     agent_messages,
     chat_turns,
@@ -64,6 +65,8 @@ def test_uploads_over_the_limits_are_refused_one_line_each(tmp_path):
     assert accepted == [small]
     assert refused == ["- **notes.docx**: error: unsupported type; upload .htm, .html, .markdown, .md, .pdf, .txt",
                        "- **big.pdf**: error: 3 MB; the limit is 2 MB per file"]
+    assert check_uploads([tmp_path / "gone.pdf"]) == ([], ["- **gone.pdf**: error: the uploaded file is gone; upload "
+                                                          "it again"])
     assert check_uploads([small] * 3, Limits(files_per_upload=2)) == (
         [], ["**Too many files:** 3 at once; the limit is 2 per upload."])
 
@@ -89,3 +92,22 @@ def test_agent_steps_become_chat_messages_as_they_happen():
     model = ScriptedModel([{"tool": "final_answer", "arguments": {"answer": "5"}}])
     assert list(agent_messages(Agent(model, [calculator]).stream("What is 2 + 3?"))) == [
         [{"role": "assistant", "content": "5"}]]
+
+
+def test_the_model_switch_is_off_unless_the_flags_allow_it():
+    assert AppSettings.from_args(parse()).model_switch() == ModelSwitch(allowed=False, urls=())
+    assert AppSettings.from_args(parse("--allow-host", "a.example", "--allow-host", "b")).allow_hosts == ["a.example",
+                                                                                                          "b"]
+    url = "http://models.example:8000/v1"
+    policy = AppSettings.from_args(parse("--allow-model-switch", "--allow-model-url", url, "--allow-model-url",
+                                         "https://other.example/v1")).model_switch()
+    assert policy == ModelSwitch(allowed=True, urls=(url, "https://other.example/v1"))
+    assert policy.refusal("HTTP://Models.Example:8000/v1/".lower()) is None and policy.refusal("my.gguf") is None
+    for spec in ("http://models.example:8000@evil.example/v1", "http://models.example:8001/v1",
+                 "https://models.example:8000/v1", "http://models.example:8000/v1?x=1"):
+        assert "is not one of the servers the operator allowed" in policy.refusal(spec), spec
+    assert "--allow-model-switch" in ModelSwitch().refusal("my.gguf")
+    with pytest.raises(ValueError, match="add --allow-model-switch"):
+        AppSettings.from_args(parse("--allow-model-url", url)).model_switch()
+    with pytest.raises(ValueError, match="'models.example' is not a server's URL"):
+        ModelSwitch(allowed=True, urls=("models.example",))

@@ -9,10 +9,11 @@ import gradio as gr
 import pytest
 
 from agents import ScriptedModel
-from apps.common import LIMITS, plain_messages
+from apps.common import LIMITS, ModelSwitch, plain_messages
 from apps.pdf_chat import PdfChat, PdfChatSettings, Settings, add_arguments, source_rows
+from apps.pdf_chat.ui import build_demo
 
-from conftest import DEMO_PDFS, save_tiny_checkpoint, scripted_llm
+from conftest import DEMO_PDFS, SERVED_MODEL, save_tiny_checkpoint, scripted_llm
 
 GUIDE = "nist-sp800-90b-entropy-suite-user-guide.pdf"
 SRX = "nist-srx-proxy-protocol-3.0.pdf"
@@ -157,19 +158,51 @@ def test_sample_is_indexed_once(app):
     assert len(app.documents("sample")) == 1
 
 
+def closed_port_url() -> str:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+
+
+def test_the_model_cannot_be_switched_from_the_page_unless_the_operator_allows_it(app, tmp_path):
+    before = app.llm
+    save_tiny_checkpoint("llama", tmp_path / "tiny")
+    for spec in (str(tmp_path / "tiny"), closed_port_url(), ""):
+        message = app.set_model(spec)
+        assert message.startswith("Changing the model from this page is off") and "--allow-model-switch" in message
+        assert "Still using `scripted`" in message and app.llm is before
+    page = build_demo(app).config
+    shown = {c["props"].get("elem_id") for c in page["components"]}
+    assert "model-status" in shown and "model" not in shown  # the model is shown read-only
+    assert all("set_model" not in str(d.get("api_name")) for d in page["dependencies"])
+
+
 def test_model_setting_switches_or_explains(app, tmp_path):
+    app.model_switch = ModelSwitch(allowed=True)
+    assert "model" in {c["props"].get("elem_id") for c in build_demo(app).config["components"]}  # the model box
     before = app.llm
     message = app.set_model(str(tmp_path / "missing.gguf"))
     assert message.startswith("Could not load") and "Still using `scripted`" in message and app.llm is before
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    assert app.set_model(f"http://127.0.0.1:{port}/v1").startswith("Could not load") and app.llm is before
+    url = closed_port_url()
+    message = app.set_model(url)  # refused before anything is fetched: no server is on the allowlist
+    assert message.startswith(f"'{url}' is not one of the servers the operator allowed") and app.llm is before
+    app.model_switch = ModelSwitch(allowed=True, urls=(url,))
+    assert app.set_model(url).startswith("Could not load") and app.llm is before
     save_tiny_checkpoint("llama", tmp_path / "tiny")
     assert app.set_model(str(tmp_path / "tiny")) == "Model: `tiny`."
     app.upload("docs", [DEMO_PDFS / GUIDE])
     [reply] = app.ask(QUESTION, [], Settings("docs"))  # 256 tokens of context: too small for a source
     assert reply.messages[0]["content"].startswith("Cannot answer with this model: the question and its best source")
+
+
+def test_the_model_switches_to_an_allowed_server_only(app, served_url):
+    other = served_url.replace("127.0.0.1", "localhost")  # the same server under a name that is not listed
+    app.model_switch = ModelSwitch(allowed=True, urls=(served_url + "/",))
+    before = app.llm
+    assert "is not one of the servers the operator allowed" in app.set_model(other) and app.llm is before
+    assert app.set_model(served_url) == f"Model: `{SERVED_MODEL}`."
+    app.upload("docs", [DEMO_PDFS / GUIDE])
+    assert list(app.ask(QUESTION, [], Settings("docs")))[-1].messages[0]["content"]  # answered by the server
 
 
 def test_the_command_settings_come_from_its_flags(tmp_path):

@@ -1,10 +1,11 @@
 """The PDF chat's handlers: upload into named collections, streamed answers with checked page citations.
 
-`PdfChat` holds what every browser session shares (the data dir, the embedder, the model, open
-collections) and its methods are the handlers, written over domain objects so tests call them without
-a server; `apps.pdf_chat.ui.build_demo` only wires them to Gradio components. Collections live under the
-data dir (`--data-dir`, env LLMKIT_HOME) and persist across restarts; uploaded files are copied into their
-collection so a document can be re-indexed and its pages shown after the upload's temp file is gone.
+`PdfChat` holds what every browser session shares (the data dir, the embedder, the model, a few open
+collections: open_collections.py) and its methods are the handlers, written over domain objects so tests call
+them without a server; `apps.pdf_chat.ui.build_demo` only wires them to Gradio components. Collections live under the
+data dir (`--data-dir`, env LLMKIT_HOME) and persist across restarts; only an upload creates one (up to
+`Limits.collections`). Uploaded files are copied into their collection so a document can be re-indexed and its
+pages shown after the upload's temp file is gone (the page's handler has it deleted at once).
 
 Threads: Gradio runs handlers on worker threads. A collection (SQLite store, FAISS index, BM25) is used
 by one thread at a time under its lock; generation happens outside the lock, in the engine, which
@@ -21,11 +22,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apps.common import LIMITS, agent_messages, assistant, chat_turns, check_uploads, report_line, switch_model
+from apps.common import (
+    LIMITS,
+    NO_MODEL_SWITCH,
+    Limits,
+    ModelSwitch,
+    agent_messages,
+    assistant,
+    chat_turns,
+    check_uploads,
+    report_line,
+    switch_model,
+)
+from apps.pdf_chat.open_collections import OpenCollection, OpenCollections
 from core import ChatModel, load, settings
-from rag import Collection, CollectionBusyError, Retriever, collection_names, samples, stream_answer
+from rag import Collection, CollectionBusyError, collection_names, samples, stream_answer
 from rag.answer import Source
-from rag.collection import check_name
 from rag.embeddings import Embedder, SentenceTransformerEmbedder
 
 DEFAULT_COLLECTION = "sample"
@@ -58,21 +70,26 @@ class Reply:
 
 class PdfChat:
     def __init__(self, data_dir: str | Path | None = None, llm: ChatModel | None = None,
-                 embedder: Embedder | None = None, agent_model: ChatModel | None = None):
+                 embedder: Embedder | None = None, agent_model: ChatModel | None = None,
+                 model_switch: ModelSwitch = NO_MODEL_SWITCH, limits: Limits = LIMITS):
         """Loads the embedder and the model now (once), not on the first question.
 
         `agent_model`: the core.ChatModel of agent mode; default: `llm`. Either runs at the chat's temperature.
+        `model_switch`: whether `set_model` may change the model (default: no; the operator's flags decide).
+        `limits`: what a request may bring, and how many collections uploads may create.
         """
         self.data_dir = Path(data_dir or settings.data_dir())
         self.embedder = embedder or SentenceTransformerEmbedder()
         self.llm = llm or load()
         self.agent_model = agent_model
-        self._collections: dict[str, tuple[Collection, Retriever, threading.Lock]] = {}
-        self._open_lock = threading.Lock()
+        self.model_switch = model_switch
+        self.limits = limits
+        self.open_collections = OpenCollections(self.data_dir, self.embedder, limits.collections)
 
     def set_model(self, spec: str) -> str:
-        """Switch the model every chat uses (see `core.load`); on failure keep the current one and say why."""
-        self.llm, status = switch_model(self.llm, spec)
+        """Switch the model every chat uses (see `core.load`), if `model_switch` allows `spec`; when it does not, or
+        on failure, keep the current one and say why."""
+        self.llm, status = switch_model(self.llm, spec, self.model_switch)
         return status
 
     # --- collections and documents --------------------------------------------------------------------------------
@@ -80,31 +97,42 @@ class PdfChat:
     def collections(self) -> list[str]:
         return collection_names(self.data_dir)
 
-    def _open(self, name: str) -> tuple[Collection, Retriever, threading.Lock]:
-        check_name(name)
-        with self._open_lock:
-            if name not in self._collections:
-                collection = Collection.open(name, self.data_dir, embedder=self.embedder)
-                self._collections[name] = (collection, Retriever(collection), threading.Lock())
-            return self._collections[name]
-
     def ensure_sample(self) -> None:
         """The bundled sample PDF in the default collection, so a newcomer has something to ask about."""
         if SAMPLE_PDF.exists() and DEFAULT_COLLECTION not in self.collections():
             self.upload(DEFAULT_COLLECTION, [SAMPLE_PDF])
 
-    def upload(self, name: str, paths: list[str | Path], progress: Progress | None = None) -> str:
-        """Add files to collection `name` (created if new); returns the per-file report as Markdown.
+    def upload(self, name: str, paths: list[str | Path], progress: Progress | None = None,
+               delete_inputs: bool = False) -> str:
+        """Add files to collection `name` (created if new, within `limits.collections`); returns the per-file
+        report as Markdown.
 
         Files over the limits are refused before reading; every other file gets its own line, and a bad
-        file never stops the others or changes the collection.
+        file never stops the others or changes the collection. `delete_inputs`: the files are temp copies (a web
+        upload's): deleted once copied into the collection or refused, whatever happens.
         """
+        try:
+            return self._upload(name, list(map(Path, paths)), progress)
+        finally:
+            if delete_inputs:
+                for path in paths:
+                    Path(path).unlink(missing_ok=True)
+
+    def _upload(self, name: str, paths: list[Path], progress: Progress | None) -> str:
         if not paths:
             return "Choose one or more files to upload."
-        accepted, lines = check_uploads(list(map(Path, paths)))
+        accepted, lines = check_uploads(paths, self.limits)
         if not accepted:
             return "\n".join(lines)
-        collection, _, lock = self._open(name)
+        try:
+            self.open_collections.create(name)
+        except ValueError as error:
+            return f"**Nothing added:** {error}."
+        with self.open_collections.use(name) as entry:
+            return self._add_files(entry.collection, entry.lock, accepted, lines, progress)
+
+    def _add_files(self, collection: Collection, lock: threading.Lock, accepted: list[Path], lines: list[str],
+                   progress: Progress | None) -> str:
         kept, new_copies = [], set()
         for path in accepted:
             copy = self._copy_path(collection, path)
@@ -139,21 +167,27 @@ class PdfChat:
         return collection.directory / "files" / digest / path.name
 
     def documents(self, name: str) -> list[list]:
-        """Rows for the documents table: file, pages, chunks, pages needing OCR, added."""
-        collection, _, lock = self._open(name)
-        with lock:
-            records = collection.documents()
+        """Rows for the documents table: file, pages, chunks, pages needing OCR, added (none for a collection that
+        does not exist)."""
+        with self.open_collections.use(name) as entry:
+            if entry is None:
+                return []
+            with entry.lock:
+                records = entry.collection.documents()
         return [[d.file_name, d.pages_total, d.n_chunks, ", ".join(map(str, d.pages_needing_ocr)) or "-",
                  d.added_at[:19].replace("T", " ")] for d in records]
 
     def remove(self, name: str, file_name: str) -> str:
-        collection, _, lock = self._open(name)
-        with lock:
-            paths = [Path(d.path) for d in collection.documents() if d.file_name == file_name]
-            try:
-                removed = collection.remove(file_name)
-            except CollectionBusyError as error:
-                return f"Nothing removed: {error}."
+        with self.open_collections.use(name) as entry:
+            if entry is None:
+                return f"There is no collection {name!r}."
+            collection = entry.collection
+            with entry.lock:
+                paths = [Path(d.path) for d in collection.documents() if d.file_name == file_name]
+                try:
+                    removed = collection.remove(file_name)
+                except CollectionBusyError as error:
+                    return f"Nothing removed: {error}."
         for path in paths:
             if collection.directory in path.parents:
                 shutil.rmtree(path.parent, ignore_errors=True)
@@ -161,18 +195,20 @@ class PdfChat:
 
     def reindex(self, name: str, file_name: str) -> str:
         """Read the document's file again and replace it (after a chunking or model change, or an edit)."""
-        collection, _, lock = self._open(name)
-        with lock:
-            try:
-                record = collection.find(file_name)
-            except ValueError as error:  # several documents have this name
-                return f"{error}."
-            if record is None:
-                return f"There is no document {file_name!r} in {name!r}."
-            try:
-                report = collection.replace(record.path)
-            except CollectionBusyError as error:
-                return f"Not re-indexed: {error}."
+        with self.open_collections.use(name) as entry:
+            if entry is None:
+                return f"There is no collection {name!r}."
+            with entry.lock:
+                try:
+                    record = entry.collection.find(file_name)
+                except ValueError as error:  # several documents have this name
+                    return f"{error}."
+                if record is None:
+                    return f"There is no document {file_name!r} in {name!r}."
+                try:
+                    report = entry.collection.replace(record.path)
+                except CollectionBusyError as error:
+                    return f"Not re-indexed: {error}."
         return report_line(report)
 
     # --- questions ------------------------------------------------------------------------------------------------
@@ -187,22 +223,25 @@ class PdfChat:
         if not question:
             yield Reply([assistant("Type a question first.")])
             return
-        if len(question) > LIMITS.question_chars:
+        if len(question) > self.limits.question_chars:
             yield Reply([assistant(f"The question is {len(question)} characters long; the limit is "
-                                   f"{LIMITS.question_chars}. Shorten it and ask again.")])
+                                   f"{self.limits.question_chars}. Shorten it and ask again.")])
             return
-        collection, retriever, lock = self._open(settings.collection)
-        if not collection.documents():
-            yield Reply([assistant(f"The collection {settings.collection!r} has no documents yet: upload a PDF "
-                                   "first.")])
-            return
-        turns = chat_turns(history)
-        if settings.agent_mode:
-            yield from self._ask_agent(question, turns, settings, collection, retriever, lock)
-            return
+        with self.open_collections.use(settings.collection) as entry:  # kept open until the answer ends
+            if entry is None or not entry.collection.documents():
+                yield Reply([assistant(f"The collection {settings.collection!r} has no documents yet: upload a "
+                                       "PDF first.")])
+                return
+            turns = chat_turns(history, self.limits)
+            if settings.agent_mode:
+                yield from self._ask_agent(question, turns, settings, entry)
+            else:
+                yield from self._answer(question, turns, settings, entry)
+
+    def _answer(self, question: str, turns: list[dict], settings: Settings, entry: OpenCollection) -> Iterator[Reply]:
         try:
-            with lock:
-                stream = stream_answer(retriever, self.llm, question, k=settings.k,
+            with entry.lock:
+                stream = stream_answer(entry.retriever, self.llm, question, k=settings.k,
                                        mode="hybrid" if settings.hybrid else "dense",
                                        history=turns, temperature=settings.temperature)
         except ValueError as error:  # the question and its sources do not fit this model's context
@@ -221,13 +260,14 @@ class PdfChat:
             final += "\n\n_(cut off at the answer length limit)_"
         yield Reply([assistant(final)], result.sources)
 
-    def _ask_agent(self, question: str, turns: list[dict], settings: Settings, collection: Collection,
-                   retriever: Retriever, lock: threading.Lock) -> Iterator[Reply]:
+    def _ask_agent(self, question: str, turns: list[dict], settings: Settings,
+                   entry: OpenCollection) -> Iterator[Reply]:
         """The question goes to an agent with the collection's tools, after the chat's earlier `turns`; each step
         shows as it happens."""
         from agents import Agent, rag_tools, summarize_tool
 
-        tools = [*rag_tools(collection, settings.k, retriever, lock), summarize_tool(collection, self.llm, lock)]
+        collection, lock = entry.collection, entry.lock
+        tools = [*rag_tools(collection, settings.k, entry.retriever, lock), summarize_tool(collection, self.llm, lock)]
         agent = Agent(self.agent_model or self.llm, tools, instructions=AGENT_INSTRUCTIONS, max_steps=6,
                       sampling={"temperature": settings.temperature})
         for messages in agent_messages(agent.stream(question, history=turns)):
@@ -235,10 +275,12 @@ class PdfChat:
 
     def page_view(self, name: str, source: Source) -> str:
         """HTML of the source's page as indexed, with the cited passage highlighted."""
-        collection, _, lock = self._open(name)
-        with lock:
-            record = collection.find(source.doc_id or source.file)
-            text = collection.page_text(record.doc_id, source.page) if record else ""
+        text = ""
+        with self.open_collections.use(name) as entry:
+            if entry is not None:
+                with entry.lock:
+                    record = entry.collection.find(source.doc_id or source.file)
+                    text = entry.collection.page_text(record.doc_id, source.page) if record else ""
         if not text:
             return f"<p>Page {source.page} of {html.escape(source.file)} is no longer in the collection.</p>"
         at = text.find(source.text)

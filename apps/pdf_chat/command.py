@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from apps.common import AppSettings, add_app_flags
+from apps.common import AppSettings, add_app_flags, launch_kwargs
 from apps.pdf_chat.app import DEFAULT_COLLECTION, PdfChat
 
 PORT = 7860
@@ -33,8 +33,8 @@ def serve(settings: PdfChatSettings) -> None:
     """Load everything once, make sure the sample is indexed, serve until Ctrl-C."""
     from apps.pdf_chat.ui import build_demo  # gradio loads only here
 
+    model_switch = settings.model_switch()  # a bad allowlist fails before the models load
     print("Loading the models...", flush=True)
-    app = PdfChat(settings.data_dir, llm=settings.load_model())
+    app = PdfChat(settings.data_dir, llm=settings.load_model(), model_switch=model_switch)
     app.ensure_sample()
-    build_demo(app, settings.collection).queue().launch(server_name=settings.host, server_port=settings.port,
-                                                        show_error=True)
+    build_demo(app, settings.collection).queue().launch(**launch_kwargs(settings, app.limits))

@@ -10,10 +10,9 @@ import time
 
 import gradio as gr
 
-from apps.common import LIMITS, MODEL_BOX_LABEL, model_status, plain_messages
+from apps.common import LIMITS, model_box_label, model_status, plain_messages
 from apps.pdf_chat.app import DEFAULT_COLLECTION, SOURCE_COLUMNS, PdfChat, Settings, source_rows
 from rag.answer import Source
-from rag.collection import check_name
 from rag.loaders import SUFFIX_KINDS
 
 CSS = ".page-text mark { background: #ffe066; }"
@@ -29,12 +28,10 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
 
     def on_upload(name: str, files, progress=progress_bar):
         name = (name or "").strip()
-        try:
-            check_name(name)
-        except ValueError as error:
-            return str(error), gr.update(), gr.update()
-        paths = [f if isinstance(f, str) else f.name for f in (files or [])]
-        report = app.upload(name, paths, lambda fraction, what: progress(fraction, desc=what))
+        paths = [f if isinstance(f, str) else f.name for f in (files or [])]  # Gradio's temp copies: deleted
+        report = app.upload(name, paths, lambda fraction, what: progress(fraction, desc=what), delete_inputs=True)
+        if not app.open_collections.exists(name):  # not created: an invalid name, or too many collections
+            return report, gr.update(), gr.update()
         return report, app.documents(name), collection_choices(name)
 
     def on_collection(name: str):
@@ -95,9 +92,11 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
                     top_k = gr.Slider(1, 10, value=5, step=1, label="Passages retrieved")
                     hybrid = gr.Checkbox(value=True, label="Hybrid search (meaning + keywords)")
                     agent_mode = gr.Checkbox(value=False, label="Agent mode (the model searches and reads pages)")
-                    model_box = gr.Textbox(label=MODEL_BOX_LABEL, elem_id="model")
-                    load_model = gr.Button("Load model", size="sm")
                     model_line = gr.Markdown(model_status(app.llm), elem_id="model-status")
+                    if app.model_switch.allowed:  # else the model is shown, not changeable: it is every session's
+                        model_box = gr.Textbox(label=model_box_label(app.model_switch), elem_id="model")
+                        load_model = gr.Button("Load model", size="sm")
+                        load_model.click(app.set_model, model_box, model_line)
             with gr.Column(scale=2):
                 chatbot = gr.Chatbot(label="Chat", height=420, elem_id="chat")
                 question = gr.Textbox(label="Question", placeholder="Ask about your documents",
@@ -125,7 +124,6 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
         question.submit(on_ask, ask_inputs, ask_outputs)
         ask_button.click(on_ask, ask_inputs, ask_outputs)
         new_chat.click(lambda: ([], [], [], "", ""), None, [chatbot, sources_table, sources_state, page, answer_status])
-        load_model.click(app.set_model, model_box, model_line)
         sources_table.select(on_source_select, [sources_state, collection_box], page)
     demo.css = CSS
     return demo
