@@ -275,7 +275,7 @@ DELTA = b'data: {"choices": [{"index": 0, "delta": {"content": "ab"}, "finish_re
 def test_remote_streams_are_read_bounded(first, repeat, words, monkeypatch):
     monkeypatch.setattr(remote_module, "MAX_STREAM_CHARS", 2**16)  # the same check, reached sooner
     with endless_server(first, repeat) as url:
-        stream = RemoteLLM(url, model="any", timeout=10).stream("hi")
+        stream = RemoteLLM(url, model="any", timeout=10).stream([{"role": "user", "content": "hi"}])
         with pytest.raises(ModelUnavailableError, match=words):
             for _ in stream:
                 pass
