@@ -360,17 +360,19 @@ async def _deltas(deltas: asyncio.Queue, stream: GenerationStream, deadline: flo
     """The text deltas of `stream` as the pump hands them on; _TimedOut (the stream cancelled) past `deadline`.
     With `request`, the stream is cancelled once its client is gone."""
     loop = asyncio.get_running_loop()
-    getter = None
+    getter, next_check = None, loop.time() + DISCONNECT_POLL_S
     try:
         while True:
             getter = getter or asyncio.ensure_future(deltas.get())
-            left = deadline - loop.time()
-            if left <= 0:
+            now = loop.time()
+            if now >= deadline:
                 stream.cancel()
                 raise _TimedOut
-            if not (await asyncio.wait({getter}, timeout=min(DISCONNECT_POLL_S, left)))[0]:
-                if request is not None and await request.is_disconnected():
+            if request is not None and now >= next_check:  # by the clock: deltas may never pause
+                next_check = now + DISCONNECT_POLL_S
+                if await request.is_disconnected():
                     stream.cancel()  # frees its engine row, or its place in the queue; _DONE follows
+            if not (await asyncio.wait({getter}, timeout=min(DISCONNECT_POLL_S, deadline - now)))[0]:
                 continue
             item, getter = getter.result(), None
             if item is _DONE:
@@ -629,8 +631,9 @@ def create_app(llm: LLM, model_name: str, limits: ServerLimits | None = None, *,
         chars = len(prompt) if isinstance(prompt, str) else sum(len(message["content"]) for message in prompt)
         if chars > max_prompt_chars:
             param = "messages" if isinstance(prompt, list) else "prompt"
-            raise InvalidRequest(f"the {param} has {chars} characters, over this server's limit of "
-                                 f"{max_prompt_chars}: shorten it", param=param, code="context_length_exceeded")
+            raise InvalidRequest(f"{chars} characters of {param}, over this server's limit of "
+                                 f"{max_prompt_chars} for a context of {llm.context_length} tokens: shorten it",
+                                 param=param, code="context_length_exceeded")
 
     def start(body: _Request, prompt: str | list[dict], asked: int | None) -> GenerationStream:
         """Tokenise (in a worker thread: a long prompt or a schema takes a while) and submit."""
