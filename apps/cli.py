@@ -15,7 +15,7 @@ import json
 import sys
 
 from apps.common import DATA_DIR_HELP, add_model_flags, add_server_flags
-from core import ModelLoadError, RemoteLLM, load
+from core import ModelLoadError, RemoteLLM, load, settings
 from core.resolve import is_url, model_spec
 
 # (command, module, help): an app's command. The module is imported to build the parser, so it must not import
@@ -80,13 +80,19 @@ def cmd_chat(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from core.server import serve  # fastapi and uvicorn load only for this command
+    from core.server import ServerLimits, check_binding, serve  # fastapi and uvicorn load only for this command
 
     spec = model_spec(args.model)
     if is_url(spec):
         sys.exit(f"llmkit: serve runs a local model; {spec} is already a server (serving a remote model is "
                  "not supported: point clients at it directly)")
-    serve(_load(args), host=args.host, port=args.port)
+    api_key = args.api_key or settings.env(settings.API_KEY)
+    check_binding(args.host, api_key)  # before the model loads
+    limits = ServerLimits.from_settings(**{name: getattr(args, name) for name in settings.SERVE_LIMITS})
+    hosts = [*args.allowed_host, *(settings.env(settings.ALLOWED_HOSTS) or "").split(",")]
+    llm = load(args.model, dtype=args.dtype, model_name=args.model_name)
+    serve(llm, host=args.host, port=args.port, limits=limits, api_key=api_key,
+          allowed_hosts=[host.strip() for host in hosts if host.strip()])
 
 
 def _open_collection(args: argparse.Namespace, must_exist: bool = True):
@@ -215,6 +221,30 @@ def _add_generation_flags(parser: argparse.ArgumentParser, max_new_tokens: int) 
     parser.add_argument("--seed", type=int, help="makes sampling at temperature > 0 reproducible")
 
 
+def _add_serve_flags(serve: argparse.ArgumentParser) -> None:
+    """serve's flags: a local model's (no --api-key: that is the server's own here), binding, auth, limits."""
+    add_model_flags(serve, SERVED_NAME_HELP, remote=False)
+    add_server_flags(serve, port=8000, host_help="the address to bind; anything but loopback (e.g. 0.0.0.0) "
+                     "requires --api-key")
+    access = serve.add_argument_group("access")
+    access.add_argument("--api-key", help="this server's key: clients must send `Authorization: Bearer KEY` "
+                        f"(default: env {settings.API_KEY}; none on loopback)")
+    access.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="on loopback, a Host name to answer besides localhost, 127.0.0.1 and [::1] (repeatable; "
+                        f"default: env {settings.ALLOWED_HOSTS}, comma-separated)")
+    limits = serve.add_argument_group("limits (each also an env variable; the defaults suit a shared machine)")
+    for name, kind, help_ in (
+            ("max_body_bytes", int, "bytes of a request body (default 1 MiB)"),
+            ("max_prompt_chars", int, "characters of a prompt or its messages (default: 4 per token of context)"),
+            ("default_max_tokens", int, "max_tokens of a request that gives none (default 1024)"),
+            ("max_tokens", int, "the most max_tokens a request may ask for (default 4096)"),
+            ("max_running", int, "requests generating at once (default 8)"),
+            ("max_queued", int, "requests waiting beyond them; more get 429 (default 32)"),
+            ("request_seconds", float, "a request's wall time, waiting included, in seconds (default 300)")):
+        limits.add_argument("--" + name.replace("_", "-"), type=kind,
+                            help=f"{help_}; env {settings.SERVE_LIMITS[name]}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmkit", description="Local LLM applications on your CPU.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -227,8 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_flags(generate, max_new_tokens=128)
     generate.set_defaults(run=cmd_generate)
     serve = commands.add_parser("serve", help="serve the model over an OpenAI-compatible HTTP API (/v1)")
-    add_model_flags(serve, SERVED_NAME_HELP)
-    add_server_flags(serve, port=8000)
+    _add_serve_flags(serve)
     serve.set_defaults(run=cmd_serve)
     _add_rag_commands(commands)
     for name, module_name, help_ in APPS:

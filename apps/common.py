@@ -38,21 +38,25 @@ STEP_CHARS = 1500  # of a tool step's result shown in the chat
 
 # --- start-up: flags and settings -------------------------------------------------------------------------------------
 
-def add_model_flags(parser: argparse.ArgumentParser, model_name_help: str = MODEL_NAME_HELP) -> None:
-    """The flags every command that uses a model takes, meaning the same everywhere (see `core.load`)."""
+def add_model_flags(parser: argparse.ArgumentParser, model_name_help: str = MODEL_NAME_HELP,
+                    remote: bool = True) -> None:
+    """The flags every command that uses a model takes, meaning the same everywhere (see `core.load`).
+    `remote=False`: a command that runs local models only, without the server URL's --api-key."""
     flags = parser.add_argument_group("model")
     flags.add_argument("--model", help="a .gguf file, a Hugging Face checkpoint directory or model id, or an "
                        f"OpenAI-compatible server's URL http(s)://HOST:PORT/v1 (default: env {settings.MODEL}, "
                        "else the embedded SmolLM2-135M-Instruct)")
     flags.add_argument("--model-name", help=model_name_help)
-    flags.add_argument("--api-key", help=f"for a server URL: its API key (default: env {settings.MODEL_API_KEY})")
+    if remote:
+        flags.add_argument("--api-key", help=f"for a server URL: its API key (default: env {settings.MODEL_API_KEY})")
     flags.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                        help="for a local model: float32 matches transformers exactly; float16 decodes ~3x faster "
                        "on CPU, bfloat16 prefills and batches faster (see the README)")
 
 
-def add_server_flags(parser: argparse.ArgumentParser, port: int) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network, without any auth")
+def add_server_flags(parser: argparse.ArgumentParser, port: int,
+                     host_help: str = "0.0.0.0 exposes it to the network, without any auth") -> None:
+    parser.add_argument("--host", default="127.0.0.1", help=host_help)
     parser.add_argument("--port", type=int, default=port)
 
 

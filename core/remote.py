@@ -14,9 +14,11 @@ socket, which urllib hides.
 
 Does not: tokenize (`count_tokens` is an estimate, see there), send token-id prompts, apply top_k, min_p,
 logit_bias or a logits_processor (all refused with ModelRequestError rather than silently ignored), retry,
-or pool connections. Errors (core.errors): ModelRequestError when the server refuses a request (HTTP 4xx,
-its message included), ContextLengthError when it says the request exceeds its context, and
-ModelUnavailableError when it cannot be reached, fails (5xx) or breaks off a stream.
+or pool connections. Replies are read bounded (MAX_REPLY_BYTES, MAX_EVENT_BYTES, MAX_STREAM_CHARS): a server
+that sends without end fails the request (ModelUnavailableError) rather than filling memory.
+Errors (core.errors): ModelRequestError when the server refuses a request (HTTP 4xx, its message included),
+ContextLengthError when it says the request exceeds its context, and ModelUnavailableError when it cannot be
+reached, fails (5xx) or breaks off a stream.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ DEFAULTS = SamplingParams()
 # Sampling options the OpenAI API has no field for; a non-default value is refused (see `RemoteLLM.stream`).
 UNSENDABLE = ("top_k", "min_p", "logit_bias", "logits_processor")
 MAX_CONCURRENT_REQUESTS = 8  # of one generate_batch: as many as llmkit serve decodes together by default
+MAX_REPLY_BYTES = 8 * 2**20  # of a reply that is not streamed (the model list); an error reply is cut there
+MAX_EVENT_BYTES = 2**20  # of one line, and of one event, of a stream: a delta is a few bytes, a tool call kilobytes
+MAX_STREAM_CHARS = 8 * 2**20  # of the text of one streamed reply: far over what any context holds
 CHOICE_KEY = "choice"  # the key of the response_format object that carries a choice (guided_decoding=False)
 # How servers say that a request exceeds the context: OpenAI's error code (llmkit serve sends it too), the
 # message of OpenAI and vLLM, llama.cpp's error type.
@@ -176,7 +181,11 @@ class RemoteLLM:
         url = self.base_url + "/models"
         connection, response, _ = self._request("GET", "/models")
         try:
-            models = [card["id"] for card in json.loads(response.read())["data"]]
+            reply = response.read(MAX_REPLY_BYTES + 1)
+            if len(reply) > MAX_REPLY_BYTES:
+                raise ModelUnavailableError(f"{url} sent a model list over {MAX_REPLY_BYTES} bytes: is it an "
+                                            "OpenAI-compatible server?")
+            models = [card["id"] for card in json.loads(reply)["data"]]
         except (OSError, http.client.HTTPException) as error:
             raise ModelUnavailableError(f"lost the reply from {url}: {error!r}") from None
         except (ValueError, KeyError, TypeError) as error:
@@ -199,7 +208,7 @@ class RemoteLLM:
             connection.request(method, self._parts.path + path, None if body is None else json.dumps(body), headers)
             sock = connection.sock  # kept now: http.client lets go of it once the response owns the connection
             response = connection.getresponse()
-            refusal = response.read() if response.status >= 400 else None
+            refusal = response.read(MAX_REPLY_BYTES) if response.status >= 400 else None  # cut: only its message counts
         except (OSError, http.client.HTTPException) as error:
             connection.close()
             raise ModelUnavailableError(f"cannot reach {url}: {error!r}") from None
@@ -278,23 +287,31 @@ class RemoteStream:
     def _events(self) -> Iterator[str]:
         """The data of each server-sent event; ends quietly once cancelled."""
         lines: list[str] = []
+        size = 0  # of the event so far
         while True:
             try:
-                line = self._response.readline()
+                line = self._response.readline(MAX_EVENT_BYTES + 1)
             except (OSError, http.client.HTTPException) as error:
                 if self.cancelled:
                     return
                 raise ModelUnavailableError(f"lost the stream from {self.url}: {error!r}") from None
             if not line:
                 return
-            line = line.decode().rstrip("\r\n")
+            size += len(line)
+            if size > MAX_EVENT_BYTES:
+                raise ModelUnavailableError(f"{self.url} sent an event over {MAX_EVENT_BYTES} bytes: a server sending "
+                                            "without end?")
+            line = line.decode(errors="replace").rstrip("\r\n")
             if not line and lines:  # a blank line ends an event
                 yield "\n".join(lines)
-                lines = []
+                lines, size = [], 0
+            elif not line:
+                size = 0
             elif line.startswith("data:"):
                 lines.append(line[5:].removeprefix(" "))
 
     def _deltas(self) -> Iterator[str]:
+        chars = 0
         for data in self._events():
             if self.cancelled or data == "[DONE]":
                 return
@@ -307,6 +324,10 @@ class RemoteStream:
                 for piece in delta.get("tool_calls") or []:
                     self._add_tool_call(piece)
                 if text := delta.get("content"):
+                    chars += len(text)
+                    if chars > MAX_STREAM_CHARS:
+                        raise ModelUnavailableError(f"{self.url} streamed over {MAX_STREAM_CHARS} characters of "
+                                                    "text: a server sending without end?")
                     self.completion_tokens += 1
                     yield text
                 self.finish_reason = choice.get("finish_reason") or self.finish_reason

@@ -27,6 +27,18 @@ CACHE = "LLMKIT_CACHE"  # the cache dir: converted models, ONNX exports (default
 EMBEDDING_MODEL = "LLMKIT_EMBEDDING_MODEL"  # a sentence-transformers model instead of the embedded MiniLM
 EMBEDDING_PRECISION = "LLMKIT_EMBEDDING_PRECISION"  # how the embedder computes: int8 (default), bfloat16, float32
 MEMORY_BUDGET = "LLMKIT_MEMORY_BUDGET_MB"  # MiB a local model may take loaded (default: 3/4 of physical memory)
+API_KEY = "LLMKIT_API_KEY"  # llmkit serve: the bearer token clients must send (required beyond loopback)
+ALLOWED_HOSTS = "LLMKIT_ALLOWED_HOSTS"  # llmkit serve on loopback: more Host names it answers, comma-separated
+# llmkit serve: each core.server.ServerLimits field, by the variable that sets it (a positive whole number)
+SERVE_LIMITS = {
+    "max_body_bytes": "LLMKIT_SERVE_MAX_BODY_BYTES",
+    "max_prompt_chars": "LLMKIT_SERVE_MAX_PROMPT_CHARS",
+    "default_max_tokens": "LLMKIT_SERVE_DEFAULT_MAX_TOKENS",
+    "max_tokens": "LLMKIT_SERVE_MAX_TOKENS",
+    "max_running": "LLMKIT_SERVE_MAX_RUNNING",
+    "max_queued": "LLMKIT_SERVE_MAX_QUEUED",
+    "request_seconds": "LLMKIT_SERVE_REQUEST_SECONDS",
+}
 
 APP_NAME = "llmkit"
 # What each cache holds, and the version of its format: bump one when what it stores changes, so files in the

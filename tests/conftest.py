@@ -10,6 +10,7 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -198,27 +199,36 @@ def llm():
     return LLM.load()
 
 
-@pytest.fixture(scope="session")
-def served_url(llm):
-    """`llmkit serve`'s app over `llm` under uvicorn in a background thread, on a loopback port the OS picked (no
-    race for it); the base URL, ending in /v1."""
+@contextmanager
+def serving(app):
+    """`app` under uvicorn in a background thread, on a loopback port the OS picked (no race for it); the base URL,
+    ending in /v1."""
     import uvicorn
-
-    from core.server import create_app
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(llm, SERVED_MODEL), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    server.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def served_url(llm):
+    """`llmkit serve`'s app over `llm`, served in this process (`serving`)."""
+    from core.server import create_app
+
+    with serving(create_app(llm, SERVED_MODEL)) as url:
+        yield url
 
 
 def wait_until_engine_idle(llm, seconds: float = 20) -> bool:

@@ -148,7 +148,7 @@ def test_unreachable_server_raises_model_unavailable_naming_the_url(closed_url):
 def test_server_refusal_is_a_model_request_error_with_the_servers_message(served_url, remote):
     with pytest.raises(ModelRequestError, match=f"HTTP 404: .*{SERVED_MODEL}"):
         RemoteLLM(served_url, model="gpt-4o").generate(QUESTION)
-    with pytest.raises(ContextLengthError, match="HTTP 400: the prompt has .* tokens; the context holds"):
+    with pytest.raises(ContextLengthError, match="HTTP 400: .*context"):  # over the prompt-character limit
         remote.generate([{"role": "user", "content": "word " * 5000}])
 
 
