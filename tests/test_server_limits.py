@@ -213,9 +213,9 @@ def test_a_server_error_answers_generically_with_a_request_id_in_the_log(tiny_ll
 def test_models_stay_fast_while_48_non_streamed_generations_run(tiny_llm):
     limits = ServerLimits(max_running=48)
     with served(tiny_llm, limits=limits) as (url, _), ThreadPoolExecutor(48) as pool:
-        generations = [pool.submit(complete, url, timeout=300, max_tokens=64, prompt=f"fox {n}", temperature=1.0,
+        generations = [pool.submit(complete, url, timeout=300, max_tokens=240, prompt=f"fox {n}", temperature=1.0,
                                    seed=n) for n in range(48)]
-        time.sleep(1)
+        time.sleep(0.2)
         latencies = []
         while not all(future.done() for future in generations) and len(latencies) < 10:
             started = time.monotonic()
