@@ -15,6 +15,7 @@ all of them (running and queued: 429 with Retry-After beyond them), each checked
 cost. An optional API key is checked as a bearer token (required to bind beyond loopback), and a server on
 loopback answers only Host headers naming loopback (a DNS-rebinding page cannot reach it). Server errors
 answer a generic message carrying a request id; the details go to the log.
+Those checks (limits, binding, admission, Host, key, body) live in core.server_guard.
 
 Does not do: tools or function calling, n > 1, logprobs, presence/frequency penalties, images or
 audio, embeddings, TLS (put it behind a proxy for that), or per-client quotas.
@@ -24,16 +25,12 @@ fastapi and uvicorn are imported here only: `import core` does not load this mod
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import json
 import logging
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, fields
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
@@ -43,91 +40,27 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from core import settings
 from core.engine import Engine, GenerationStream
 from core.errors import ContextLengthError, ModelRequestError
 from core.llm import LLM
+from core.server_guard import (
+    LOOPBACK_HOSTS,
+    Gate,
+    Guard,
+    InvalidRequest,
+    ServerLimits,
+    TimedOut,
+    check_binding,
+    error_body,
+    error_response,
+    is_loopback,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEMPERATURE = 1.0  # OpenAI's default, so clients behave as they do there; clients wanting determinism send 0
 DISCONNECT_POLL_S = 0.5  # how often a non-streamed request checks whether its client is still there
 OWNER = "llmkit"
-PROMPT_CHARS_PER_TOKEN = 4  # max_prompt_chars defaults to this many per token of context: no prompt that fits is
-# refused (tokens of text average 3-4 characters), and one far over the context is refused before it is tokenised
-RETRY_AFTER_S = 1  # told to a client refused for capacity (429): places free as fast as generations end
-SHUTDOWN_RETRY_AFTER_S = 30  # told to a client refused because the server is shutting down (503)
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # Host header names a loopback server answers by default
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    """What one request, and all requests together, may take; each is checked before the work it would cost.
-
-    The defaults suit a team sharing one machine. `from_settings` takes flags over LLMKIT_SERVE_* variables.
-    """
-
-    max_body_bytes: int = 2**20  # a request body; a bigger one is refused (413) before it is read whole
-    max_prompt_chars: int | None = None  # characters of prompt or messages, before tokenising (None: 4 per token
-    # of the model's context)
-    default_max_tokens: int = 1024  # when a request gives no max_tokens (fewer where the context has less room)
-    max_tokens: int = 4096  # the most a request may ask for
-    max_running: int = 8  # requests generating at once (llmkit's engine batches 8 by default)
-    max_queued: int = 32  # requests waiting for a running place; beyond them, 429 with Retry-After
-    request_seconds: float = 300  # one request's wall time, waiting included; past it, it is cancelled
-
-    def __post_init__(self):
-        for limit in fields(self):
-            value = getattr(self, limit.name)
-            if value is not None and value < (0 if limit.name == "max_queued" else 1):
-                raise ValueError(f"ServerLimits.{limit.name} must be positive, got {value!r}")
-        if self.default_max_tokens > self.max_tokens:
-            raise ValueError(f"default_max_tokens ({self.default_max_tokens}) is over max_tokens ({self.max_tokens})")
-
-    @classmethod
-    def from_settings(cls, **given: int | float | None) -> ServerLimits:
-        """The limits from `given` (a CLI's flags; None: not given), else their LLMKIT_SERVE_* variable, else the
-        default."""
-        values = {}
-        for name, variable in settings.SERVE_LIMITS.items():
-            value = given.get(name)
-            values[name] = settings.env_int(variable) if value is None else value
-        return cls(**{name: value for name, value in values.items() if value is not None})
-
-    def prompt_chars(self, context_length: int) -> int:
-        return self.max_prompt_chars or PROMPT_CHARS_PER_TOKEN * context_length
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding `host` keeps the server to this machine."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_binding(host: str, api_key: str | None) -> None:
-    """ValueError unless the server stays on loopback or has an API key: anyone who can reach it runs the model."""
-    if not api_key and not is_loopback(host):
-        raise ValueError(f"serving on {host} reaches beyond this machine: give an API key clients must send "
-                         f"(--api-key or env {settings.API_KEY}), or bind to 127.0.0.1")
-
-
-class InvalidRequest(Exception):
-    """A request the server understood but cannot serve; answered in OpenAI's error shape."""
-
-    def __init__(self, message: str, *, status: int = 400, param: str | None = None, code: str | None = None,
-                 retry_after: int | None = None):
-        super().__init__(message)
-        self.status, self.param, self.code, self.retry_after = status, param, code, retry_after
-
-
-class _TimedOut(Exception):
-    """A request ran past ServerLimits.request_seconds."""
-
-
 # Request bodies. Fields OpenAI defines that we cannot honour are declared so a non-default value is
 # refused; fields we do not know (user, metadata, store, ...) are ignored, as clients send them freely.
 class StreamOptions(BaseModel):
@@ -357,7 +290,7 @@ class _Pump:
 
 async def _deltas(deltas: asyncio.Queue, stream: GenerationStream, deadline: float,
                   request: Request | None = None) -> AsyncIterator[str]:
-    """The text deltas of `stream` as the pump hands them on; _TimedOut (the stream cancelled) past `deadline`.
+    """The text deltas of `stream` as the pump hands them on; TimedOut (the stream cancelled) past `deadline`.
     With `request`, the stream is cancelled once its client is gone."""
     loop = asyncio.get_running_loop()
     getter, next_check = None, loop.time() + DISCONNECT_POLL_S
@@ -367,7 +300,7 @@ async def _deltas(deltas: asyncio.Queue, stream: GenerationStream, deadline: flo
             now = loop.time()
             if now >= deadline:
                 stream.cancel()
-                raise _TimedOut
+                raise TimedOut
             if request is not None and now >= next_check:  # by the clock: deltas may never pause
                 next_check = now + DISCONNECT_POLL_S
                 if await request.is_disconnected():
@@ -385,54 +318,6 @@ async def _deltas(deltas: asyncio.Queue, stream: GenerationStream, deadline: flo
             getter.cancel()
 
 
-class _Gate:
-    """Places for requests: at most max_running generating, max_queued waiting (first come, first served) for one;
-    beyond them 429, and 503 once the server is shutting down (`closing`). Lives on the event loop."""
-
-    def __init__(self, limits: ServerLimits):
-        self.limits = limits
-        self.running = 0
-        self.waiting: deque[asyncio.Future] = deque()
-        self.closing = False
-
-    async def enter(self, deadline: float) -> None:
-        """Wait for a place; the caller calls `leave` once it got one and is done."""
-        if self.closing:
-            raise InvalidRequest("the server is shutting down: retry later", status=503, code="server_shutting_down",
-                                 retry_after=SHUTDOWN_RETRY_AFTER_S)
-        if self.running < self.limits.max_running and not self.waiting:
-            self.running += 1
-            return
-        if len(self.waiting) >= self.limits.max_queued:
-            raise InvalidRequest(f"the server is busy ({self.running} requests generating, {len(self.waiting)} "
-                                 "waiting): retry shortly", status=429, code="rate_limit_exceeded",
-                                 retry_after=RETRY_AFTER_S)
-        place = asyncio.get_running_loop().create_future()
-        self.waiting.append(place)
-        try:
-            await asyncio.wait({place}, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
-        except BaseException:  # cancelled while waiting
-            if place.done():
-                self.leave()  # given a place on the way out: hand it on
-            else:
-                place.cancel()
-                self.waiting.remove(place)
-            raise
-        if not place.done():
-            place.cancel()
-            self.waiting.remove(place)
-            raise _TimedOut
-
-    def leave(self) -> None:
-        """Hand the place on to the first waiting request, or free it."""
-        while self.waiting:
-            place = self.waiting.popleft()
-            if not place.done():
-                place.set_result(None)
-                return
-        self.running -= 1
-
-
 def _request_id() -> str:
     return f"req-{uuid.uuid4().hex[:16]}"
 
@@ -440,7 +325,7 @@ def _request_id() -> str:
 def _failure(error: BaseException, limits: ServerLimits, where: str) -> tuple[int, str, str | None]:
     """(status, message, code) for a generation that failed: its own refusal as it is, a timeout, else a generic
     message whose request id finds the details in the log."""
-    if isinstance(error, _TimedOut):
+    if isinstance(error, TimedOut):
         return 504, f"the request ran past this server's limit of {limits.request_seconds:g} s", "timeout"
     if isinstance(error, ModelRequestError):
         return 400, str(error), None
@@ -466,7 +351,7 @@ async def _events(reply: _Reply, stream: GenerationStream, deltas: AsyncIterator
     except Exception as error:  # the status line is sent: the error goes out as an event
         status, message, code = _failure(error, limits, reply.id)
         kind = "invalid_request_error" if status < 500 else "server_error"
-        yield f"data: {json.dumps(_error_body(message, kind, code=code))}\n\n"
+        yield f"data: {json.dumps(error_body(message, kind, code=code))}\n\n"
         return
     yield event([reply.choice(None, _finish_reason(stream), chunk=True, first=first)])
     if include_usage:
@@ -493,19 +378,11 @@ class _EventStream(StreamingResponse):
             self.leave()
 
 
-def _error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
-
-
-def _error(status: int, message: str, param: str | None = None, code: str | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse(_error_body(message, kind, param, code), status_code=status, headers=headers)
 
 
 async def _on_invalid_request(request: Request, error: InvalidRequest) -> JSONResponse:
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
-    return _error(error.status, str(error), error.param, error.code, headers)
+    return error_response(error.status, str(error), error.param, error.code, headers)
 
 
 async def _on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -513,93 +390,18 @@ async def _on_validation_error(request: Request, error: RequestValidationError) 
     problems = [(".".join(str(part) for part in problem["loc"][1:]) or "body", problem["msg"])
                 for problem in error.errors()]
     message = "; ".join(f"{where}: {what}" for where, what in problems) or "invalid request body"
-    return _error(400, message, param=problems[0][0] if problems else None)
+    return error_response(400, message, param=problems[0][0] if problems else None)
 
 
 async def _on_http_error(request: Request, error: HTTPException) -> JSONResponse:
-    return _error(error.status_code, str(error.detail))
+    return error_response(error.status_code, str(error.detail))
 
 
 async def _on_server_error(request: Request, error: Exception) -> JSONResponse:
     """A generic body: exception text can tell a client about the machine; the log gets it under the id."""
     request_id = _request_id()
     logger.error("%s %s failed (request id %s)", request.method, request.url.path, request_id, exc_info=error)
-    return _error(500, f"internal server error (request id {request_id}; the details are in the server's log)")
-
-
-def _host_name(header: str) -> str:
-    """The host of a Host header, without its port: "[::1]:8000" -> "[::1]"."""
-    header = header.strip().lower()
-    if header.startswith("["):
-        return header[: header.find("]") + 1]
-    return header.rsplit(":", 1)[0]
-
-
-class _Guard:
-    """The checks made before a request reaches the app: its Host (a loopback server answers only names of
-    loopback, so a DNS-rebinding page cannot reach it), its API key, and its body size (read here, bounded, and
-    handed on whole: a body over the limit is refused, 413, without being kept)."""
-
-    def __init__(self, app, limits: ServerLimits, api_key: str | None, allowed_hosts: Iterable[str] | None):
-        self.app, self.limits = app, limits
-        self.key = api_key.encode() if api_key else None
-        self.hosts = None if allowed_hosts is None else {_host_name(host) for host in allowed_hosts}
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-        refusal = self._refusal(headers)
-        if refusal is None and scope["method"] in ("POST", "PUT", "PATCH"):
-            body, refusal = await self._body(headers, receive)
-            if body is None and refusal is None:
-                return  # the client left while sending
-            receive = _replay(body, receive)
-        if refusal is not None:
-            return await refusal(scope, receive, send)
-        await self.app(scope, receive, send)
-
-    def _refusal(self, headers: dict[str, str]) -> JSONResponse | None:
-        host = headers.get("host", "")
-        if self.hosts is not None and _host_name(host) not in self.hosts:
-            return _error(421, f"Host {host!r} is not served here: this server answers {', '.join(sorted(self.hosts))}"
-                          " (llmkit serve --allowed-host adds a name)", code="host_not_allowed")
-        given = headers.get("authorization", "")
-        if self.key is not None and not (given[:7].lower() == "bearer " and
-                                         hmac.compare_digest(given[7:].strip().encode("latin-1"), self.key)):
-            return _error(401, "Incorrect or missing API key: send it as the header `Authorization: Bearer KEY`",
-                          code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-        return None
-
-    async def _body(self, headers: dict[str, str], receive) -> tuple[bytes | None, JSONResponse | None]:
-        limit = self.limits.max_body_bytes
-        too_large = _error(413, f"the request body is over this server's limit of {limit} bytes",
-                           code="request_too_large")
-        length = headers.get("content-length")
-        if length is not None and (not length.strip().isdigit() or int(length) > limit):
-            return b"", too_large
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None, None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return b"", too_large
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks), None
-
-
-def _replay(body: bytes, receive):
-    """A `receive` that gives `body` whole, then what the client sends next (its disconnect)."""
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def replayed():
-        return pending.pop() if pending else await receive()
-
-    return replayed
+    return error_response(500, f"internal server error (request id {request_id}; the details are in the server's log)")
 
 
 def create_app(llm: LLM, model_name: str, limits: ServerLimits | None = None, *, api_key: str | None = None,
@@ -616,9 +418,9 @@ def create_app(llm: LLM, model_name: str, limits: ServerLimits | None = None, *,
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(HTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_server_error)
-    app.add_middleware(_Guard, limits=limits, api_key=api_key, allowed_hosts=allowed_hosts)
+    app.add_middleware(Guard, limits=limits, api_key=api_key, allowed_hosts=allowed_hosts)
     card = {"id": model_name, "object": "model", "created": int(time.time()), "owned_by": OWNER}
-    gate, pump = _Gate(limits), _Pump(llm.engine)
+    gate, pump = Gate(limits), _Pump(llm.engine)
     app.state.gate = gate
     max_prompt_chars = limits.prompt_chars(llm.context_length)
 
@@ -651,7 +453,7 @@ def create_app(llm: LLM, model_name: str, limits: ServerLimits | None = None, *,
         reply = _Reply(chat=isinstance(body, ChatCompletionRequest), model=model_name)
         try:
             await gate.enter(deadline)
-        except _TimedOut as error:
+        except TimedOut as error:
             status, message, code = _failure(error, limits, reply.id)
             raise InvalidRequest(message, status=status, code=code) from None
         handed_on = False
