@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -239,3 +240,20 @@ def wait_until_engine_idle(llm, seconds: float = 20) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+@contextmanager
+def local_http_server(handler, **attributes):
+    """A ThreadingHTTPServer on a free loopback port running `handler`, with `attributes` set on the server (what
+    the handler reads as self.server.NAME); yields its base URL ending in /v1, as an OpenAI client takes it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    for name, value in attributes.items():
+        setattr(server, name, value)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()

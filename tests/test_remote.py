@@ -6,8 +6,7 @@ import json
 import re
 import socket
 import threading
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import jsonschema
@@ -15,7 +14,7 @@ import pytest
 
 from core import ContextLengthError, ModelRequestError, ModelUnavailableError, RemoteLLM
 
-from conftest import SERVED_MODEL, wait_until_engine_idle
+from conftest import SERVED_MODEL, local_http_server, wait_until_engine_idle
 
 QUESTION = [{"role": "user", "content": "Tell me about Paris."}]  # longer than 16 tokens to answer
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9,"  # goes on for as long as it is allowed to
@@ -50,19 +49,6 @@ class CannedEvents(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def canned_server(body: bytes):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), CannedEvents)
-    server.body = body
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def event(delta: dict, finish_reason=None) -> bytes:
     chunk = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
     return f"data: {json.dumps(chunk)}\r\n\r\n".encode()
@@ -74,7 +60,7 @@ OTHER_SERVER = [b": ping\r\n\r\n", event({"role": "assistant"}), event({"content
 
 
 def test_a_stream_without_usage_is_read_with_estimated_counts():
-    with canned_server(b"".join(OTHER_SERVER)) as url:
+    with local_http_server(CannedEvents, body=b"".join(OTHER_SERVER)) as url:
         remote = RemoteLLM(url, model="any")
         stream = remote.stream(QUESTION)
         assert list(stream) == ["Hel", "lo"] and stream.finish_reason == "stop"
@@ -87,7 +73,7 @@ def test_a_stream_without_usage_is_read_with_estimated_counts():
     ([*OTHER_SERVER[:3], b"data: {not json\n\n"], "not JSON"),
 ], ids=["truncated", "error event", "garbage"])
 def test_a_broken_stream_raises_model_unavailable_after_the_text_so_far(events, words):
-    with canned_server(b"".join(events)) as url:
+    with local_http_server(CannedEvents, body=b"".join(events)) as url:
         stream = RemoteLLM(url, model="any").stream(QUESTION)
         deltas = []
         with pytest.raises(ModelUnavailableError, match=words):

@@ -11,7 +11,7 @@ import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
@@ -20,7 +20,7 @@ from core import LLM, ModelUnavailableError, RemoteLLM
 from core import remote as remote_module
 from core.server import ServerLimits, check_binding, create_app
 
-from conftest import save_tiny_checkpoint, serving, wait_until_engine_idle
+from conftest import local_http_server, save_tiny_checkpoint, serving, wait_until_engine_idle
 
 MODEL = "tiny"
 TIMEOUT = 60
@@ -250,20 +250,6 @@ class Endless(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def endless_server(first: bytes, repeat: bytes):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
-    server.daemon_threads = True
-    server.first, server.repeat = first, repeat
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 DELTA = b'data: {"choices": [{"index": 0, "delta": {"content": "ab"}, "finish_reason": null}]}\n\n'
 
 
@@ -274,7 +260,7 @@ DELTA = b'data: {"choices": [{"index": 0, "delta": {"content": "ab"}, "finish_re
 ], ids=["line", "event", "text"])
 def test_remote_streams_are_read_bounded(first, repeat, words, monkeypatch):
     monkeypatch.setattr(remote_module, "MAX_STREAM_CHARS", 2**16)  # the same check, reached sooner
-    with endless_server(first, repeat) as url:
+    with local_http_server(Endless, first=first, repeat=repeat) as url:
         stream = RemoteLLM(url, model="any", timeout=10).stream([{"role": "user", "content": "hi"}])
         with pytest.raises(ModelUnavailableError, match=words):
             for _ in stream:
@@ -284,8 +270,8 @@ def test_remote_streams_are_read_bounded(first, repeat, words, monkeypatch):
 
 def test_an_endless_model_list_is_refused(monkeypatch):
     monkeypatch.setattr(remote_module, "MAX_REPLY_BYTES", 2**16)
-    with endless_server(b'{"data": [', b'{"id": "m"},' * 1000) as url, pytest.raises(ModelUnavailableError,
-                                                                                   match="model list over"):
+    endless_list = local_http_server(Endless, first=b'{"data": [', repeat=b'{"id": "m"},' * 1000)
+    with endless_list as url, pytest.raises(ModelUnavailableError, match="model list over"):
         RemoteLLM(url)
 
 
