@@ -210,6 +210,7 @@ def test_a_server_error_answers_generically_with_a_request_id_in_the_log(tiny_ll
                for record in caplog.records)
 
 
+@pytest.mark.slow  # 48 generations of 240 tokens: seconds
 def test_models_stay_fast_while_48_non_streamed_generations_run(tiny_llm):
     limits = ServerLimits(max_running=48)
     with served(tiny_llm, limits=limits) as (url, _), ThreadPoolExecutor(48) as pool:
