@@ -23,7 +23,7 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# Day to day: ruff and the tests that load no real model and drive no browser (under a minute on 2 cores).
+# Day to day: ruff and the tests that load no real model and drive no browser (about a minute on 2 cores).
 test-fast: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow and not browser"
