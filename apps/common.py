@@ -11,7 +11,6 @@ works on plain data, testable without a browser.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -119,21 +118,14 @@ class AppSettings:
         return ModelSwitch(self.allow_model_switch, tuple(self.allow_model_urls))
 
 
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")  # Host headers a loopback-bound page answers to
-
-
 def allowed_hosts(host: str, extra: Iterable[str] = ()) -> list[str] | None:
     """The Host headers a server bound to `host` answers: when bound to loopback, the loopback names, the bind
     address and `extra`, so a page on another site whose name resolves to 127.0.0.1 (DNS rebinding) cannot read
     it through the visitor's browser; None (any) for another bind, reached by the names the network gives it."""
-    if host != "localhost":
-        try:
-            if not ipaddress.ip_address(host.strip("[]")).is_loopback:
-                return None
-        except ValueError:  # a name other than localhost: not a loopback bind we can vouch for
-            return None
+    if not settings.is_loopback(host):
+        return None
     bound = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    return list(dict.fromkeys([*LOOPBACK_NAMES, bound.lower(), *(name.lower() for name in extra)]))
+    return list(dict.fromkeys([*settings.LOOPBACK_HOSTS, bound.lower(), *(name.lower() for name in extra)]))
 
 
 def launch_kwargs(settings: AppSettings, limits: Limits | None = None) -> dict:

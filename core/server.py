@@ -44,7 +44,6 @@ from core.engine import Engine, GenerationStream
 from core.errors import ContextLengthError, ModelRequestError
 from core.llm import LLM
 from core.server_guard import (
-    LOOPBACK_HOSTS,
     Gate,
     Guard,
     InvalidRequest,
@@ -53,8 +52,8 @@ from core.server_guard import (
     check_binding,
     error_body,
     error_response,
-    is_loopback,
 )
+from core.settings import LOOPBACK_HOSTS, is_loopback
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
@@ -17,12 +16,12 @@ from dataclasses import dataclass, fields
 from fastapi.responses import JSONResponse
 
 from core import settings
+from core.settings import is_loopback
 
 PROMPT_CHARS_PER_TOKEN = 4  # max_prompt_chars defaults to this many per token of context: no prompt that fits is
 # refused (tokens of text average 3-4 characters), and one far over the context is refused before it is tokenised
 RETRY_AFTER_S = 1  # told to a client refused for capacity (429): places free as fast as generations end
 SHUTDOWN_RETRY_AFTER_S = 30  # told to a client refused because the server is shutting down (503)
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # Host header names a loopback server answers by default
 
 
 @dataclass(frozen=True)
@@ -63,14 +62,6 @@ class ServerLimits:
         return self.max_prompt_chars or PROMPT_CHARS_PER_TOKEN * context_length
 
 
-def is_loopback(host: str) -> bool:
-    """Whether binding `host` keeps the server to this machine."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_binding(host: str, api_key: str | None) -> None:

