@@ -7,6 +7,11 @@ holding the interpreter (a sync tool's timeout cannot stop a computation in C). 
 tools that read one collection: `search_documents`, `read_page` and `list_documents`;
 `summarize_tool(collection, model)` one that has a model summarise a document from its first pages.
 
+The RAG tools can write down every passage they show the model, as rag.answer.Sources (`found=`), so an app can
+answer from what the run read rather than from what the model wrote; and the search query can be held to
+phrases of the question (`query_spans=`, made by `question_spans`), for a small model that otherwise searches
+for words of its own ("2022", the tool's name).
+
 Does not: do symbolic maths, units, or comparisons; fetch anything from the network.
 """
 
@@ -14,18 +19,21 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import math
 import operator
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agents.tools import Tool, tool
+from agents.tools import Tool, ToolArgumentError, tool
 
 if TYPE_CHECKING:
     from core.chat import ChatModel
+    from rag.answer import Source
     from rag.collection import Collection
-    from rag.store import DocumentRecord
+    from rag.store import DocumentRecord, StoredChunk
 
 MAX_EXPRESSION_CHARS = 300
 MAX_EXPONENT = 1000  # |b| in a ** b
@@ -36,6 +44,17 @@ SNIPPET_CHARS = 400  # of each search hit shown to the model
 PAGE_CHARS = 4000  # of a page shown to the model
 SUMMARY_CHARS = 6000  # of a document's first pages that summarize_document reads
 SUMMARY_TOKENS = 160
+SPAN_WORDS = 5  # the longest phrase of the question a query may be
+MAX_SPANS = 200  # phrases of a question offered as queries: the schema and the prompt list them all
+MAX_SPAN_CHARS = 100
+# Words a query phrase neither starts nor ends with: they add nothing to a search.
+_STOP_WORDS = """a an the and or but nor of to in on at by for from with without about into onto over under
+    as than then so if is are was were be been being am do does did done have has had having can could shall should
+    will would may might must what which who whom whose when where why how this that these those there here it its
+    i me my we our you your he him his she her they them their any some all each every no not more most other such
+    only own same very just also too up down out off again further once"""
+STOP_WORDS = frozenset(_STOP_WORDS.split())
+_WORD = re.compile(r"\w+(?:[-.'/]\w+)*")  # "SP 800-90B", "markov.py" and "don't" stay one word each
 
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
@@ -118,17 +137,49 @@ def current_datetime(timezone: str = "UTC") -> str:
     return f"{now:%A %Y-%m-%d %H:%M:%S} {timezone} (UTC{now:%z})"
 
 
+def question_spans(question: str, max_words: int = SPAN_WORDS, limit: int = MAX_SPANS) -> list[str]:
+    """The phrases of `question` a search may use: its runs of 1 to `max_words` consecutive words, none starting or
+    ending with a stop word, each once, in the order they occur; the shortest kept when there are over `limit`.
+
+    Words are joined by one space, with punctuation between them dropped. A question of stop words alone gives
+    its words as one phrase; one without any word gives [].
+    """
+    words = _WORD.findall(question)
+    spans = {}  # phrase -> (start, length), first occurrence
+    for length in range(1, max_words + 1):
+        for start in range(len(words) - length + 1):
+            run = words[start:start + length]
+            if run[0].lower() in STOP_WORDS or run[-1].lower() in STOP_WORDS:
+                continue
+            phrase = " ".join(run)
+            if len(phrase) <= MAX_SPAN_CHARS and len(spans) < limit:
+                spans.setdefault(phrase, (start, length))
+    if not spans and words:
+        return [" ".join(words)[:MAX_SPAN_CHARS]]
+    return sorted(spans, key=spans.get)
+
+
 def rag_tools(collection: Collection, k: int = 5, retriever=None,
-              lock: contextlib.AbstractContextManager | None = None) -> list[Tool]:
+              lock: contextlib.AbstractContextManager | None = None, *, found: list[Source] | None = None,
+              query_spans: list[str] | None = None, snippet_chars: int = SNIPPET_CHARS) -> list[Tool]:
     """search_documents, read_page and list_documents over `collection`.
 
     `retriever`: a rag.Retriever of the collection to share (its BM25 index is built once per retriever);
     default: a new one. `lock`: held while a tool uses the collection, for an app that shares it between
     threads (a collection is used by one thread at a time); default: none.
-    """
-    if retriever is None:
-        from rag.retriever import Retriever  # here, not at the top: `import agents` stays free of bm25s and numpy
 
+    `found`: a list the tools append each passage they show to, as a rag.answer.Source numbered from 1 in the
+    order found, once per (doc_id, page, text): a search's hits with the retriever's score and their cosine to
+    the query; a page read whole as its chunks, with score and similarity 0 (nothing ranked them).
+    `query_spans`: the only queries search_documents accepts (an `enum` in its schema, so constrained decoding
+    writes one of them), e.g. `question_spans(question)`; default: any text. `snippet_chars`: of each hit shown.
+    """
+    if query_spans is not None and not query_spans:
+        raise ValueError("query_spans is empty: give at least one query, or None for any")
+    from rag.answer import Source, relevant_sources  # here, not at the top: `import agents` stays free of numpy
+    from rag.retriever import Retriever
+
+    if retriever is None:
         retriever = Retriever(collection)
     store = collection.store
     lock = lock or contextlib.nullcontext()
@@ -142,11 +193,11 @@ def rag_tools(collection: Collection, k: int = 5, retriever=None,
             k: how many passages to return
         """
         with lock:
-            hits = retriever.search(query, max(1, min(k, 20)))
+            hits = relevant_sources(retriever, query, max(1, min(k, 20)), "hybrid", None, min_similarity=-1.0)
         if not hits:
             return "No passages found: the collection is empty."
-        return "\n\n".join(f"[{n}] {hit.chunk.file_name} {hit.chunk.locator}: "
-                           f"{_cut(' '.join(hit.chunk.text.split()), SNIPPET_CHARS)}"
+        _collect(found, hits)
+        return "\n\n".join(f"[{n}] {hit.file} {hit.locator}: {_cut(' '.join(hit.text.split()), snippet_chars)}"
                            for n, hit in enumerate(hits, start=1))
 
     @tool
@@ -157,14 +208,17 @@ def rag_tools(collection: Collection, k: int = 5, retriever=None,
             document: the document's file name (as search_documents shows it)
             page: the page number, from 1
         """
-        with lock:
+        with lock, store.snapshot():
             record = _document(collection, document)
             if not 1 <= page <= record.pages_total:
                 raise ValueError(f"{record.file_name} has pages 1 to {record.pages_total}, not {page}")
             text = collection.page_text(record.doc_id, page)
+            chunks = _page_chunks(collection, record.doc_id, page) if found is not None and text else []
         if not text:
             why = " (a scan without a text layer)" if page in record.pages_needing_ocr else ""
             return f"{record.file_name}, page {page} has no text{why}."
+        _collect(found, [Source(0, c.file_name, c.page, c.text, 0.0, 0.0, locator=c.locator, doc_id=c.doc_id)
+                         for c in chunks])
         return f"{record.file_name}, page {page}:\n{_cut(text, PAGE_CHARS)}"
 
     @tool
@@ -176,7 +230,44 @@ def rag_tools(collection: Collection, k: int = 5, retriever=None,
             return "The collection is empty."
         return "\n".join(f"{d.file_name} ({d.pages_total} pages)" for d in documents)
 
+    if query_spans is not None:
+        search_documents = _queries_limited(search_documents, list(query_spans))
     return [search_documents, read_page, list_documents]
+
+
+def _queries_limited(search: Tool, spans: list[str]) -> Tool:
+    """`search` accepting only the queries in `spans`: an enum in its schema, checked by its validator."""
+    allowed = set(spans)
+    parameters = dict(search.parameters, properties=dict(search.parameters["properties"]))
+    parameters["properties"]["query"] = {**parameters["properties"]["query"], "enum": spans,
+                                         "description": "what to look for: a phrase of the question"}
+    validate = search.validator
+
+    def validator(arguments):
+        kwargs = validate(arguments)
+        if kwargs["query"] not in allowed:
+            raise ToolArgumentError(f"invalid arguments for {search.name}: query: {kwargs['query'][:100]!r} is not "
+                                    "a phrase of the question; use words of the question as they are written")
+        return kwargs
+
+    return dataclasses.replace(search, parameters=parameters, validator=validator)
+
+
+def _collect(found: list[Source] | None, sources: list[Source]) -> None:
+    """Append the sources `found` lacks, numbered on from its last."""
+    if found is None:
+        return
+    seen = {(s.doc_id, s.page, s.text) for s in found}
+    for source in sources:
+        if (source.doc_id, source.page, source.text) not in seen:
+            seen.add((source.doc_id, source.page, source.text))
+            found.append(dataclasses.replace(source, number=len(found) + 1))
+
+
+def _page_chunks(collection: Collection, doc_id: str, page: int) -> list[StoredChunk]:
+    store = collection.store
+    chunks = [c for c in store.chunks_by_ids(store.chunk_ids(doc_id)) if c.page == page]
+    return sorted(chunks, key=lambda c: (c.start, c.end))
 
 
 def summarize_tool(collection: Collection, model: ChatModel, lock: contextlib.AbstractContextManager | None = None,

@@ -3,10 +3,20 @@
 import re
 import time
 
+import jsonschema
 import pytest
 
-from agents import Agent, ScriptedModel, ToolFailed, calculator, current_datetime, rag_tools, summarize_tool
-from agents.builtin import MAX_EXPONENT, MAX_ROUND_DIGITS
+from agents import (
+    Agent,
+    ScriptedModel,
+    ToolArgumentError,
+    ToolFailed,
+    calculator,
+    current_datetime,
+    rag_tools,
+    summarize_tool,
+)
+from agents.builtin import MAX_EXPONENT, MAX_ROUND_DIGITS, question_spans
 from agents.tools import DEFAULT_TIMEOUT_S
 from rag.collection import Collection
 
@@ -158,3 +168,65 @@ def test_rag_tools_use_the_collection_under_the_lock(collection):
     read.run({"document": "handbook.txt", "page": 1})
     listing.run({})
     assert events == ["lock", "unlock"] * 3
+
+
+def test_rag_tools_write_down_each_passage_they_show_once_as_a_source(collection):
+    found = []
+    search, read, _ = rag_tools(collection, k=2, found=found)
+    search.run({"query": "refund within 30 days"})
+    assert [(s.number, s.file, s.page) for s in found][:1] == [(1, "handbook.txt", 2)] and len(found) == 2
+    assert found[0].text == PAGES[1] and found[0].doc_id == collection.documents()[0].doc_id
+    assert found[0].score > 0 and 0 < found[0].similarity <= 1 and found[0].locator == "p. 2"
+    search.run({"query": "refund within 30 days"})
+    assert len(found) == 2  # the same passages again are not added again
+    read.run({"document": "handbook.txt", "page": 3})
+    page_3 = [s for s in found if s.page == 3]
+    assert len(page_3) > 1 and all(s.text in PAGES[2] for s in page_3)  # the page's chunks
+    assert {word for s in page_3 for word in s.text.split()} == set(PAGES[2].split())
+    assert [s.number for s in found] == list(range(1, len(found) + 1))
+    assert len({(s.doc_id, s.page, s.text) for s in found}) == len(found)
+    read.run({"document": "handbook.txt", "page": 2})
+    assert [s.page for s in found].count(2) == 1  # the search had shown this page's one chunk already
+    with pytest.raises(ToolFailed):
+        read.run({"document": "handbook.txt", "page": 9})
+    assert [s.number for s in found] == list(range(1, len(found) + 1))
+
+
+def test_question_spans_are_runs_of_its_words_without_stop_words_at_the_ends():
+    spans = question_spans("Which file contains the Markov estimate method, in SP 800-90B?")
+    assert spans[:4] == ["file", "file contains", "file contains the Markov", "file contains the Markov estimate"]
+    assert {"Markov estimate", "Markov estimate method", "SP 800-90B", "method in SP 800-90B"} <= set(spans)
+    assert not any(span.split()[0].lower() in {"which", "the", "in"} or span.split()[-1] in {"the", "in"}
+                   for span in spans)
+    assert all(len(span.split()) <= 5 for span in spans) and len(spans) == len(set(spans))
+    assert question_spans("What is it?") == ["What is it"] and question_spans("?!") == []
+    many = question_spans(" ".join(f"word{n}" for n in range(100)), limit=150)
+    assert len(many) == 150 and all(f"word{n}" in many for n in range(100))  # the shortest are kept
+
+
+def test_the_search_query_can_be_held_to_phrases_of_the_question(collection):
+    spans = question_spans("How many days of paid vacation do staff have?")
+    search = rag_tools(collection, query_spans=spans)[0]
+    assert search.parameters["properties"]["query"]["enum"] == spans
+    assert search.run({"query": "paid vacation"}).startswith("[1] handbook.txt p. 3: Vacation")
+    with pytest.raises(ToolArgumentError, match="'2022' is not a phrase of the question"):
+        search.run({"query": "2022"})
+    schema = Agent(ScriptedModel([]), [search]).schema  # what constrained decoding lets the model write
+    jsonschema.validate({"tool": "search_documents", "arguments": {"query": "paid vacation"}}, schema)
+    for query in ("search_documents", "vacation days", ""):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"tool": "search_documents", "arguments": {"query": query}}, schema)
+    with pytest.raises(ValueError, match="query_spans is empty"):
+        rag_tools(collection, query_spans=[])
+
+
+def test_an_agent_held_to_the_spans_is_told_what_it_may_search_for(collection):
+    outputs = [{"tool": "search_documents", "arguments": {"query": "2022"}},
+               {"tool": "search_documents", "arguments": {"query": "vacation"}},
+               {"tool": "final_answer", "arguments": {"answer": "25"}}]
+    found = []
+    tools = rag_tools(collection, found=found, query_spans=question_spans("How much vacation?"), snippet_chars=20)
+    result = Agent(ScriptedModel(outputs), tools).run("How much vacation?")
+    assert result.steps[0].error.kind == "arguments" and "not a phrase of the question" in result.steps[0].observation
+    assert result.steps[1].error is None and "Vacation: staff have..." in result.steps[1].observation  # 20 chars
+    assert found and found[0].page == 3

@@ -11,7 +11,10 @@ import pytest
 from agents import ScriptedModel
 from apps.common import LIMITS, ModelSwitch, plain_messages
 from apps.pdf_chat import PdfChat, PdfChatSettings, Settings, add_arguments, source_rows
+from apps.pdf_chat.app import Reply, closest_passages, is_small
 from apps.pdf_chat.ui import build_demo
+from core import ContextLengthError, RemoteLLM
+from rag.answer import Source
 
 from conftest import DEMO_PDFS, SERVED_MODEL, save_tiny_checkpoint, scripted_llm
 
@@ -145,10 +148,88 @@ def test_agent_mode_shows_each_step(app):
         "🔧 search_documents(query='Markov estimate', k=2)", f"🔧 read_page(document='{GUIDE}', page=3)"]
     assert f"{GUIDE} p. 3" in messages[0]["content"] and "markov.py" in messages[1]["content"]
     assert messages[2]["content"] == app.llm.outputs[0]  # the summary is the model's, from the document's text
-    assert "Summarise this document" in app.llm.calls[-1].prompt[0]["content"]
-    assert "SP 800-90B" in app.llm.calls[-1].prompt[0]["content"]
-    assert messages[-1] == {"role": "assistant", "content": f"markov.py, on {GUIDE} page 3."}
-    assert len(replies) == 4  # one update per step, as it happens
+    assert "Summarise this document" in app.llm.calls[0].prompt[0]["content"]
+    assert "SP 800-90B" in app.llm.calls[0].prompt[0]["content"]
+    assert messages[3]["content"] == f"markov.py, on {GUIDE} page 3."  # the model's answer, folded
+    assert "final_answer" in messages[3]["metadata"]["title"]
+    assert "metadata" not in messages[4] and messages[4]["content"] != messages[3]["content"]  # the answer: quotes
+    assert replies[-1].sources and all(s.file == GUIDE for s in replies[-1].sources)
+    assert len(replies) == 5  # one update per step, as it happens, then the answer
+
+
+@pytest.fixture
+def toy_app(tmp_path, toy_embedder):
+    """The app over the guide, embedded by the toy embedder: agent mode's handling, fast."""
+    app = PdfChat(tmp_path / "home", llm=scripted_llm("ok"), embedder=toy_embedder)
+    app.upload("docs", [DEMO_PDFS / GUIDE])
+    return app
+
+
+def search(query: str, k: int = 2) -> dict:
+    return {"tool": "search_documents", "arguments": {"query": query, "k": k}}
+
+
+def final(answer: str) -> dict:
+    return {"tool": "final_answer", "arguments": {"answer": answer}}
+
+
+def agent_reply(app, *outputs) -> tuple[Reply, list[dict], dict]:
+    """(the last Reply, the steps shown, the answer message) of an agent-mode run whose model writes `outputs`."""
+    app.agent_model = ScriptedModel(outputs)
+    reply = list(app.ask(QUESTION, [], Settings("docs", agent_mode=True)))[-1]
+    *steps, answer = reply.messages
+    assert all(step.get("metadata") for step in steps) and "metadata" not in answer  # steps fold; the answer not
+    assert "final_answer" not in answer["content"] and "Error" not in answer["content"]  # no text meant for the model
+    assert reply.sources and [s.number for s in reply.sources] == list(range(1, len(reply.sources) + 1))
+    return reply, steps, answer
+
+
+def test_agent_mode_answers_from_the_documents_when_the_model_answers_at_once(toy_app):
+    reply, steps, answer = agent_reply(toy_app, final("It is in chapter 9 of the manual."))
+    assert [step["content"] for step in steps] == ["It is in chapter 9 of the manual."]  # shown, folded
+    assert answer["content"] != "It is in chapter 9 of the manual."
+    assert len(reply.sources) <= Settings().k and all(s.file == GUIDE for s in reply.sources)  # the question's search
+
+
+def test_agent_mode_answers_from_what_the_search_found(toy_app):
+    reply, steps, answer = agent_reply(toy_app, search("Markov estimate"), final("markov.py"))
+    assert steps[0]["metadata"]["title"] == "🔧 search_documents(query='Markov estimate', k=2)"
+    assert len(reply.sources) == 2 and all(f"{GUIDE} p. {s.page}" in steps[0]["content"] for s in reply.sources)
+    assert answer["content"] != "markov.py"
+
+
+def test_agent_mode_answers_when_the_model_loops_until_the_step_limit(toy_app):
+    reply, steps, answer = agent_reply(toy_app, search("2022"), *[search("Markov estimate")] * 5)
+    assert "not a phrase of the question" in steps[0]["content"]  # held to the question's words
+    assert "Give your final answer now" in steps[2]["content"]  # the nudge is a folded step, never the answer
+    assert steps[-1]["metadata"]["title"] == "⏹ the agent stopped" and "max_steps" in steps[-1]["content"]
+    assert all(f"{GUIDE} p. {s.page}" in steps[1]["content"] for s in reply.sources)  # what its one search found
+
+
+def test_agent_mode_answers_when_the_model_fails(toy_app):
+    class FullAfterOneStep(ScriptedModel):
+        def stream(self, prompt, **options):
+            if self.calls:
+                raise ContextLengthError("the prompt has 9000 tokens; the context holds 8192")
+            return super().stream(prompt, **options)
+
+    toy_app.agent_model = FullAfterOneStep([search("Markov estimate")])
+    reply = list(toy_app.ask(QUESTION, [], Settings("docs", agent_mode=True)))[-1]
+    stopped = reply.messages[1]
+    assert stopped["metadata"]["title"] == "⚠️ the agent stopped" and "9000 tokens" in stopped["content"]
+    assert "metadata" not in reply.messages[-1] and len(reply.sources) == 2
+
+
+def test_only_a_local_model_is_held_to_the_question_s_words(toy_app):
+    assert is_small(toy_app.llm) and not is_small(RemoteLLM("http://127.0.0.1:9/v1", model="big"))
+
+
+def test_closest_passages_keeps_the_k_nearest_the_question_in_the_order_found(toy_embedder):
+    found = [Source(n, "a.pdf", n, text, 1.0, 0.0) for n, text in
+             enumerate(["cake recipes", "the Markov estimate", "weather", "Markov method file"], start=1)]
+    kept = closest_passages("Which file has the Markov estimate?", found, toy_embedder, 2)
+    assert [(s.number, s.text) for s in kept] == [(1, "the Markov estimate"), (2, "Markov method file")]
+    assert kept[0].similarity > 0.5 and found[1].number == 2  # copies: what the tools found is left as it was
 
 
 def test_sample_is_indexed_once(app):

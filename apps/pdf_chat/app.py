@@ -19,32 +19,35 @@ import html
 import shutil
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from apps.common import (
     LIMITS,
     NO_MODEL_SWITCH,
+    STEP_CHARS,
     Limits,
     ModelSwitch,
-    agent_messages,
     assistant,
     chat_turns,
     check_uploads,
     report_line,
+    step_message,
     switch_model,
 )
 from apps.pdf_chat.open_collections import OpenCollection, OpenCollections
-from core import ChatModel, load, settings
+from core import ChatModel, ModelRequestError, RemoteLLM, load, settings
 from rag import Collection, CollectionBusyError, collection_names, samples, stream_answer
-from rag.answer import Source
+from rag.answer import Source, relevant_sources
 from rag.embeddings import Embedder, SentenceTransformerEmbedder
+from rag.grounded import grounded_answer
 
 DEFAULT_COLLECTION = "sample"
 SAMPLE_PDF = samples.FOLDER / "nist-sp800-90b-entropy-suite-user-guide.pdf"
 SOURCE_COLUMNS = ["#", "file", "page", "score", "passage"]
 AGENT_INSTRUCTIONS = ("You answer questions about the user's documents. Search them first, read a page when a "
                       "passage is not enough, and answer with the file and page you used.")
+SMALL_MODEL_SNIPPET_CHARS = 200  # of each search hit shown to a small model: several steps fit its prompt
 
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
 
@@ -263,15 +266,47 @@ class PdfChat:
     def _ask_agent(self, question: str, turns: list[dict], settings: Settings,
                    entry: OpenCollection) -> Iterator[Reply]:
         """The question goes to an agent with the collection's tools, after the chat's earlier `turns`; each step
-        shows as it happens."""
-        from agents import Agent, rag_tools, summarize_tool
+        shows as it happens. The agent only finds passages: the answer is `rag.grounded.grounded_answer`'s, quoted
+        from the `settings.k` passages the run found that are closest to the question (from a search for the
+        question itself when the run found none), however the run ended. The model's own final_answer shows as a
+        folded step.
 
-        collection, lock = entry.collection, entry.lock
-        tools = [*rag_tools(collection, settings.k, entry.retriever, lock), summarize_tool(collection, self.llm, lock)]
-        agent = Agent(self.agent_model or self.llm, tools, instructions=AGENT_INSTRUCTIONS, max_steps=6,
+        A small model's searches are held to phrases of the question (agents.builtin.question_spans) and shown
+        shorter snippets (see `is_small`).
+        """
+        from agents import Agent, rag_tools, summarize_tool
+        from agents.builtin import SNIPPET_CHARS, question_spans
+
+        collection, lock, model = entry.collection, entry.lock, self.agent_model or self.llm
+        small = is_small(model)
+        found: list[Source] = []
+        tools = [*rag_tools(collection, settings.k, entry.retriever, lock, found=found,
+                            query_spans=(question_spans(question) or None) if small else None,
+                            snippet_chars=SMALL_MODEL_SNIPPET_CHARS if small else SNIPPET_CHARS),
+                 summarize_tool(collection, self.llm, lock)]
+        agent = Agent(model, tools, instructions=AGENT_INSTRUCTIONS, max_steps=6,
                       sampling={"temperature": settings.temperature})
-        for messages in agent_messages(agent.stream(question, history=turns)):
-            yield Reply(messages)
+        messages = []
+        run = agent.stream(question, history=turns)
+        try:
+            for step in run:
+                messages.append(_step_message(step))
+                yield Reply(list(messages))
+        except ModelRequestError as error:  # the prompt outgrew the context, or a server refused it: answer anyway
+            messages.append(_note("⚠️ the agent stopped", str(error)))
+        if run.result is not None and run.result.status == "stopped":
+            messages.append(_note("⏹ the agent stopped", run.result.stop_reason))
+        if not found:
+            mode = "hybrid" if settings.hybrid else "dense"
+            with lock:
+                found = relevant_sources(entry.retriever, question, settings.k, mode, None, min_similarity=-1.0)
+        sources = closest_passages(question, found, self.embedder, settings.k)
+        try:
+            answer = grounded_answer(question, sources, self.llm, self.embedder)
+        except ValueError as error:  # the question and its sources do not fit this model's context
+            yield Reply([*messages, assistant(f"Cannot answer with this model: {error}.")], sources)
+            return
+        yield Reply([*messages, assistant(answer.text)], answer.sources)
 
     def page_view(self, name: str, source: Source) -> str:
         """HTML of the source's page as indexed, with the cited passage highlighted."""
@@ -293,3 +328,33 @@ class PdfChat:
 def source_rows(sources: list[Source]) -> list[list]:
     return [[s.number, s.file, s.page, round(s.score, 4), " ".join(s.text.split())[:160]] for s in sources]
 
+
+def is_small(model: ChatModel) -> bool:
+    """Whether agent mode holds `model`'s searches to phrases of the question: a local model is small (the
+    embedded SmolLM2 searched for "2022" and for the tool's own name), a core.RemoteLLM (a server behind
+    `--model URL`) is big, whatever its size."""
+    return not isinstance(model, RemoteLLM)
+
+
+def closest_passages(question: str, passages: list[Source], embedder: Embedder, k: int) -> list[Source]:
+    """The `k` passages closest to the question by the embedder's cosine (each one's `similarity` now), numbered
+    from 1 in the order they were found."""
+    if not passages:
+        return []
+    vectors = embedder.embed([question, *(p.text for p in passages)])  # (1 + n, dim), normalised
+    similarities = (vectors[1:] @ vectors[0]).tolist()
+    kept = sorted(sorted(range(len(passages)), key=lambda i: -similarities[i])[:k])
+    return [replace(passages[i], number=n, similarity=similarities[i], cited=False)
+            for n, i in enumerate(kept, start=1)]
+
+
+def _step_message(step) -> dict:
+    """An agent step as a chat message (apps.common.step_message), the model's final_answer folded like a tool
+    step: it is the model's own writing, not the answer."""
+    if step.answer is None:
+        return step_message(step)
+    return _note("💬 final_answer (the model's own words, unchecked)", step.answer)
+
+
+def _note(title: str, text: str) -> dict:
+    return {"role": "assistant", "content": text[:STEP_CHARS], "metadata": {"title": title}}
