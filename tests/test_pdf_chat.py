@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import socket
 
 import gradio as gr
@@ -191,11 +192,16 @@ def test_agent_mode_answers_from_the_documents_when_the_model_answers_at_once(to
     assert len(reply.sources) <= Settings().k and all(s.file == GUIDE for s in reply.sources)  # the question's search
 
 
+def shown_pages(step: dict) -> set[int]:
+    """The pages of the guide a search step showed."""
+    return {int(page) for page in re.findall(rf"{re.escape(GUIDE)} p\. (\d+)", step["content"])}
+
+
 def test_agent_mode_answers_from_what_the_search_found(toy_app):
     reply, steps, answer = agent_reply(toy_app, search("Markov estimate"), final("markov.py"))
     assert steps[0]["metadata"]["title"] == "🔧 search_documents(query='Markov estimate', k=2)"
-    assert len(reply.sources) == 2 and all(f"{GUIDE} p. {s.page}" in steps[0]["content"] for s in reply.sources)
-    assert answer["content"] != "markov.py"
+    assert shown_pages(steps[0]) <= {s.page for s in reply.sources}  # with the question's own search's best
+    assert answer["content"] != "markov.py" and any(s.cited for s in reply.sources)
 
 
 def test_agent_mode_answers_when_the_model_loops_until_the_step_limit(toy_app):
@@ -203,7 +209,7 @@ def test_agent_mode_answers_when_the_model_loops_until_the_step_limit(toy_app):
     assert "not a phrase of the question" in steps[0]["content"]  # held to the question's words
     assert "Give your final answer now" in steps[2]["content"]  # the nudge is a folded step, never the answer
     assert steps[-1]["metadata"]["title"] == "⏹ the agent stopped" and "max_steps" in steps[-1]["content"]
-    assert all(f"{GUIDE} p. {s.page}" in steps[1]["content"] for s in reply.sources)  # what its one search found
+    assert shown_pages(steps[1]) <= {s.page for s in reply.sources}
 
 
 def test_agent_mode_answers_when_the_model_fails(toy_app):
@@ -217,19 +223,22 @@ def test_agent_mode_answers_when_the_model_fails(toy_app):
     reply = list(toy_app.ask(QUESTION, [], Settings("docs", agent_mode=True)))[-1]
     stopped = reply.messages[1]
     assert stopped["metadata"]["title"] == "⚠️ the agent stopped" and "9000 tokens" in stopped["content"]
-    assert "metadata" not in reply.messages[-1] and len(reply.sources) == 2
+    assert "metadata" not in reply.messages[-1] and reply.sources
 
 
 def test_only_a_local_model_is_held_to_the_question_s_words(toy_app):
     assert is_small(toy_app.llm) and not is_small(RemoteLLM("http://127.0.0.1:9/v1", model="big"))
 
 
-def test_closest_passages_keeps_the_k_nearest_the_question_in_the_order_found(toy_embedder):
+def test_closest_passages_keeps_the_k_nearest_the_question_once_each_closest_first(toy_embedder):
     found = [Source(n, "a.pdf", n, text, 1.0, 0.0) for n, text in
              enumerate(["cake recipes", "the Markov estimate", "weather", "Markov method file"], start=1)]
-    kept = closest_passages("Which file has the Markov estimate?", found, toy_embedder, 2)
-    assert [(s.number, s.text) for s in kept] == [(1, "the Markov estimate"), (2, "Markov method file")]
-    assert kept[0].similarity > 0.5 and found[1].number == 2  # copies: what the tools found is left as it was
+    again = Source(9, "a.pdf", 2, "the Markov estimate", 0.5, 0.0)  # the question's search found it too
+    kept = closest_passages("Which file has the Markov estimate?", [*found, again], toy_embedder, 2)
+    assert [(s.number, s.text, s.score) for s in kept] == [(1, "the Markov estimate", 1.0),
+                                                           (2, "Markov method file", 1.0)]
+    assert kept[0].similarity > kept[1].similarity > 0.3
+    assert found[1].number == 2 and found[1].similarity == 0.0  # copies: what the tools found is left as it was
 
 
 def test_sample_is_indexed_once(app):

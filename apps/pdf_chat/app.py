@@ -267,9 +267,9 @@ class PdfChat:
                    entry: OpenCollection) -> Iterator[Reply]:
         """The question goes to an agent with the collection's tools, after the chat's earlier `turns`; each step
         shows as it happens. The agent only finds passages: the answer is `rag.grounded.grounded_answer`'s, quoted
-        from the `settings.k` passages the run found that are closest to the question (from a search for the
-        question itself when the run found none), however the run ended. The model's own final_answer shows as a
-        folded step.
+        from the `settings.k` passages closest to the question among those the run's tools showed and those a
+        search for the question itself finds, however the run ended (answered, stopped, or the model failed). The
+        model's own final_answer shows as a folded step.
 
         A small model's searches are held to phrases of the question (agents.builtin.question_spans) and shown
         shorter snippets (see `is_small`).
@@ -296,10 +296,9 @@ class PdfChat:
             messages.append(_note("⚠️ the agent stopped", str(error)))
         if run.result is not None and run.result.status == "stopped":
             messages.append(_note("⏹ the agent stopped", run.result.stop_reason))
-        if not found:
-            mode = "hybrid" if settings.hybrid else "dense"
-            with lock:
-                found = relevant_sources(entry.retriever, question, settings.k, mode, None, min_similarity=-1.0)
+        mode = "hybrid" if settings.hybrid else "dense"
+        with lock:  # the question's own passages too: SmolLM2's searches ("after", "server") miss 4 pages in 10
+            found += relevant_sources(entry.retriever, question, settings.k, mode, None, min_similarity=-1.0)
         sources = closest_passages(question, found, self.embedder, settings.k)
         try:
             answer = grounded_answer(question, sources, self.llm, self.embedder)
@@ -337,15 +336,20 @@ def is_small(model: ChatModel) -> bool:
 
 
 def closest_passages(question: str, passages: list[Source], embedder: Embedder, k: int) -> list[Source]:
-    """The `k` passages closest to the question by the embedder's cosine (each one's `similarity` now), numbered
-    from 1 in the order they were found."""
-    if not passages:
+    """The `k` passages closest to the question by the embedder's cosine (each one's `similarity` now), each once
+    (by document, page and text), numbered from 1 closest first as a retriever ranks them; copies, so what the
+    tools found is left as it was."""
+    first: dict[tuple, Source] = {}
+    for passage in passages:
+        first.setdefault((passage.doc_id, passage.page, passage.text), passage)
+    unique = list(first.values())
+    if not unique:
         return []
-    vectors = embedder.embed([question, *(p.text for p in passages)])  # (1 + n, dim), normalised
+    vectors = embedder.embed([question, *(p.text for p in unique)])  # (1 + n, dim), normalised
     similarities = (vectors[1:] @ vectors[0]).tolist()
-    kept = sorted(sorted(range(len(passages)), key=lambda i: -similarities[i])[:k])
-    return [replace(passages[i], number=n, similarity=similarities[i], cited=False)
-            for n, i in enumerate(kept, start=1)]
+    ranked = sorted(range(len(unique)), key=lambda i: -similarities[i])[:k]  # stable: ties keep the order found
+    return [replace(unique[i], number=n, similarity=similarities[i], cited=False)
+            for n, i in enumerate(ranked, start=1)]
 
 
 def _step_message(step) -> dict:
