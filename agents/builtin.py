@@ -176,8 +176,8 @@ def rag_tools(collection: Collection, k: int = 5, retriever=None,
     """
     if query_spans is not None and not query_spans:
         raise ValueError("query_spans is empty: give at least one query, or None for any")
-    from rag.answer import Source, relevant_sources  # here, not at the top: `import agents` stays free of numpy
-    from rag.retriever import Retriever
+    from rag.answer import Source, relevant_sources  # here, not at the top: `import agents` stays free of bm25s
+    from rag.retriever import Retriever  # and numpy
 
     if retriever is None:
         retriever = Retriever(collection)
