@@ -37,7 +37,7 @@ from apps.common import (
 from apps.pdf_chat.open_collections import OpenCollection, OpenCollections
 from core import ChatModel, load, settings
 from rag import Collection, CollectionBusyError, collection_names, samples, stream_answer
-from rag.answer import Source
+from rag.answer import Source, Style
 from rag.embeddings import Embedder, SentenceTransformerEmbedder
 
 DEFAULT_COLLECTION = "sample"
@@ -58,6 +58,7 @@ class Settings:
     k: int = 5
     hybrid: bool = True
     agent_mode: bool = False
+    style: Style = "grounded"  # how answers are made (rag.answer): quotes the model chooses, or its own words
 
 
 @dataclass
@@ -242,20 +243,20 @@ class PdfChat:
         try:
             with entry.lock:
                 stream = stream_answer(entry.retriever, self.llm, question, k=settings.k,
-                                       mode="hybrid" if settings.hybrid else "dense",
-                                       history=turns, temperature=settings.temperature)
+                                       mode="hybrid" if settings.hybrid else "dense", history=turns,
+                                       style=settings.style, temperature=settings.temperature)
         except ValueError as error:  # the question and its sources do not fit this model's context
             yield Reply([assistant(f"Cannot answer with this model: {error}.")])
             return
         text = ""
-        for delta in stream:
-            text += delta
-            yield Reply([assistant(text)], stream.sources)
+        try:
+            for delta in stream:
+                text += delta
+                yield Reply([assistant(text)], stream.sources)
+        finally:  # the page's Stop closes this generator: the engine stops writing too
+            stream.cancel()
         result = stream.answer
         final = result.text
-        if result.invalid_citations:
-            dropped = ", ".join(result.invalid_citations)
-            final += f"\n\n_(removed citations of pages that were not retrieved: {dropped})_"
         if result.finish_reason == "length":
             final += "\n\n_(cut off at the answer length limit)_"
         yield Reply([assistant(final)], result.sources)
