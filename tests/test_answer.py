@@ -115,7 +115,7 @@ def test_prompt_that_does_not_fit_drops_earlier_questions_then_sources():
     model = scripted_llm("")
     found = sources() * 3
     model.context_length = 600
-    messages = fit_prompt(model, found, "q?", ["x " * 150, "y " * 150], answer_tokens=100)
+    messages = fit_prompt(model, found, "q?", ["x " * 250, "y " * 250], answer_tokens=100)
     assert "Earlier question: x" not in messages[-1]["content"] and "Earlier question: y" in messages[-1]["content"]
     assert messages[-1]["content"].count("Source ") == 6  # the oldest question went first, no source
     assert model.count_tokens(messages) <= 500
