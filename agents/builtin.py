@@ -47,13 +47,6 @@ SUMMARY_TOKENS = 160
 SPAN_WORDS = 5  # the longest phrase of the question a query may be
 MAX_SPANS = 200  # phrases of a question offered as queries: the schema and the prompt list them all
 MAX_SPAN_CHARS = 100
-# Words a query phrase neither starts nor ends with: they add nothing to a search.
-_STOP_WORDS = """a an the and or but nor of to in on at by for from with without about into onto over under
-    as than then so if is are was were be been being am do does did done have has had having can could shall should
-    will would may might must what which who whom whose when where why how this that these those there here it its
-    i me my we our you your he him his she her they them their any some all each every no not more most other such
-    only own same very just also too up down out off again further once"""
-STOP_WORDS = frozenset(_STOP_WORDS.split())
 _WORD = re.compile(r"\w+(?:[-.'/]\w+)*")  # "SP 800-90B", "markov.py" and "don't" stay one word each
 
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
@@ -142,14 +135,17 @@ def question_spans(question: str, max_words: int = SPAN_WORDS, limit: int = MAX_
     ending with a stop word, each once, in the order they occur; the shortest kept when there are over `limit`.
 
     Words are joined by one space, with punctuation between them dropped. A question of stop words alone gives
-    its words as one phrase; one without any word gives [].
+    its words as one phrase; one without any word gives []. The stop words are rag.words's (BM25's, and words of
+    asking): they add nothing to a search.
     """
+    from rag.words import STOPWORDS  # here, not at the top: `import agents` stays free of bm25s
+
     words = _WORD.findall(question)
     spans = {}  # phrase -> (start, length), first occurrence
     for length in range(1, max_words + 1):
         for start in range(len(words) - length + 1):
             run = words[start:start + length]
-            if run[0].lower() in STOP_WORDS or run[-1].lower() in STOP_WORDS:
+            if run[0].lower() in STOPWORDS or run[-1].lower() in STOPWORDS:
                 continue
             phrase = " ".join(run)
             if len(phrase) <= MAX_SPAN_CHARS and len(spans) < limit:

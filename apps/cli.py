@@ -193,7 +193,7 @@ def cmd_ask(args: argparse.Namespace) -> None:
 
     with _open_collection(args) as collection:
         stream = stream_answer(Retriever(collection), _load(args), args.question, k=args.k, mode=args.mode,
-                               max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                               style=args.style, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                top_p=args.top_p, seed=args.seed)
         for delta in stream:
             if not args.json:
@@ -297,6 +297,9 @@ def _add_rag_commands(commands) -> None:
     search.set_defaults(run=cmd_search)
     ask = commands.add_parser("ask", parents=[retrieval], help="answer QUESTION from a collection, with sources")
     ask.add_argument("question")
+    ask.add_argument("--style", default="grounded", choices=["grounded", "free"],
+                     help="grounded (default): quotes from the documents, the model choosing which; free: the model "
+                          "writes the answer (for large models; the generation flags apply to it)")
     _add_generation_flags(ask, max_new_tokens=256)
     ask.set_defaults(run=cmd_ask)
 

@@ -1,19 +1,24 @@
-"""Cited answers: retrieved chunks as numbered sources in the prompt, generation through `core`, citations checked.
+"""Cited answers from retrieved chunks, in one of two styles.
 
-The prompt is the fixed system prompt, then earlier turns, then one user message holding the sources and
-the question; the fixed prefix is what the engine's prefix cache reuses across questions. The model is
-asked to cite with the tag printed above each source, `[name locator]`: `[file p. N]` for a page,
-`[name L12-30]` for lines of a text item, `[name <message-id>]` for an item with its own locator; a bare
-`[n]` is accepted and rewritten to its tag. Every citation in the finished answer is checked against the
+"grounded" (the default, for small models; rag.grounded): the answer is quotes from the retrieved passages,
+the model choosing which, each with its citation. "free": the model writes the answer from the sources in
+the prompt, asked to cite with the tag printed above each source, `[name locator]` (`[file p. N]` for a
+page, `[name L12-30]` for lines of a text item, `[name <message-id>]` for an item with its own locator); a
+bare `[n]` is accepted and rewritten to its tag. Every citation in a free answer is checked against the
 retrieved chunks: a tag that matches none is removed from the text and listed in `Answer.invalid_citations`.
 A name is printed as `shown_name` makes it (one line, no square brackets, bounded): an uploaded file's name is
 anyone's text, and special-token text in it or in a chunk stays text (core.Tokenizer.encode_chat).
+
+A conversation's earlier turns: a follow-up ("and in 2021?", "what are its risks?") is searched with the
+previous question's keywords added (`standalone_query`); the free style's prompt gets the earlier questions
+(at most EARLIER_QUESTIONS), never the earlier answers, which are not evidence (a document deleted since
+may have given them) and would make every prompt longer.
 
 "Nothing relevant": a chunk counts only if the embedder scores it at least `MIN_SIMILARITY` against the
 question (all-MiniLM-L6-v2 gives 0.35-0.6 to chunks that answer and under 0.25 to unrelated ones on the
 committed PDFs). With no such chunk, the model is not called and the answer says so.
 
-Does not: rewrite the question from the conversation, or check that a cited page supports the sentence.
+Does not: check that a cited page supports a free answer's sentence (the grounded style quotes instead).
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 from core.chat import ChatModel
 from core.errors import ContextLengthError
 from rag.chunking import page_locator
 from rag.retriever import Hit, Mode, Retriever
+from rag.words import keywords
 
 MIN_SIMILARITY = 0.3
 NOTHING_RELEVANT = "I could not find anything about this in the documents."
@@ -39,6 +46,12 @@ ANSWER_TOKENS = 256
 REPETITION_PENALTY = 1.1  # small models loop on long contexts when decoded greedily without it
 MAX_QUESTION_CHARS = 4000
 MAX_SHOWN_NAME_CHARS = 100  # a document's name as the prompt and citations print it
+EARLIER_QUESTIONS = 2  # of the conversation, given to a free answer's prompt
+MAX_EARLIER_CHARS = 300  # each cut to this
+Style = Literal["grounded", "free"]
+# A question that leans on the one before: it starts by going on from it, or refers back to what it named.
+_FOLLOW_UP = re.compile(r"^\s*(and|but|also|so|what about|how about|then)\b|"
+                        r"\b(it|its|they|them|their|these|those|he|she|his|her|same|above|previous)\b", re.I)
 
 # Anything in square brackets, with the blanks before it so that a removed citation takes its space along;
 # `check_citations` decides which are citations.
@@ -102,18 +115,18 @@ class AnswerStream:
 
     def __init__(self, deltas: Iterator[str], sources: list[Source], stream=None):
         self.sources = sources
-        self.answer: Answer | None = None
+        self.answer: Answer | None = None  # set by a producer that builds the Answer itself (the grounded style)
         self._deltas = deltas
-        self._stream = stream  # the model's ChatStream, None on the nothing-relevant path
+        self._stream = stream  # the model's ChatStream of a free answer
 
     def __iter__(self) -> Iterator[str]:
         written = []
         for delta in self._deltas:
             written.append(delta)
             yield delta
-        finish = self._stream.finish_reason if self._stream is not None else "nothing_relevant"
-        text, invalid = check_citations("".join(written), self.sources)
-        self.answer = Answer(text, self.sources, invalid, finish)
+        if self.answer is None:
+            text, invalid = check_citations("".join(written), self.sources)
+            self.answer = Answer(text, self.sources, invalid, self._stream.finish_reason)
 
     def cancel(self) -> None:
         if self._stream is not None:
@@ -122,26 +135,51 @@ class AnswerStream:
 
 def stream_answer(retriever: Retriever, llm: ChatModel, question: str, k: int = 5, mode: Mode = "hybrid",
                   history: list[dict] | None = None, documents: list[str] | None = None,
-                  min_similarity: float = MIN_SIMILARITY, **sampling) -> AnswerStream:
-    """Retrieve k chunks for `question` and stream an answer citing them.
+                  min_similarity: float = MIN_SIMILARITY, style: Style = "grounded", **sampling) -> AnswerStream:
+    """Retrieve k chunks for `question` and stream an answer citing them, in `style` (see the module doc).
 
     `llm`: any core.ChatModel (core.LLM, core.RemoteLLM, ...). `history`: earlier {"role", "content"} turns
-    of this conversation, oldest first; the oldest are dropped if the prompt would not fit the context.
-    `sampling`: as for `ChatModel.stream` (default: greedy, ANSWER_TOKENS, REPETITION_PENALTY).
+    of this conversation, oldest first (only the questions are used). `sampling`: as for `ChatModel.stream`,
+    for a free answer (default: greedy, ANSWER_TOKENS, REPETITION_PENALTY). The retrieval happens here; the
+    grounded style's choosing and the free style's writing happen as the stream is iterated.
     """
     question = question.strip()
     if not question:
         raise ValueError("the question is empty")
     if len(question) > MAX_QUESTION_CHARS:
         raise ValueError(f"the question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}")
-    sources = relevant_sources(retriever, question, k, mode, documents, min_similarity)
+    if style not in ("grounded", "free"):
+        raise ValueError(f"style must be 'grounded' or 'free', not {style!r}")
+    query = standalone_query(question, history or [])
+    sources = relevant_sources(retriever, query, k, mode, documents, min_similarity)
     if not sources:
-        return AnswerStream(iter([NOTHING_RELEVANT]), [])
+        return _finished(Answer(NOTHING_RELEVANT, [], finish_reason="nothing_relevant"))
+    if style == "grounded":
+        return _grounded(question, query, sources, llm, retriever.collection.embedder)
     sampling = {"max_new_tokens": ANSWER_TOKENS, "temperature": 0.0, "repetition_penalty": REPETITION_PENALTY,
                 **sampling}
-    messages = fit_prompt(llm, sources, question, list(history or []), sampling["max_new_tokens"])
+    messages = fit_prompt(llm, sources, question, earlier_questions(history or []), sampling["max_new_tokens"])
     stream = llm.stream(messages, **sampling)
     return AnswerStream(iter(stream), sources, stream)
+
+
+def _finished(answer: Answer) -> AnswerStream:
+    stream = AnswerStream(iter([answer.text]), answer.sources)
+    stream.answer = answer
+    return stream
+
+
+def _grounded(question: str, query: str, sources: list[Source], llm: ChatModel, embedder) -> AnswerStream:
+    from rag.grounded import grounded_answer  # rag.grounded builds on this module's Source and Answer
+
+    stream = AnswerStream(iter(()), sources)
+
+    def deltas() -> Iterator[str]:
+        stream.answer = grounded_answer(question, sources, llm, embedder, query=query)
+        yield stream.answer.text
+
+    stream._deltas = deltas()
+    return stream
 
 
 def answer(retriever: Retriever, llm: ChatModel, question: str, **options) -> Answer:
@@ -172,26 +210,59 @@ def _similarities(retriever: Retriever, question: str, hits: list[Hit]) -> list[
     return [h.dense_score if h.dense_score is not None else scored[id(h)] for h in hits]
 
 
-def build_messages(sources: list[Source], question: str, history: list[dict]) -> list[dict]:
+def standalone_query(question: str, history: list[dict]) -> str:
+    """What to search for: `question`, with words of the previous question added when it is a follow-up (it
+    starts "and", "what about", ... or refers back with "it", "their", ..., or has at most two words of its
+    own). Each kind of word is carried over only if the follow-up has none of that kind: names
+    (capitalised), numbers (years), and the other words (the topic). After "What were Apple's net sales in
+    2022?", "And in 2021?" searches "And in 2021? (Apple net sales)", "What about Netflix?" searches "What
+    about Netflix? (net sales 2022)", and "What are its risks?" searches "What are its risks? (Apple 2022)"."""
+    earlier = earlier_questions(history)
+    if not earlier or not (_FOLLOW_UP.search(question) or len(keywords(question)) <= 2):
+        return question
+    own = _kinds(question)
+    carried = [word for kind, words in _kinds(earlier[-1]).items() if not own[kind] for word in words]
+    return f"{question} ({' '.join(dict.fromkeys(carried))})" if carried else question
+
+
+def _kinds(question: str) -> dict[str, list[str]]:
+    kinds: dict[str, list[str]] = {"name": [], "number": [], "topic": []}
+    first = question.split()[0] if question.split() else ""
+    for word in keywords(question):
+        kind = ("number" if word[0].isdigit() else "name" if word[0].isupper() and not first.startswith(word)
+                else "topic")
+        kinds[kind].append(word)
+    return kinds
+
+
+def earlier_questions(history: list[dict]) -> list[str]:
+    """The last EARLIER_QUESTIONS user turns of `history`, oldest first, each cut to MAX_EARLIER_CHARS."""
+    asked = [m["content"].strip() for m in history
+             if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str)]
+    return [q[:MAX_EARLIER_CHARS] for q in asked if q][-EARLIER_QUESTIONS:]
+
+
+def build_messages(sources: list[Source], question: str, earlier: list[str]) -> list[dict]:
     context = "\n\n".join(f"Source {s.number} {s.tag}:\n{s.text.strip()}" for s in sources)
-    user = f"Sources:\n\n{context}\n\nQuestion: {question}\nAnswer briefly, citing tags like {sources[0].tag}."
-    return [{"role": "system", "content": SYSTEM_PROMPT}, *history, {"role": "user", "content": user}]
+    asked = "".join(f"Earlier question: {q}\n" for q in earlier)
+    user = (f"Sources:\n\n{context}\n\n{asked}Question: {question}\n"
+            f"Answer briefly, citing tags like {sources[0].tag}.")
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def fit_prompt(llm: ChatModel, sources: list[Source], question: str, history: list[dict],
+def fit_prompt(llm: ChatModel, sources: list[Source], question: str, earlier: list[str],
                answer_tokens: int) -> list[dict]:
-    """The messages, dropping the oldest turns and then the lowest-ranked sources until the answer fits.
-
-    Counts with `llm.count_tokens`. Raises ContextLengthError when even the question with one source does not fit.
-    """
+    """The messages, dropping the oldest earlier questions and then the lowest-ranked sources until the answer
+    fits. Counts with `llm.count_tokens`. Raises ContextLengthError when even the question with one source
+    does not fit."""
     budget = llm.context_length - answer_tokens
-    sources = list(sources)
+    sources, earlier = list(sources), list(earlier)
     while True:
-        messages = build_messages(sources, question, history)
+        messages = build_messages(sources, question, earlier)
         if llm.count_tokens(messages) <= budget:
             return messages
-        if history:
-            history = history[2:]  # one question and its answer
+        if earlier:
+            earlier.pop(0)
         elif len(sources) > 1:
             sources.pop()
         else:

@@ -66,7 +66,7 @@ def test_uncited_answer_marks_no_source():
 def test_invented_citation_is_removed_from_a_streamed_answer(retriever):
     reply = f"The Markov estimate is in markov.py [{GUIDE} p. 3]. See also [{GUIDE} p. 9] and [1]."
     model = scripted_llm(reply)
-    stream = stream_answer(retriever, model, "Which file contains the Markov estimate method?")
+    stream = stream_answer(retriever, model, "Which file contains the Markov estimate method?", style="free")
     assert "".join(stream) == reply  # deltas are what the model wrote, as it wrote them
     result = stream.answer
     assert result.sources[0].file == GUIDE and result.sources[0].page == 3
@@ -78,7 +78,8 @@ def test_invented_citation_is_removed_from_a_streamed_answer(retriever):
 
 
 def test_real_model_answers_citing_only_retrieved_chunks(retriever, llm):
-    stream = stream_answer(retriever, llm, "What port does the SRx server listen on?", k=3, max_new_tokens=48)
+    stream = stream_answer(retriever, llm, "What port does the SRx server listen on?", k=3, max_new_tokens=48,
+                           style="free")
     written = "".join(stream)  # what the model wrote, citations and all
     result = stream.answer
     assert result.finish_reason in ("stop", "length") and result.text
@@ -103,21 +104,23 @@ def test_nothing_relevant_says_so_without_calling_the_model(retriever, question)
 
 def test_system_prompt_is_reused_from_the_prefix_cache(retriever, llm):
     cache = llm.engine.prefix_cache
-    answer(retriever, llm, "How do I run the non-IID tests?", k=2, max_new_tokens=4)
+    answer(retriever, llm, "How do I run the non-IID tests?", k=2, max_new_tokens=4, style="free")
     reused = cache.tokens_reused
-    answer(retriever, llm, "What is the Markov estimate?", k=2, max_new_tokens=4)
+    answer(retriever, llm, "What is the Markov estimate?", k=2, max_new_tokens=4, style="free")
     system_tokens = len(llm.prompt_ids([{"role": "system", "content": SYSTEM_PROMPT}]))
     assert cache.tokens_reused - reused >= system_tokens - 2  # all but the tokens that open the user turn
 
 
-def test_prompt_that_does_not_fit_drops_history_then_sources():
+def test_prompt_that_does_not_fit_drops_earlier_questions_then_sources():
     model = scripted_llm("")
     found = sources() * 3
-    history = [{"role": "user", "content": "x " * 1000}, {"role": "assistant", "content": "y " * 1000}]
     model.context_length = 600
-    messages = fit_prompt(model, found, "q?", history, answer_tokens=100)
-    assert len(messages) == 2  # the turns went first
+    messages = fit_prompt(model, found, "q?", ["x " * 250, "y " * 250], answer_tokens=100)
+    assert "Earlier question: x" not in messages[-1]["content"] and "Earlier question: y" in messages[-1]["content"]
+    assert messages[-1]["content"].count("Source ") == 6  # the oldest question went first, no source
     assert model.count_tokens(messages) <= 500
+    messages = fit_prompt(model, found, "q?", ["x " * 500], answer_tokens=100)
+    assert "Earlier question" not in messages[-1]["content"] and model.count_tokens(messages) <= 500
     model.context_length = 120
     with pytest.raises(ContextLengthError, match="need more than the model's"):
         fit_prompt(model, [Source(1, GUIDE, 3, "z " * 400, 0.1, 0.5)], "q?", [], answer_tokens=100)
@@ -136,12 +139,14 @@ def test_sources_of_text_items_are_cited_by_their_locator_or_lines(tmp_path, emb
     with Collection.open("texts", data_dir=tmp_path, embedder=embedder) as collection:
         assert all(report.ok for report in collection.add_texts([outage, code]))
         retriever = Retriever(collection)
-        result = answer(retriever, scripted_llm("In rack 4 [1]."), "Which rack did the database server fail in?")
+        result = answer(retriever, scripted_llm("In rack 4 [1]."), "Which rack did the database server fail in?",
+                        style="free")
         assert result.sources[0].tag == "[Re: server outage <outage-17@example.org>]"
         assert result.text == "In rack 4 [Re: server outage <outage-17@example.org>]."
         assert collection.find(result.sources[0].doc_id).metadata == {"from": "ops@example.org"}
         model = scripted_llm("See [1].")
-        result = answer(retriever, model, "How does chunk_pages compute a chunk's line range with bisect_right?")
+        result = answer(retriever, model, "How does chunk_pages compute a chunk's line range with bisect_right?",
+                        style="free")
         source = result.sources[0]
         first, last = map(int, re.fullmatch(r"L(\d+)-(\d+)", source.locator).groups())
         assert source.file == code.name and source.text in "\n".join(code.text.splitlines()[first - 1: last])

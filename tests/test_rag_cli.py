@@ -53,11 +53,11 @@ def test_ask_streams_then_lists_sources(demo_data_dir, tmp_path):
                    "--max-new-tokens", "24", "--data-dir", str(home))
     assert asked.returncode == 0, asked.stderr
     answer_text, sources = asked.stdout.split("\nSources:\n")
-    assert answer_text.strip()
+    assert answer_text.startswith("\u201c") and f"[{SRX} p. " in answer_text  # grounded: a cited quote
     assert all(f"] {SRX} p. " in line for line in sources.splitlines())
 
     as_json = llmkit("ask", "demo", "What port does the SRx server listen on?", "--k", "2",
-                     "--max-new-tokens", "24", "--json", "--data-dir", str(home))
+                     "--max-new-tokens", "24", "--json", "--style", "free", "--data-dir", str(home))
     result = json.loads(as_json.stdout)
     assert result["answer"] and [s["file"] for s in result["sources"]] == [SRX, SRX]
     assert all(s["page"] >= 1 and s["text"] for s in result["sources"])

@@ -38,7 +38,7 @@ from apps.common import (
 from apps.pdf_chat.open_collections import OpenCollection, OpenCollections
 from core import ChatModel, ModelRequestError, RemoteLLM, load, settings
 from rag import Collection, CollectionBusyError, collection_names, samples, stream_answer
-from rag.answer import Source, relevant_sources
+from rag.answer import Source, Style, relevant_sources, standalone_query
 from rag.embeddings import Embedder, SentenceTransformerEmbedder
 from rag.grounded import grounded_answer
 
@@ -61,6 +61,7 @@ class Settings:
     k: int = 5
     hybrid: bool = True
     agent_mode: bool = False
+    style: Style = "grounded"  # how answers are made (rag.answer): quotes the model chooses, or its own words
 
 
 @dataclass
@@ -245,20 +246,20 @@ class PdfChat:
         try:
             with entry.lock:
                 stream = stream_answer(entry.retriever, self.llm, question, k=settings.k,
-                                       mode="hybrid" if settings.hybrid else "dense",
-                                       history=turns, temperature=settings.temperature)
+                                       mode="hybrid" if settings.hybrid else "dense", history=turns,
+                                       style=settings.style, temperature=settings.temperature)
         except ValueError as error:  # the question and its sources do not fit this model's context
             yield Reply([assistant(f"Cannot answer with this model: {error}.")])
             return
         text = ""
-        for delta in stream:
-            text += delta
-            yield Reply([assistant(text)], stream.sources)
+        try:
+            for delta in stream:
+                text += delta
+                yield Reply([assistant(text)], stream.sources)
+        finally:  # the page's Stop closes this generator: the engine stops writing too
+            stream.cancel()
         result = stream.answer
         final = result.text
-        if result.invalid_citations:
-            dropped = ", ".join(result.invalid_citations)
-            final += f"\n\n_(removed citations of pages that were not retrieved: {dropped})_"
         if result.finish_reason == "length":
             final += "\n\n_(cut off at the answer length limit)_"
         yield Reply([assistant(final)], result.sources)
@@ -268,7 +269,8 @@ class PdfChat:
         """The question goes to an agent with the collection's tools, after the chat's earlier `turns`; each step
         shows as it happens. The agent only finds passages: the answer is `rag.grounded.grounded_answer`'s, quoted
         from the `settings.k` passages closest to the question among those the run's tools showed and those a
-        search for the question itself finds, however the run ended (answered, stopped, or the model failed). The
+        search for the question itself finds (a follow-up with the earlier question's words: rag.answer's
+        `standalone_query`), however the run ended (answered, stopped, or the model failed). The
         model's own final_answer shows as a folded step.
 
         A small model's searches are held to phrases of the question (agents.builtin.question_spans) and shown
@@ -296,12 +298,12 @@ class PdfChat:
             messages.append(_note("⚠️ the agent stopped", str(error)))
         if run.result is not None and run.result.status == "stopped":
             messages.append(_note("⏹ the agent stopped", run.result.stop_reason))
-        mode = "hybrid" if settings.hybrid else "dense"
+        query, mode = standalone_query(question, turns), "hybrid" if settings.hybrid else "dense"
         with lock:  # the question's own passages too: SmolLM2's searches ("after", "server") miss 4 pages in 10
-            found += relevant_sources(entry.retriever, question, settings.k, mode, None, min_similarity=-1.0)
-        sources = closest_passages(question, found, self.embedder, settings.k)
+            found += relevant_sources(entry.retriever, query, settings.k, mode, None, min_similarity=-1.0)
+        sources = closest_passages(query, found, self.embedder, settings.k)
         try:
-            answer = grounded_answer(question, sources, self.llm, self.embedder)
+            answer = grounded_answer(question, sources, self.llm, self.embedder, query=query)
         except ValueError as error:  # the question and its sources do not fit this model's context
             yield Reply([*messages, assistant(f"Cannot answer with this model: {error}.")], sources)
             return

@@ -1,5 +1,6 @@
 """The sample data llmkit ships: two public-domain NIST PDFs (9 and 34 pages; README.md here says where each
-comes from and under which terms) and the retrieval evaluation's hand-written questions over them.
+comes from and under which terms) and the retrieval evaluation's hand-written questions over them, plus its
+questions over company filings that are not shipped (development data).
 
 Found through importlib.resources, so an installed wheel has them as a source checkout does (pyproject.toml
 declares them as package data). `llmkit pdf-chat` indexes one as its sample collection; `rag.evaluate`
@@ -21,4 +22,6 @@ def _folder() -> Path:
 
 FOLDER = _folder()
 PDFS = sorted(FOLDER.glob("*.pdf"))
-QUESTIONS = FOLDER / "questions.jsonl"  # one JSON object a line: id, question, file, pages, kind
+QUESTIONS = FOLDER / "questions.jsonl"  # one JSON object a line: id, question, file, pages, kind, answer
+# The same over company filings that are not shipped (rag.evaluate --set filings reads them from the shared data).
+FILINGS_QUESTIONS = FOLDER / "filings_questions.jsonl"
