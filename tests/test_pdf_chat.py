@@ -13,7 +13,7 @@ from agents import ScriptedModel
 from apps.common import LIMITS, Limits, ModelSwitch, plain_messages
 from apps.pdf_chat import PdfChat, PdfChatSettings, Settings, add_arguments, source_rows
 from apps.pdf_chat.app import document_table, question_problem, relevance, stopped
-from apps.pdf_chat.ui import BUSY, build_demo, take_question
+from apps.pdf_chat.ui import BUSY, build_demo, stop, take_question
 
 from conftest import DEMO_PDFS, SERVED_MODEL, save_tiny_checkpoint, scripted_llm
 
@@ -198,7 +198,9 @@ def test_model_setting_switches_or_explains(app, tmp_path):
     assert "model" in {c["props"].get("elem_id") for c in build_demo(app).config["components"]}  # the model box
     before = app.llm
     message = app.set_model(str(tmp_path / "missing.gguf"))
-    assert message.startswith("Could not load") and "Still using `scripted`" in message and app.llm is before
+    assert message == (f"Could not load '{tmp_path / 'missing.gguf'}': Model '{tmp_path / 'missing.gguf'}' not found: "
+                       "no such file or directory. Choose another model in Settings. Still using `scripted`.")
+    assert app.llm is before  # and the page's advice, not the command line's (--model, LLMKIT_MODEL)
     url = closed_port_url()
     message = app.set_model(url)  # refused before anything is fetched: no server is on the allowlist
     assert message.startswith(f"'{url}' is not one of the servers the operator allowed") and app.llm is before
@@ -354,17 +356,26 @@ def test_closing_an_answer_stops_its_generation(toy_app, tmp_path):
         "role": "assistant", "content": "_(stopped: no answer was written)_"}
 
 
-def test_questions_are_taken_from_the_box_once_or_refused_whole(toy_app):
+def test_questions_are_taken_from_the_box_once_or_refused_whole():
     history = [{"role": "user", "content": "earlier"}, {"role": "assistant", "content": "answer"}]
-    box, asked, chat, status, ask, stop, answering, _ = take_question("  How long?  ", history, False)
-    assert (box, asked, status, answering) == ("", "How long?", "Answering...", True)
+    box, asked, chat, status, ask, stop_button, answering = take_question("  How long?  ", history, None)
+    assert (box, asked, status, answering.done) == ("", "How long?", "Answering...", False)
     assert chat == [*history, {"role": "user", "content": "How long?"}]
-    assert ask["interactive"] is False and ask["value"] == "Answering…" and stop["interactive"] is True
-    for text, answering, why in (("   ", False, "Type a question first."),
-                                 ("x" * 5000, False, "The question is 5000 characters long; the limit is "
-                                  f"{LIMITS.question_chars}. Shorten it and ask again (it is still in the box)."),
-                                 ("Next one?", True, BUSY)):
-        box, asked, chat, status, *_ = take_question(text, history, answering)
+    assert ask["interactive"] is False and ask["value"] == "Answering…" and stop_button["interactive"] is True
+    too_long = LIMITS.question_chars + 1000
+    for text, current, why in (("   ", None, "Type a question first."),
+                               ("x" * too_long, None, f"The question is {too_long} characters long; the limit is "
+                                f"{LIMITS.question_chars}. Shorten it and ask again (it is still in the box)."),
+                               ("Next one?", answering, BUSY)):  # sent while `answering` streams
+        box, asked, unchanged, status, *_, current = take_question(text, history, current)
         assert asked is None and status == why  # nothing is asked, no bubble, the box keeps its text
-        assert all(isinstance(value, type(gr.skip())) for value in (box, chat))
+        assert all(isinstance(value, type(gr.skip())) for value in (box, unchanged, current))
     assert question_problem("x" * LIMITS.question_chars) is None
+
+    shown = [*chat, {"role": "user", "content": "How long?"}, {"role": "assistant", "content": "Staff have"}]
+    chat, status, ask, stop_button = stop(shown, answering)
+    assert chat[-1]["content"] == "Staff have\n\n_(stopped: the answer above is incomplete)_"
+    assert status.startswith("Stopped after") and (answering.stop, answering.done) == ("stop", True)
+    assert ask["interactive"] is True and stop_button["interactive"] is False
+    assert take_question("Next one?", history, answering)[1] == "Next one?"  # a new question may be asked at once
+    assert isinstance(stop(shown, answering)[0], type(gr.skip()))  # a second Stop changes nothing

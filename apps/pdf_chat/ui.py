@@ -4,16 +4,19 @@ Gradio hands a chatbot's history back in its own shape and runs handlers on work
 here only translate (`apps.common.plain_messages`, tables, timings) and call the app.
 
 Asking is two steps: `take_question` moves the question out of the box into a State (the box is free for the next
-one while the answer streams; it is cleared once, never by the stream) and marks the chat busy; then the answer
+one while the answer streams; it is cleared once, never by the stream) and starts an `Answering`; then the answer
 streams into the chat. While it does, Ask is disabled and reads "Answering…", and Enter leaves the new question in
-the box with a line saying why; Stop cancels the stream (Gradio closes the handler's generator, whose `finally`
-closes the app's, which stops the generation) and marks what was written as incomplete. Deleting a document or a
-collection asks for a confirmation first.
+the box with a line saying why. Stop marks the `Answering` stopped and shows what was written as incomplete; the
+stream sees the mark before its next update, closes the app's generator (which stops the generation) and shows the
+same. Not Gradio's `cancels=`: its cancel races the stream's updates (on 2 cores, updates went on arriving after
+Stop, or the outputs showed "Error"); a browser that goes away still has Gradio close the generator, and the same
+`finally` stops the generation. Deleting a document or a collection asks for a confirmation first.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -34,11 +37,11 @@ from rag.answer import Source
 from rag.collection import CHUNK_TOKENS_RANGE
 from rag.loaders import SUFFIX_KINDS
 
-PHONE_WIDTH = 768  # px: below, the columns stack, the chat first
+PHONE_WIDTH = 768  # px: below, the columns stack: the chat, the page view, the library
 CSS = f"""
 .page-text mark {{ background: #ffe066; }}
 .page-text {{ max-height: 70vh; overflow-y: auto; }}
-@media (max-width: {PHONE_WIDTH}px) {{ #chat-column {{ order: -1; }} }}
+@media (max-width: {PHONE_WIDTH}px) {{ #chat-column {{ order: -2; }} #page-column {{ order: -1; }} }}
 """
 # The counter under the question box, in the browser (no request per key): the box has no maxlength, so a long
 # paste is not cut silently; the counter says it is too long and Ask refuses it whole.
@@ -56,24 +59,62 @@ SCROLL_JS = """() => { setTimeout(() => {
 BUSY = "Still answering the last question: your new one stays in the box. Press Stop, or Ask when the answer is done."
 
 
+@dataclass
+class Answering:
+    """One answer in a session (in a gr.State: every handler of the session gets this object): Stop, New chat or
+    another collection set `stop`, and the stream ends at its next update."""
+
+    started: float = field(default_factory=time.monotonic)
+    stop: str | None = None  # "stop": show what was written, marked incomplete; "discard": the chat was cleared
+    done: bool = False  # the answer ended, or was stopped: a new question may be asked
+
+    def end(self, why: str) -> None:
+        if not self.done:
+            self.stop, self.done = why, True
+
+
 def idle() -> tuple:
-    """The Ask button, the Stop button and the `answering` state when no answer streams."""
-    return gr.update(value="Ask", interactive=True), gr.update(interactive=False), False
+    """The Ask button and the Stop button when no answer streams."""
+    return gr.update(value="Ask", interactive=True), gr.update(interactive=False)
 
 
-def take_question(question: str, history: list[dict], answering: bool) -> tuple:
-    """The first step of Ask: the question leaves the box for the `question_state` and shows in the chat, the buttons
-    show the chat busy. A question that cannot be asked (empty, too long, or sent while an answer streams) stays in
-    the box, adds nothing to the chat, and the status line says why; `question_state` is then None.
+def documents_view(rows: list[list]):
+    """The documents table for `PdfChat.documents`' rows, with column widths that fit its narrow column."""
+    table = document_table(rows)
+    widths = ["50%", "20%", "30%"] if len(table["headers"]) == 3 else ["40%", "16%", "20%", "24%"]
+    return gr.update(value=table, column_widths=widths)
 
-    Returns (box, question_state, chat, status, Ask, Stop, answering, started)."""
+
+def take_question(question: str, history: list[dict], current: Answering | None) -> tuple:
+    """The first step of Ask: the question leaves the box for the `question_state` and shows in the chat, a new
+    `Answering` begins, the buttons show the chat busy. A question that cannot be asked (empty, too long, or sent
+    while an answer streams) stays in the box, adds nothing to the chat, and the status line says why;
+    `question_state` is then None.
+
+    Returns (box, question_state, chat, status, Ask, Stop, answering)."""
     question = question or ""
-    problem = BUSY if answering else question_problem(question)
+    problem = BUSY if current is not None and not current.done else question_problem(question)
     if problem:
-        return gr.skip(), None, gr.skip(), problem, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), None, gr.skip(), problem, gr.skip(), gr.skip(), gr.skip()
     shown = [*plain_messages(history), {"role": "user", "content": question.strip()}]
     return ("", question.strip(), shown, "Answering...", gr.update(value="Answering…", interactive=False),
-            gr.update(interactive=True), True, time.monotonic())
+            gr.update(interactive=True), Answering())
+
+
+def stop(history: list[dict], current: Answering | None) -> tuple:
+    """Stop: the chat as shown, its answer marked incomplete; the stream ends at its next update.
+
+    Returns (chat, status, Ask, Stop)."""
+    if current is None or current.done:  # it ended meanwhile
+        return gr.skip(), gr.skip(), *idle()
+    current.end("stop")
+    return stopped(plain_messages(history)), f"Stopped after {time.monotonic() - current.started:.1f} s.", *idle()
+
+
+def discard(current: Answering | None) -> None:
+    """The chat is cleared (New chat, another collection): the answer streaming into it, if any, ends unseen."""
+    if current is not None:
+        current.end("discard")
 
 
 def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
@@ -84,7 +125,7 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
 
     def library(name: str | None):
         """The documents table and the passage size of collection `name`."""
-        return document_table(app.documents(name or "")), app.chunk_tokens(name or "")
+        return documents_view(app.documents(name or "")), app.chunk_tokens(name or "")
 
     progress_bar = gr.Progress()  # Gradio fills in a handler's argument whose default is a Progress
 
@@ -98,9 +139,10 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
                             password=password)
         if not app.open_collections.exists(name):  # not created: nothing was added, or too many collections
             return report, gr.update(), gr.update()
-        return report, document_table(app.documents(name)), collection_choices(name)
+        return report, documents_view(app.documents(name)), collection_choices(name)
 
-    def on_collection(name: str | None):
+    def on_collection(name: str | None, current: Answering | None):
+        discard(current)
         table, tokens = library(name)
         return table, tokens, [], [], "", [], "", gr.update(visible=False), *idle()
 
@@ -131,41 +173,50 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
         return "", gr.update(visible=True), f"Delete **{file_name}** from **{name}**?", file_name
 
     def on_confirm_remove(name: str, file_name: str):
-        return (app.remove(name, file_name), document_table(app.documents(name)), gr.update(visible=False), "",
+        return (app.remove(name, file_name), documents_view(app.documents(name)), gr.update(visible=False), "",
                 "<p>Click a source to see its page here.</p>")
 
     def on_reindex(name: str, file_name: str, password: str):
         if not file_name:
             return "Select a document in the table first.", gr.skip()
-        return app.reindex(name, file_name, password), document_table(app.documents(name))
+        return app.reindex(name, file_name, password), documents_view(app.documents(name))
 
     def on_document_select(event: gr.SelectData):
         return event.row_value[0]  # the file name
 
     def on_ask(question: str | None, history: list[dict], name: str, temperature: float, k: int, hybrid: bool,
-               agent_mode: bool, started: float):
-        if question is None:  # take_question refused it
+               agent_mode: bool, answering: Answering):
+        """Stream the answer; returns (chat, sources table, sources, status, Ask, Stop) at each update."""
+        if question is None:  # take_question refused it; a generator that yields nothing would clear the outputs
+            yield (gr.skip(),) * 6
             return
-        shown = plain_messages(history)  # ends with the question, shown by take_question
+        shown = messages = plain_messages(history)  # ends with the question, shown by take_question
         settings = Settings(name, temperature, int(k), hybrid, agent_mode)
         first = None
         replies = app.ask(question, shown[:-1], settings)
         try:
             for reply in replies:
-                first = first or time.monotonic() - started
-                yield ([*shown, *reply.messages], source_rows(reply.sources), reply.sources, gr.skip(), gr.skip(),
-                       gr.skip(), gr.skip())
+                if answering.stop:
+                    break
+                first = first or time.monotonic() - answering.started
+                messages = [*shown, *reply.messages]
+                yield messages, source_rows(reply.sources), reply.sources, gr.skip(), gr.skip(), gr.skip()
         except Exception:
             yield gr.skip(), gr.skip(), gr.skip(), "The answer failed.", *idle()
             raise
         finally:
-            replies.close()  # on Stop, Gradio closes this generator: closing the app's stops the generation
-        done = time.monotonic() - started
-        yield (gr.skip(), gr.skip(), gr.skip(), f"Answered in {done:.1f} s (first words after {first or done:.1f} s).",
-               *idle())
+            replies.close()  # stops the generation, also when Gradio closes this generator (the browser left)
+            answering.end("done")
+        took = time.monotonic() - answering.started
+        if answering.stop == "stop":  # the last update, whichever of Stop's and this one comes last
+            yield stopped(messages), gr.skip(), gr.skip(), f"Stopped after {took:.1f} s.", *idle()
+        elif answering.stop != "discard":
+            yield (gr.skip(), gr.skip(), gr.skip(),
+                   f"Answered in {took:.1f} s (first words after {first or took:.1f} s).", *idle())
 
-    def on_stop(history: list[dict], started: float):
-        return stopped(plain_messages(history)), f"Stopped after {time.monotonic() - started:.1f} s.", *idle()
+    def on_new_chat(current: Answering | None):
+        discard(current)
+        return [], [], [], "", "", *idle()
 
     def on_source_select(sources: list[Source], name: str, event: gr.SelectData):
         if not sources:
@@ -177,27 +228,29 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
         gr.Markdown("## Chat with your PDFs\nAnswers come from your documents only, with the file and page "
                     "they used. Everything runs on this computer.")
         sources_state, question_state, pending_removal = gr.State([]), gr.State(None), gr.State(None)
-        answering, started = gr.State(False), gr.State(0.0)
+        answering = gr.State(None)  # the session's latest Answering
         with gr.Row(elem_id="layout"):
             with gr.Column(scale=1, min_width=300, elem_id="library"):
                 collection_box = gr.Dropdown(label="Collection", choices=app.collections() or [collection],
                                              value=collection, allow_custom_value=False, elem_id="collection")
                 with gr.Row():
-                    new_collection = gr.Button("New collection", size="sm", elem_id="new-collection")
-                    delete_collection = gr.Button("Delete collection", size="sm", variant="stop",
+                    new_collection = gr.Button("New collection", size="sm", min_width=80, elem_id="new-collection")
+                    delete_collection = gr.Button("Delete collection", size="sm", variant="stop", min_width=80,
                                                   elem_id="delete-collection")
                 with gr.Column(visible=False, elem_id="new-collection-form") as new_collection_form:
                     new_name = gr.Textbox(label="Name of the new collection", elem_id="new-collection-name",
                                           placeholder="letters, digits, - or _ (up to 64)")
                     with gr.Row():
-                        create = gr.Button("Create", size="sm", variant="primary", elem_id="create-collection")
-                        cancel_create = gr.Button("Cancel", size="sm")
+                        create = gr.Button("Create", size="sm", variant="primary", min_width=80,
+                                           elem_id="create-collection")
+                        cancel_create = gr.Button("Cancel", size="sm", min_width=80)
                 with gr.Column(visible=False, elem_id="confirm-collection") as confirm_collection_form:
                     confirm_collection_text = gr.Markdown()
                     with gr.Row():
-                        confirm_collection = gr.Button("Delete it", size="sm", variant="stop",
+                        confirm_collection = gr.Button("Delete it", size="sm", variant="stop", min_width=80,
                                                        elem_id="confirm-delete-collection")
-                        cancel_collection = gr.Button("Cancel", size="sm", elem_id="cancel-delete-collection")
+                        cancel_collection = gr.Button("Cancel", size="sm", min_width=80,
+                                                      elem_id="cancel-delete-collection")
                 files = gr.File(label=f"Upload PDF, txt or md (up to {LIMITS.upload_mb} MB each)",
                                 file_count="multiple", file_types=sorted(SUFFIX_KINDS), elem_id="upload")
                 password = gr.Textbox(label="Password for encrypted PDFs (if any)", type="password",
@@ -208,14 +261,15 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
                 selected_document = gr.Textbox(label="Selected document", interactive=False,
                                                elem_id="selected-document")
                 with gr.Row():
-                    remove_button = gr.Button("Delete", variant="stop", size="sm", elem_id="delete-document")
-                    reindex_button = gr.Button("Re-index", size="sm", elem_id="reindex")
+                    remove_button = gr.Button("Delete", variant="stop", size="sm", min_width=80,
+                                              elem_id="delete-document")
+                    reindex_button = gr.Button("Re-index", size="sm", min_width=80, elem_id="reindex")
                 with gr.Column(visible=False, elem_id="confirm-document") as confirm_remove_form:
                     confirm_remove_text = gr.Markdown()
                     with gr.Row():
-                        confirm_remove = gr.Button("Delete it", size="sm", variant="stop",
+                        confirm_remove = gr.Button("Delete it", size="sm", variant="stop", min_width=80,
                                                    elem_id="confirm-delete-document")
-                        cancel_remove = gr.Button("Cancel", size="sm", elem_id="cancel-delete-document")
+                        cancel_remove = gr.Button("Cancel", size="sm", min_width=80, elem_id="cancel-delete-document")
                 with gr.Accordion("Settings", open=False, elem_id="settings"):
                     temperature = gr.Slider(0, 1.5, value=0.0, step=0.05, label="Temperature (0 = deterministic)")
                     top_k = gr.Slider(1, 10, value=5, step=1, label="Passages retrieved")
@@ -236,12 +290,12 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
                 question = gr.Textbox(label="Question", placeholder="Ask about your documents", elem_id="question")
                 counter = gr.Markdown(f"0 / {LIMITS.question_chars}", elem_id="question-count")
                 with gr.Row():
-                    ask_button = gr.Button("Ask", variant="primary", elem_id="ask")
-                    stop_button = gr.Button("Stop", variant="stop", interactive=False, elem_id="stop")
-                    new_chat = gr.Button("New chat", elem_id="new-chat")
+                    ask_button = gr.Button("Ask", variant="primary", min_width=80, elem_id="ask")
+                    stop_button = gr.Button("Stop", variant="stop", interactive=False, min_width=80, elem_id="stop")
+                    new_chat = gr.Button("New chat", min_width=80, elem_id="new-chat")
                 answer_status = gr.Markdown(elem_id="answer-status")
                 sources_table = gr.Dataframe(headers=SOURCE_COLUMNS, interactive=False, wrap=True, max_height=320,
-                                             column_widths=["7%", "27%", "9%", "15%", "42%"],
+                                             column_widths=["6%", "23%", "11%", "17%", "43%"],
                                              label="Sources (click one to see its page)", elem_id="sources")
             with gr.Column(scale=1, min_width=300, elem_id="page-column"):
                 page = gr.HTML("<p>Click a source to see its page here.</p>", elem_id="page-view")
@@ -272,18 +326,16 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
         set_passage_size.click(app.set_chunk_tokens, [collection_box, passage_size], passage_status)
 
         question.change(None, question, counter, js=COUNT_JS, show_progress="hidden", queue=False)
-        buttons = [ask_button, stop_button, answering]
-        answer = gr.on([ask_button.click, question.submit], take_question, [question, chatbot, answering],
-                       [question, question_state, chatbot, answer_status, *buttons, started]).then(
-            on_ask, [question_state, chatbot, collection_box, temperature, top_k, hybrid, agent_mode, started],
+        buttons = [ask_button, stop_button]
+        gr.on([ask_button.click, question.submit], take_question, [question, chatbot, answering],
+              [question, question_state, chatbot, answer_status, *buttons, answering]).then(
+            on_ask, [question_state, chatbot, collection_box, temperature, top_k, hybrid, agent_mode, answering],
             [chatbot, sources_table, sources_state, answer_status, *buttons])
-        stop_button.click(on_stop, [chatbot, started], [chatbot, answer_status, *buttons], cancels=[answer])
-        new_chat.click(lambda: ([], [], [], "", "", *idle()), None,
-                       [chatbot, sources_table, sources_state, page, answer_status, *buttons], cancels=[answer])
-        collection_box.change(on_collection, collection_box,
+        stop_button.click(stop, [chatbot, answering], [chatbot, answer_status, *buttons])
+        new_chat.click(on_new_chat, answering, [chatbot, sources_table, sources_state, page, answer_status, *buttons])
+        collection_box.change(on_collection, [collection_box, answering],
                               [documents, passage_size, chatbot, sources_table, page, sources_state, selected_document,
-                               confirm_remove_form, *buttons], cancels=[answer])
+                               confirm_remove_form, *buttons])
         sources_table.select(on_source_select, [sources_state, collection_box], page)
         page.change(None, None, None, js=SCROLL_JS, show_progress="hidden", queue=False)
-    demo.css = CSS
     return demo
