@@ -14,6 +14,7 @@ from apps.common import LIMITS, Limits, ModelSwitch, plain_messages
 from apps.pdf_chat import PdfChat, PdfChatSettings, Settings, add_arguments, source_rows
 from apps.pdf_chat.app import document_table, question_problem, relevance, stopped
 from apps.pdf_chat.ui import BUSY, build_demo, stop, take_question
+from rag import Collection
 
 from conftest import DEMO_PDFS, SERVED_MODEL, save_tiny_checkpoint, scripted_llm
 
@@ -240,8 +241,11 @@ def test_a_collection_another_writer_holds_is_reported_not_half_done(app, monkey
     other = Collection.open("docs", app.data_dir, embedder=app.embedder)  # as the CLI would, on the same data dir
     with other._writing():
         report = app.upload("docs", [DEMO_PDFS / SRX])
-        assert "Nothing added" in report and "being changed by another process" in report
-        assert "Nothing removed" in app.remove("docs", GUIDE)
+        assert report.endswith("**Nothing added:** another program (the command line, or another copy of this app) "
+                               "is changing this collection; try again when it is done.")
+        assert app.remove("docs", GUIDE).startswith("Nothing removed: another program")
+        assert app.reindex("docs", GUIDE).startswith("Not re-indexed: another program")
+        assert app.set_chunk_tokens("docs", 100).startswith("Not changed: another program")
     other.close()
     assert [row[0] for row in app.documents("docs")] == [GUIDE]
     assert not any(SRX in str(path) for path in other.directory.rglob("*"))  # no copy of the refused upload
@@ -278,6 +282,8 @@ def test_collections_are_created_and_deleted_with_reasons(toy_app, tmp_path):
     next(answer)  # a question in flight: its collection stays
     assert toy_app.delete_collection("docs").startswith("**Not deleted:** collection 'docs' is in use")
     answer.close()
+    with Collection.open("docs", toy_app.data_dir, embedder=toy_app.embedder) as other, other._writing():
+        assert toy_app.delete_collection("docs").startswith("**Not deleted:** another program")  # as the CLI's
     assert toy_app.delete_collection("docs") == "Deleted the collection 'docs'."
     assert toy_app.collections() == ["b", "c"] and not (toy_app.data_dir / "collections" / "docs").exists()
     assert "docs" not in toy_app.open_collections._open
@@ -358,8 +364,8 @@ def test_closing_an_answer_stops_its_generation(toy_app, tmp_path):
 
 def test_questions_are_taken_from_the_box_once_or_refused_whole():
     history = [{"role": "user", "content": "earlier"}, {"role": "assistant", "content": "answer"}]
-    box, asked, chat, status, ask, stop_button, answering = take_question("  How long?  ", history, None)
-    assert (box, asked, status, answering.done) == ("", "How long?", "Answering...", False)
+    box, chat, status, ask, stop_button, answering = take_question("  How long?  ", history, None)
+    assert (box, answering.question, status, answering.done) == ("", "How long?", "Answering...", False)
     assert chat == [*history, {"role": "user", "content": "How long?"}]
     assert ask["interactive"] is False and ask["value"] == "Answering…" and stop_button["interactive"] is True
     too_long = LIMITS.question_chars + 1000
@@ -367,8 +373,8 @@ def test_questions_are_taken_from_the_box_once_or_refused_whole():
                                ("x" * too_long, None, f"The question is {too_long} characters long; the limit is "
                                 f"{LIMITS.question_chars}. Shorten it and ask again (it is still in the box)."),
                                ("Next one?", answering, BUSY)):  # sent while `answering` streams
-        box, asked, unchanged, status, *_, current = take_question(text, history, current)
-        assert asked is None and status == why  # nothing is asked, no bubble, the box keeps its text
+        box, unchanged, status, *_, current = take_question(text, history, current)
+        assert status == why  # nothing is asked, no bubble, the box keeps its text
         assert all(isinstance(value, type(gr.skip())) for value in (box, unchanged, current))
     assert question_problem("x" * LIMITS.question_chars) is None
 
@@ -377,5 +383,5 @@ def test_questions_are_taken_from_the_box_once_or_refused_whole():
     assert chat[-1]["content"] == "Staff have\n\n_(stopped: the answer above is incomplete)_"
     assert status.startswith("Stopped after") and (answering.stop, answering.done) == ("stop", True)
     assert ask["interactive"] is True and stop_button["interactive"] is False
-    assert take_question("Next one?", history, answering)[1] == "Next one?"  # a new question may be asked at once
+    assert take_question("Next one?", history, answering)[-1].question == "Next one?"  # asked at once
     assert isinstance(stop(shown, answering)[0], type(gr.skip()))  # a second Stop changes nothing

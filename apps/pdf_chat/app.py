@@ -171,7 +171,7 @@ class PdfChat:
         except WRITE_REFUSED as error:  # another process (the CLI, another app) is writing this collection
             for copy in new_copies:
                 shutil.rmtree(copy.parent, ignore_errors=True)
-            return "\n".join([*lines, f"**Nothing added:** {error}."])
+            return "\n".join([*lines, f"**Nothing added:** {write_refusal(error)}"])
         for report, copy in zip(reports, kept, strict=True):
             if copy in new_copies and not collection.store.has_document(report.content_hash or ""):
                 shutil.rmtree(copy.parent, ignore_errors=True)  # the file was refused
@@ -204,7 +204,7 @@ class PdfChat:
                 try:
                     removed = collection.remove(file_name)
                 except WRITE_REFUSED as error:
-                    return f"Nothing removed: {error}."
+                    return f"Nothing removed: {write_refusal(error)}"
         for path in paths:
             if collection.directory in path.parents:
                 shutil.rmtree(path.parent, ignore_errors=True)
@@ -227,7 +227,7 @@ class PdfChat:
                 try:
                     report = collection.replace(record.path, password or None)
                 except WRITE_REFUSED as error:
-                    return f"Not re-indexed: {error}."
+                    return f"Not re-indexed: {write_refusal(error)}"
                 if not report.ok or report.warnings:
                     return f"Not re-indexed:\n{upload_line(report)}"
                 passages = collection.find(report.content_hash).n_chunks
@@ -252,8 +252,10 @@ class PdfChat:
             try:
                 with entry.lock:
                     entry.collection.set_chunk_tokens(whole)
-            except (ValueError, *WRITE_REFUSED) as error:
+            except ValueError as error:
                 return f"Not changed: {error}."
+            except WRITE_REFUSED as error:
+                return f"Not changed: {write_refusal(error)}"
         return (f"Passages of {name!r} are now up to {whole} tokens for new uploads. Documents already there keep "
                 "theirs until you select one and press Re-index.")
 
@@ -281,8 +283,10 @@ class PdfChat:
             self.open_collections.delete(name)
         except FileNotFoundError:
             return f"There is no collection {name!r}."
-        except (ValueError, *WRITE_REFUSED) as error:
+        except ValueError as error:
             return f"**Not deleted:** {error}."
+        except WRITE_REFUSED as error:
+            return f"**Not deleted:** {write_refusal(error)}"
         return f"Deleted the collection {name!r}."
 
     # --- questions ------------------------------------------------------------------------------------------------
@@ -395,6 +399,14 @@ def upload_line(report: LoadReport) -> str:
         return (f"- **{report.name}**: already in this collection (same content), not added again. To read it "
                 "again (after changing the passage size), select it under Documents and press Re-index.")
     return report_line(report)
+
+
+def write_refusal(error: Exception) -> str:
+    """Why a write to a collection was refused, in the page's words (rag's name the lock and the process id)."""
+    if isinstance(error, CollectionDeletedError):
+        return "the collection was deleted meanwhile (by another program using the same data folder); pick another."
+    return ("another program (the command line, or another copy of this app) is changing this collection; try again "
+            "when it is done.")
 
 
 def question_problem(question: str, limits: Limits = LIMITS) -> str | None:

@@ -3,8 +3,8 @@
 Gradio hands a chatbot's history back in its own shape and runs handlers on worker threads; the handlers
 here only translate (`apps.common.plain_messages`, tables, timings) and call the app.
 
-Asking is two steps: `take_question` moves the question out of the box into a State (the box is free for the next
-one while the answer streams; it is cleared once, never by the stream) and starts an `Answering`; then the answer
+Asking is two steps: `take_question` moves the question out of the box into a new `Answering`, kept in a State (the
+box is free for the next one while the answer streams; it is cleared once, never by the stream); then the answer
 streams into the chat. While it does, Ask is disabled and reads "Answering…", and Enter leaves the new question in
 the box with a line saying why. Stop marks the `Answering` stopped and shows what was written as incomplete; the
 stream sees the mark before its next update, closes the app's generator (which stops the generation) and shows the
@@ -61,10 +61,16 @@ BUSY = "Still answering the last question: your new one stays in the box. Press 
 
 @dataclass
 class Answering:
-    """One answer in a session (in a gr.State: every handler of the session gets this object): Stop, New chat or
-    another collection set `stop`, and the stream ends at its next update."""
+    """One question and its answer in a session (in a gr.State: every handler of the session gets this object).
+    Stop, New chat or another collection set `stop`, and the stream ends at its next update.
 
+    Why the question travels in it: Gradio reads a State when a queued handler runs, not when it was triggered, so
+    the answer step that follows a refused Ask (queued behind the running answer) may find a later question here;
+    `begun` lets only one answer step answer it."""
+
+    question: str
     started: float = field(default_factory=time.monotonic)
+    begun: bool = False  # an answer step took it
     stop: str | None = None  # "stop": show what was written, marked incomplete; "discard": the chat was cleared
     done: bool = False  # the answer ended, or was stopped: a new question may be asked
 
@@ -86,19 +92,18 @@ def documents_view(rows: list[list]):
 
 
 def take_question(question: str, history: list[dict], current: Answering | None) -> tuple:
-    """The first step of Ask: the question leaves the box for the `question_state` and shows in the chat, a new
-    `Answering` begins, the buttons show the chat busy. A question that cannot be asked (empty, too long, or sent
-    while an answer streams) stays in the box, adds nothing to the chat, and the status line says why;
-    `question_state` is then None.
+    """The first step of Ask: the question leaves the box for a new `Answering` and shows in the chat, the buttons
+    show the chat busy. A question that cannot be asked (empty, too long, or sent while an answer streams) stays in
+    the box, adds nothing to the chat, and the status line says why.
 
-    Returns (box, question_state, chat, status, Ask, Stop, answering)."""
+    Returns (box, chat, status, Ask, Stop, answering)."""
     question = question or ""
     problem = BUSY if current is not None and not current.done else question_problem(question)
     if problem:
-        return gr.skip(), None, gr.skip(), problem, gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), problem, gr.skip(), gr.skip(), gr.skip()
     shown = [*plain_messages(history), {"role": "user", "content": question.strip()}]
-    return ("", question.strip(), shown, "Answering...", gr.update(value="Answering…", interactive=False),
-            gr.update(interactive=True), Answering())
+    return ("", shown, "Answering...", gr.update(value="Answering…", interactive=False), gr.update(interactive=True),
+            Answering(question.strip()))
 
 
 def stop(history: list[dict], current: Answering | None) -> tuple:
@@ -184,16 +189,17 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
     def on_document_select(event: gr.SelectData):
         return event.row_value[0]  # the file name
 
-    def on_ask(question: str | None, history: list[dict], name: str, temperature: float, k: int, hybrid: bool,
-               agent_mode: bool, answering: Answering):
+    def on_ask(answering: Answering | None, history: list[dict], name: str, temperature: float, k: int,
+               hybrid: bool, agent_mode: bool):
         """Stream the answer; returns (chat, sources table, sources, status, Ask, Stop) at each update."""
-        if question is None:  # take_question refused it; a generator that yields nothing would clear the outputs
-            yield (gr.skip(),) * 6
+        if answering is None or answering.begun:  # take_question refused this Ask; its question is being answered
+            yield (gr.skip(),) * 6  # (a generator that yields nothing would clear the outputs)
             return
+        answering.begun = True
         shown = messages = plain_messages(history)  # ends with the question, shown by take_question
         settings = Settings(name, temperature, int(k), hybrid, agent_mode)
         first = None
-        replies = app.ask(question, shown[:-1], settings)
+        replies = app.ask(answering.question, shown[:-1], settings)
         try:
             for reply in replies:
                 if answering.stop:
@@ -227,7 +233,7 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
     with gr.Blocks(title="llmkit: chat with your PDFs") as demo:
         gr.Markdown("## Chat with your PDFs\nAnswers come from your documents only, with the file and page "
                     "they used. Everything runs on this computer.")
-        sources_state, question_state, pending_removal = gr.State([]), gr.State(None), gr.State(None)
+        sources_state, pending_removal = gr.State([]), gr.State(None)
         answering = gr.State(None)  # the session's latest Answering
         with gr.Row(elem_id="layout"):
             with gr.Column(scale=1, min_width=300, elem_id="library"):
@@ -328,8 +334,8 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
         question.change(None, question, counter, js=COUNT_JS, show_progress="hidden", queue=False)
         buttons = [ask_button, stop_button]
         gr.on([ask_button.click, question.submit], take_question, [question, chatbot, answering],
-              [question, question_state, chatbot, answer_status, *buttons, answering]).then(
-            on_ask, [question_state, chatbot, collection_box, temperature, top_k, hybrid, agent_mode, answering],
+              [question, chatbot, answer_status, *buttons, answering]).then(
+            on_ask, [answering, chatbot, collection_box, temperature, top_k, hybrid, agent_mode],
             [chatbot, sources_table, sources_state, answer_status, *buttons])
         stop_button.click(stop, [chatbot, answering], [chatbot, answer_status, *buttons])
         new_chat.click(on_new_chat, answering, [chatbot, sources_table, sources_state, page, answer_status, *buttons])
