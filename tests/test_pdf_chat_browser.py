@@ -270,5 +270,6 @@ def test_collections_passage_size_reindex_and_confirmed_deletes(page):
     expect(report).to_contain_text("Deleted the collection 'scratch'.")
     expect(page.locator("#collection input")).not_to_have_value("scratch")
     page.click("#collection input")
+    expect(page.locator("[data-testid=dropdown-option]").first).to_be_visible()
     options = [option.get_attribute("aria-label") for option in page.locator("[data-testid=dropdown-option]").all()]
     assert "scratch" not in options and "sample" in options, options
