@@ -57,7 +57,7 @@ def test_uploads_create_at_most_the_limit_of_collections(app, tmp_path):
                       "an existing one, or ask the operator to remove one.")
     assert "one-more" not in app.collections() and not (app.data_dir / "collections" / "one-more").exists()
     assert "invalid collection name '../etc'" in app.upload("../etc", [handbook(tmp_path / "in")])
-    assert "already in the collection" in app.upload("c0", [handbook(tmp_path / "in")])  # existing ones still take
+    assert "already in this collection" in app.upload("c0", [handbook(tmp_path / "in")])  # existing ones still take
 
 
 def test_the_least_recently_used_collections_are_closed_not_those_in_use(app, tmp_path):
@@ -96,5 +96,5 @@ def test_uploads_temp_copies_are_deleted_whatever_happens(app, tmp_path):
     refused = handbook(temp / "c")
     assert "invalid collection name" in app.upload("no good", [refused], delete_inputs=True)
     assert not refused.exists()
-    assert "already in the collection" in app.upload("docs", [kept])
+    assert "already in this collection" in app.upload("docs", [kept])
     assert kept.exists()  # not a temp copy: the caller's file stays
