@@ -351,7 +351,7 @@ class RecordingModel:
 def test_closing_an_answer_stops_its_generation(toy_app, tmp_path):
     toy_app.upload("docs", [notes(tmp_path / "in")])
     toy_app.llm = RecordingModel(toy_app.llm)
-    replies = toy_app.ask("How many days of vacation do staff have?", [], Settings("docs"))
+    replies = toy_app.ask("How many days of vacation do staff have?", [], Settings("docs", style="free"))
     for _ in range(3):
         shown = next(replies).messages
     replies.close()  # what Stop does, through the page's handler

@@ -77,7 +77,7 @@ def test_the_least_recently_used_collections_are_closed_not_those_in_use(app, tm
     assert open_files() - baseline <= 2 * per_collection  # c0 (in use) and the last used; not 11
     assert list(app.open_collections._open) == ["c0", "c10"]
     replies = [first, *answer]
-    assert replies[-1].messages[0]["content"].startswith("25 days") and replies[-1].sources  # c0 stayed open
+    assert "25 days" in replies[-1].messages[0]["content"] and replies[-1].sources  # c0 stayed open
     assert [row[0] for row in app.documents("c3")] == ["handbook.txt"]  # a closed one opens again
     assert list(app.open_collections._open) == ["c10", "c3"]  # c0, released, was the least recently used
 

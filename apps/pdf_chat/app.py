@@ -37,7 +37,7 @@ from apps.common import (
     switch_model,
 )
 from apps.pdf_chat.open_collections import OpenCollection, OpenCollections
-from core import ChatModel, load, settings
+from core import ChatModel, ContextLengthError, RemoteLLM, load, settings
 from rag import Collection, CollectionBusyError, collection_names, samples, stream_answer
 from rag.answer import Source, Style
 from rag.chunking import CHUNK_TOKENS
@@ -46,6 +46,8 @@ from rag.embeddings import Embedder, SentenceTransformerEmbedder
 from rag.loaders import NEEDS_PASSWORD, LoadReport
 
 DEFAULT_COLLECTION = "sample"
+TOO_LONG_FOR_MODEL = ("The question and its passages do not fit this model's context. Ask a shorter question, lower "
+                      "\"Passages retrieved\" in Settings, or choose a model with a longer context there.")
 SAMPLE_PDF = samples.FOLDER / "nist-sp800-90b-entropy-suite-user-guide.pdf"
 SOURCE_COLUMNS = ["#", "file", "page", "relevance", "passage"]
 DOCUMENT_COLUMNS = ["file", "pages", "passages", "needs OCR"]
@@ -318,21 +320,21 @@ class PdfChat:
                 yield from self._answer(question, turns, settings, entry)
 
     def _answer(self, question: str, turns: list[dict], settings: Settings, entry: OpenCollection) -> Iterator[Reply]:
+        text, stream = "", None
         try:
             with entry.lock:
                 stream = stream_answer(entry.retriever, self.llm, question, k=settings.k,
                                        mode="hybrid" if settings.hybrid else "dense", history=turns,
                                        style=settings.style, temperature=settings.temperature)
-        except ValueError as error:  # the question and its sources do not fit this model's context
-            yield Reply([assistant(f"Cannot answer with this model: {error}.")])
-            return
-        text = ""
-        try:
             for delta in stream:
                 text += delta
                 yield Reply([assistant(text)], stream.sources)
+        except ContextLengthError:
+            yield Reply([assistant(TOO_LONG_FOR_MODEL)])
+            return
         finally:  # the page's Stop closes this generator: the engine stops writing too
-            stream.cancel()
+            if stream is not None:
+                stream.cancel()
         result = stream.answer
         final = result.text
         if result.finish_reason == "length":
@@ -367,6 +369,12 @@ class PdfChat:
                 + "</mark>" + html.escape(text[at + len(source.text):]))
         return (f"<h4>{html.escape(source.file)}, page {source.page}</h4>"
                 f"<div class='page-text' style='white-space: pre-wrap'>{body}</div>")
+
+
+def default_style(model: ChatModel) -> Style:
+    """Grounded answers for the embedded and other local models, free ones for a served model (core.RemoteLLM),
+    taken to be a large one: a 135M model cannot be trusted to restate figures (rag.grounded)."""
+    return "free" if isinstance(model, RemoteLLM) else "grounded"
 
 
 def source_rows(sources: list[Source]) -> list[list]:

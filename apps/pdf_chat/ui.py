@@ -28,6 +28,7 @@ from apps.pdf_chat.app import (
     SOURCE_COLUMNS,
     PdfChat,
     Settings,
+    default_style,
     document_table,
     question_problem,
     source_rows,
@@ -190,14 +191,14 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
         return event.row_value[0]  # the file name
 
     def on_ask(answering: Answering | None, history: list[dict], name: str, temperature: float, k: int,
-               hybrid: bool, agent_mode: bool):
+               hybrid: bool, agent_mode: bool, style: str):
         """Stream the answer; returns (chat, sources table, sources, status, Ask, Stop) at each update."""
         if answering is None or answering.begun:  # take_question refused this Ask; its question is being answered
             yield (gr.skip(),) * 6  # (a generator that yields nothing would clear the outputs)
             return
         answering.begun = True
         shown = messages = plain_messages(history)  # ends with the question, shown by take_question
-        settings = Settings(name, temperature, int(k), hybrid, agent_mode)
+        settings = Settings(name, temperature, int(k), hybrid, agent_mode, style)
         first = None
         replies = app.ask(answering.question, shown[:-1], settings)
         try:
@@ -280,6 +281,9 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
                     temperature = gr.Slider(0, 1.5, value=0.0, step=0.05, label="Temperature (0 = deterministic)")
                     top_k = gr.Slider(1, 10, value=5, step=1, label="Passages retrieved")
                     hybrid = gr.Checkbox(value=True, label="Hybrid search (meaning + keywords)")
+                    style = gr.Radio([("Quotes from the documents, chosen by the model", "grounded"),
+                                      ("Written by the model (for large models)", "free")],
+                                     value=default_style(app.llm), label="Answers", elem_id="answer-style")
                     agent_mode = gr.Checkbox(value=False, label="Agent mode (the model searches and reads pages)")
                     passage_size = gr.Number(value=app.chunk_tokens(collection), precision=0,
                                              label=f"Passage size (tokens) of this collection, {low} to {high}",
@@ -335,7 +339,7 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
         buttons = [ask_button, stop_button]
         gr.on([ask_button.click, question.submit], take_question, [question, chatbot, answering],
               [question, chatbot, answer_status, *buttons, answering]).then(
-            on_ask, [answering, chatbot, collection_box, temperature, top_k, hybrid, agent_mode],
+            on_ask, [answering, chatbot, collection_box, temperature, top_k, hybrid, agent_mode, style],
             [chatbot, sources_table, sources_state, answer_status, *buttons])
         stop_button.click(stop, [chatbot, answering], [chatbot, answer_status, *buttons])
         new_chat.click(on_new_chat, answering, [chatbot, sources_table, sources_state, page, answer_status, *buttons])
