@@ -247,14 +247,17 @@ def model_box_label(policy: ModelSwitch) -> str:
 
 def switch_model(current: ChatModel, spec: str, policy: ModelSwitch) -> tuple[ChatModel, str]:
     """The model `spec` means (see `core.load`) and its status line, if `policy` allows it; when it does not, or
-    the model cannot be loaded, `current` and a line saying why."""
+    the model cannot be loaded, `current` and a line saying why, with a web page's advice (not the command line's
+    flags)."""
     refused = policy.refusal(spec)
     if refused:
         return current, f"{refused} Still using `{current.name}`."
     try:
         model = load(spec)
     except (ModelLoadError, ValueError, ConnectionError, OSError) as error:
-        return current, f"Could not load {spec!r}: {error}. Still using `{current.name}`."
+        reason = error.reason if isinstance(error, ModelLoadError) else str(error)  # without the command line's advice
+        return current, (f"Could not load {spec!r}: {reason.rstrip('.')}. Choose another model in Settings. Still "
+                         f"using `{current.name}`.")
     return model, model_status(model)
 
 

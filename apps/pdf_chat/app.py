@@ -3,9 +3,11 @@
 `PdfChat` holds what every browser session shares (the data dir, the embedder, the model, a few open
 collections: open_collections.py) and its methods are the handlers, written over domain objects so tests call
 them without a server; `apps.pdf_chat.ui.build_demo` only wires them to Gradio components. Collections live under the
-data dir (`--data-dir`, env LLMKIT_HOME) and persist across restarts; only an upload creates one (up to
-`Limits.collections`). Uploaded files are copied into their collection so a document can be re-indexed and its
-pages shown after the upload's temp file is gone (the page's handler has it deleted at once).
+data dir (`--data-dir`, env LLMKIT_HOME) and persist across restarts; "New collection" (`create_collection`) or an
+upload that adds a file creates one (up to `Limits.collections`), "Delete collection" removes one. Uploaded files are
+copied into their collection so a document can be re-indexed and its pages shown after the upload's temp file is
+gone (the page's handler has it deleted at once). Messages are the web page's: they name its controls, never the
+command line's flags.
 
 Threads: Gradio runs handlers on worker threads. A collection (SQLite store, FAISS index, BM25) is used
 by one thread at a time under its lock; generation happens outside the lock, in the engine, which
@@ -36,20 +38,29 @@ from apps.common import (
     switch_model,
 )
 from apps.pdf_chat.open_collections import OpenCollection, OpenCollections
-from core import ChatModel, ModelRequestError, RemoteLLM, load, settings
+from core import ChatModel, ContextLengthError, ModelRequestError, RemoteLLM, load, settings
 from rag import Collection, CollectionBusyError, collection_names, samples, stream_answer
 from rag.answer import Source, Style, relevant_sources, standalone_query
+from rag.chunking import CHUNK_TOKENS
+from rag.collection import ALREADY_PRESENT, CollectionDeletedError, check_name
 from rag.embeddings import Embedder, SentenceTransformerEmbedder
 from rag.grounded import grounded_answer
+from rag.loaders import NEEDS_PASSWORD, LoadReport
 
 DEFAULT_COLLECTION = "sample"
+TOO_LONG_FOR_MODEL = ("The question and its passages do not fit this model's context. Ask a shorter question, lower "
+                      "\"Passages retrieved\" in Settings, or choose a model with a longer context there.")
 SAMPLE_PDF = samples.FOLDER / "nist-sp800-90b-entropy-suite-user-guide.pdf"
-SOURCE_COLUMNS = ["#", "file", "page", "score", "passage"]
+SOURCE_COLUMNS = ["#", "file", "page", "relevance", "passage"]
+DOCUMENT_COLUMNS = ["file", "pages", "passages", "needs OCR"]
+RELEVANCE = (0.2, 0.7)  # the question-passage cosines shown as no dot and as five (all-MiniLM-L6-v2's usual span)
+STOPPED = "_(stopped: the answer above is incomplete)_"
 AGENT_INSTRUCTIONS = ("You answer questions about the user's documents. Search them first, read a page when a "
                       "passage is not enough, and answer with the file and page you used.")
 SMALL_MODEL_SNIPPET_CHARS = 200  # of each search hit shown to a small model: several steps fit its prompt
 
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
+WRITE_REFUSED = (CollectionBusyError, CollectionDeletedError)  # another process writes it, or deleted it
 
 
 @dataclass
@@ -107,36 +118,45 @@ class PdfChat:
             self.upload(DEFAULT_COLLECTION, [SAMPLE_PDF])
 
     def upload(self, name: str, paths: list[str | Path], progress: Progress | None = None,
-               delete_inputs: bool = False) -> str:
-        """Add files to collection `name` (created if new, within `limits.collections`); returns the per-file
-        report as Markdown.
+               delete_inputs: bool = False, password: str | None = None) -> str:
+        """Add files to collection `name` (created if new, within `limits.collections`, and kept only if a file was
+        added); returns the per-file report as Markdown.
 
         Files over the limits are refused before reading; every other file gets its own line, and a bad
         file never stops the others or changes the collection. `delete_inputs`: the files are temp copies (a web
-        upload's): deleted once copied into the collection or refused, whatever happens.
+        upload's): deleted once copied into the collection or refused, whatever happens. `password`: for the
+        encrypted PDFs among them.
         """
         try:
-            return self._upload(name, list(map(Path, paths)), progress)
+            return self._upload(name, list(map(Path, paths)), progress, password or None)
         finally:
             if delete_inputs:
                 for path in paths:
                     Path(path).unlink(missing_ok=True)
 
-    def _upload(self, name: str, paths: list[Path], progress: Progress | None) -> str:
+    def _upload(self, name: str, paths: list[Path], progress: Progress | None, password: str | None) -> str:
         if not paths:
             return "Choose one or more files to upload."
         accepted, lines = check_uploads(paths, self.limits)
         if not accepted:
             return "\n".join(lines)
+        new = not self.open_collections.exists(name)
         try:
             self.open_collections.create(name)
         except ValueError as error:
             return f"**Nothing added:** {error}."
         with self.open_collections.use(name) as entry:
-            return self._add_files(entry.collection, entry.lock, accepted, lines, progress)
+            report = self._add_files(entry.collection, entry.lock, accepted, lines, progress, password)
+            empty = new and not entry.collection.documents()
+        if empty:  # every file was refused: an upload leaves no empty collection behind
+            try:
+                self.open_collections.delete(name)
+            except (ValueError, *WRITE_REFUSED):  # in use meanwhile (another tab's upload): it stays
+                pass
+        return report
 
     def _add_files(self, collection: Collection, lock: threading.Lock, accepted: list[Path], lines: list[str],
-                   progress: Progress | None) -> str:
+                   progress: Progress | None, password: str | None) -> str:
         kept, new_copies = [], set()
         for path in accepted:
             copy = self._copy_path(collection, path)
@@ -153,15 +173,15 @@ class PdfChat:
 
         try:
             with lock:
-                reports = collection.add_files(kept, progress=on_progress)
-        except CollectionBusyError as error:  # another process (the CLI, another app) is writing this collection
+                reports = collection.add_files(kept, password, progress=on_progress)
+        except WRITE_REFUSED as error:  # another process (the CLI, another app) is writing this collection
             for copy in new_copies:
                 shutil.rmtree(copy.parent, ignore_errors=True)
-            return "\n".join([*lines, f"**Nothing added:** {error}."])
+            return "\n".join([*lines, f"**Nothing added:** {write_refusal(error)}"])
         for report, copy in zip(reports, kept, strict=True):
             if copy in new_copies and not collection.store.has_document(report.content_hash or ""):
                 shutil.rmtree(copy.parent, ignore_errors=True)  # the file was refused
-            lines.append(report_line(report))
+            lines.append(upload_line(report))
         return "\n".join(lines)
 
     @staticmethod
@@ -171,15 +191,14 @@ class PdfChat:
         return collection.directory / "files" / digest / path.name
 
     def documents(self, name: str) -> list[list]:
-        """Rows for the documents table: file, pages, chunks, pages needing OCR, added (none for a collection that
-        does not exist)."""
+        """Rows of DOCUMENT_COLUMNS: file, pages, passages (chunks), pages needing OCR ("" when none); none for a
+        collection that does not exist."""
         with self.open_collections.use(name) as entry:
             if entry is None:
                 return []
             with entry.lock:
                 records = entry.collection.documents()
-        return [[d.file_name, d.pages_total, d.n_chunks, ", ".join(map(str, d.pages_needing_ocr)) or "-",
-                 d.added_at[:19].replace("T", " ")] for d in records]
+        return [[d.file_name, d.pages_total, d.n_chunks, ", ".join(map(str, d.pages_needing_ocr))] for d in records]
 
     def remove(self, name: str, file_name: str) -> str:
         with self.open_collections.use(name) as entry:
@@ -190,30 +209,91 @@ class PdfChat:
                 paths = [Path(d.path) for d in collection.documents() if d.file_name == file_name]
                 try:
                     removed = collection.remove(file_name)
-                except CollectionBusyError as error:
-                    return f"Nothing removed: {error}."
+                except WRITE_REFUSED as error:
+                    return f"Nothing removed: {write_refusal(error)}"
         for path in paths:
             if collection.directory in path.parents:
                 shutil.rmtree(path.parent, ignore_errors=True)
         return f"Removed {file_name}." if removed else f"There is no document {file_name!r} in {name!r}."
 
-    def reindex(self, name: str, file_name: str) -> str:
-        """Read the document's file again and replace it (after a chunking or model change, or an edit)."""
+    def reindex(self, name: str, file_name: str, password: str | None = None) -> str:
+        """Read the document's file again, chunk it at the collection's passage size and embed it, and swap it in
+        (after a passage size change, or an edit); says how many pages and passages it has now."""
         with self.open_collections.use(name) as entry:
             if entry is None:
                 return f"There is no collection {name!r}."
+            collection = entry.collection
             with entry.lock:
                 try:
-                    record = entry.collection.find(file_name)
+                    record = collection.find(file_name)
                 except ValueError as error:  # several documents have this name
                     return f"{error}."
                 if record is None:
                     return f"There is no document {file_name!r} in {name!r}."
                 try:
-                    report = entry.collection.replace(record.path)
-                except CollectionBusyError as error:
-                    return f"Not re-indexed: {error}."
-        return report_line(report)
+                    report = collection.replace(record.path, password or None)
+                except WRITE_REFUSED as error:
+                    return f"Not re-indexed: {write_refusal(error)}"
+                if not report.ok or report.warnings:
+                    return f"Not re-indexed:\n{upload_line(report)}"
+                passages = collection.find(report.content_hash).n_chunks
+                tokens = collection.chunk_tokens
+        return (f"Re-indexed {report.name}: read again, {report.pages_total} pages, {passages} passages of up to "
+                f"{tokens} tokens.")
+
+    def chunk_tokens(self, name: str) -> int:
+        """The passage size of collection `name` (the default for one that does not exist)."""
+        with self.open_collections.use(name) as entry:
+            if entry is None:
+                return CHUNK_TOKENS
+            with entry.lock:
+                return entry.collection.chunk_tokens
+
+    def set_chunk_tokens(self, name: str, tokens: float | int | None) -> str:
+        """Set the passage size later uploads and re-indexes of collection `name` use; says what it changes."""
+        with self.open_collections.use(name) as entry:
+            if entry is None:
+                return f"There is no collection {name!r}: create it or upload into it first."
+            whole = int(tokens) if isinstance(tokens, float) and tokens.is_integer() else tokens  # a number box's
+            try:
+                with entry.lock:
+                    entry.collection.set_chunk_tokens(whole)
+            except ValueError as error:
+                return f"Not changed: {error}."
+            except WRITE_REFUSED as error:
+                return f"Not changed: {write_refusal(error)}"
+        return (f"Passages of {name!r} are now up to {whole} tokens for new uploads. Documents already there keep "
+                "theirs until you select one and press Re-index.")
+
+    def create_collection(self, name: str) -> str:
+        """Make the empty collection `name`; a message saying it was made, or why not (not a valid name, one of this
+        name exists, the data dir holds `limits.collections`)."""
+        name = (name or "").strip()
+        try:
+            check_name(name)
+        except ValueError:
+            return (f"**Not created:** {name!r} cannot be a collection's name: use 1 to 64 letters, digits, '-' or "
+                    "'_' (no spaces).")
+        if self.open_collections.exists(name):
+            return f"**Not created:** there is already a collection named {name!r}: pick it in the list above."
+        try:
+            self.open_collections.create(name)
+        except ValueError as error:
+            return f"**Not created:** {error}."
+        return f"Created the collection {name!r}: upload files into it."
+
+    def delete_collection(self, name: str) -> str:
+        """Delete collection `name` with its documents, vectors and kept files; refused while a question or an
+        upload here uses it, or another process writes it."""
+        try:
+            self.open_collections.delete(name)
+        except FileNotFoundError:
+            return f"There is no collection {name!r}."
+        except ValueError as error:
+            return f"**Not deleted:** {error}."
+        except WRITE_REFUSED as error:
+            return f"**Not deleted:** {write_refusal(error)}"
+        return f"Deleted the collection {name!r}."
 
     # --- questions ------------------------------------------------------------------------------------------------
 
@@ -243,21 +323,21 @@ class PdfChat:
                 yield from self._answer(question, turns, settings, entry)
 
     def _answer(self, question: str, turns: list[dict], settings: Settings, entry: OpenCollection) -> Iterator[Reply]:
+        text, stream = "", None
         try:
             with entry.lock:
                 stream = stream_answer(entry.retriever, self.llm, question, k=settings.k,
                                        mode="hybrid" if settings.hybrid else "dense", history=turns,
                                        style=settings.style, temperature=settings.temperature)
-        except ValueError as error:  # the question and its sources do not fit this model's context
-            yield Reply([assistant(f"Cannot answer with this model: {error}.")])
-            return
-        text = ""
-        try:
             for delta in stream:
                 text += delta
                 yield Reply([assistant(text)], stream.sources)
+        except ContextLengthError:
+            yield Reply([assistant(TOO_LONG_FOR_MODEL)])
+            return
         finally:  # the page's Stop closes this generator: the engine stops writing too
-            stream.cancel()
+            if stream is not None:
+                stream.cancel()
         result = stream.answer
         final = result.text
         if result.finish_reason == "length":
@@ -304,8 +384,8 @@ class PdfChat:
         sources = closest_passages(query, found, self.embedder, settings.k)
         try:
             answer = grounded_answer(question, sources, self.llm, self.embedder, query=query)
-        except ValueError as error:  # the question and its sources do not fit this model's context
-            yield Reply([*messages, assistant(f"Cannot answer with this model: {error}.")], sources)
+        except ContextLengthError:
+            yield Reply([*messages, assistant(TOO_LONG_FOR_MODEL)], sources)
             return
         yield Reply([*messages, assistant(answer.text)], answer.sources)
 
@@ -326,8 +406,72 @@ class PdfChat:
                 f"<div class='page-text' style='white-space: pre-wrap'>{body}</div>")
 
 
+def default_style(model: ChatModel) -> Style:
+    """Grounded answers for the embedded and other local models, free ones for a served model (core.RemoteLLM),
+    taken to be a large one: a 135M model cannot be trusted to restate figures (rag.grounded)."""
+    return "free" if isinstance(model, RemoteLLM) else "grounded"
+
+
 def source_rows(sources: list[Source]) -> list[list]:
-    return [[s.number, s.file, s.page, round(s.score, 4), " ".join(s.text.split())[:160]] for s in sources]
+    """Rows of SOURCE_COLUMNS: rank, file, page, relevance (`relevance`), the passage's start."""
+    return [[s.number, s.file, s.page, relevance(s.similarity), " ".join(s.text.split())[:160]] for s in sources]
+
+
+def relevance(similarity: float) -> str:
+    """The question-passage cosine as five dots, filled in proportion over RELEVANCE: "●●●○○" (the retriever's
+    fusion scores, 0.01 to 0.03, would mean nothing to a reader)."""
+    low, high = RELEVANCE
+    filled = round(5 * min(max((similarity - low) / (high - low), 0.0), 1.0))
+    return "●" * filled + "○" * (5 - filled)
+
+
+def document_table(rows: list[list]) -> dict:
+    """The documents table for `PdfChat.documents`' rows: the "needs OCR" column only when a document needs OCR,
+    so that the table fits a narrow column."""
+    if any(row[3] for row in rows):
+        return {"headers": DOCUMENT_COLUMNS, "data": rows}
+    return {"headers": DOCUMENT_COLUMNS[:3], "data": [row[:3] for row in rows] or [["", "", ""]]}
+
+
+def upload_line(report: LoadReport) -> str:
+    """`apps.common.report_line` with the page's own advice: a file already in the collection, or a PDF that
+    needs a password, says which control to use (the command line's hint names a flag)."""
+    if report.error and report.error.startswith(NEEDS_PASSWORD):
+        return (f"- **{report.name}**: error: {NEEDS_PASSWORD}: type it in \"Password for encrypted PDFs\" and "
+                "upload the file again")
+    if report.ok and any(ALREADY_PRESENT in w for w in report.warnings):
+        return (f"- **{report.name}**: already in this collection (same content), not added again. To read it "
+                "again (after changing the passage size), select it under Documents and press Re-index.")
+    return report_line(report)
+
+
+def write_refusal(error: Exception) -> str:
+    """Why a write to a collection was refused, in the page's words (rag's name the lock and the process id)."""
+    if isinstance(error, CollectionDeletedError):
+        return "the collection was deleted meanwhile (by another program using the same data folder); pick another."
+    return ("another program (the command line, or another copy of this app) is changing this collection; try again "
+            "when it is done.")
+
+
+def question_problem(question: str, limits: Limits = LIMITS) -> str | None:
+    """Why `question` cannot be asked (empty, or over `limits.question_chars`: refused whole, never cut), None if
+    it can."""
+    if not question.strip():
+        return "Type a question first."
+    if len(question.strip()) > limits.question_chars:
+        return (f"The question is {len(question.strip())} characters long; the limit is {limits.question_chars}. "
+                "Shorten it and ask again (it is still in the box).")
+    return None
+
+
+def stopped(messages: list[dict]) -> list[dict]:
+    """The chat after Stop: the answer written so far marked as incomplete (a note of its own when no words came)."""
+    messages = list(messages)
+    if messages and messages[-1]["role"] == "assistant" and not messages[-1].get("metadata"):
+        messages[-1] = assistant(f"{messages[-1]['content']}\n\n{STOPPED}")
+    else:
+        messages.append(assistant(STOPPED.replace("the answer above is incomplete", "no answer was written")))
+    return messages
 
 
 def is_small(model: ChatModel) -> bool:

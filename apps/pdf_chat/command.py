@@ -31,10 +31,10 @@ def run(args: argparse.Namespace) -> None:
 
 def serve(settings: PdfChatSettings) -> None:
     """Load everything once, make sure the sample is indexed, serve until Ctrl-C."""
-    from apps.pdf_chat.ui import build_demo  # gradio loads only here
+    from apps.pdf_chat.ui import CSS, build_demo  # gradio loads only here
 
     model_switch = settings.model_switch()  # a bad allowlist fails before the models load
     print("Loading the models...", flush=True)
     app = PdfChat(settings.data_dir, llm=settings.load_model(), model_switch=model_switch)
     app.ensure_sample()
-    build_demo(app, settings.collection).queue().launch(**launch_kwargs(settings, app.limits))
+    build_demo(app, settings.collection).queue().launch(css=CSS, **launch_kwargs(settings, app.limits))

@@ -2,8 +2,8 @@
 
 An open collection holds an SQLite handle, its lock file and its index in memory, so a page whose users type many
 names must not keep one of each open. Using a name never creates anything: a collection that does not exist (or
-whose name could not be one) is None, and nothing is written. Only `create`, the upload path, makes one, and only
-up to `max_collections` in the data dir.
+whose name could not be one) is None, and nothing is written. Only `create` (an upload, "New collection") makes one,
+and only up to `max_collections` in the data dir; `delete` removes one nobody here uses.
 
 Threads: `use` counts its users while they hold an entry; an entry in use is never closed, so the cache may hold
 more than `max_open` while that many are in use, and shrinks as they are released. A collection itself is used
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag import Collection, Retriever, collection_names
-from rag.collection import check_name
+from rag.collection import check_name, delete_collection
 from rag.embeddings import Embedder
 
 MAX_OPEN = 8  # collections kept open at once, beyond those in use
@@ -61,6 +61,20 @@ class OpenCollections:
                                  "upload into an existing one, or ask the operator to remove one")
             self._add(name)
             self._close_unused()
+
+    def delete(self, name: str) -> None:
+        """Close and delete the collection `name` (`rag.collection.delete_collection`: under its write lock).
+        ValueError while a thread here uses it; FileNotFoundError when there is none; CollectionBusyError while
+        another process writes it."""
+        check_name(name)
+        with self._lock:  # no `use` opens it again meanwhile
+            entry = self._open.get(name)
+            if entry is not None and entry.users:
+                raise ValueError(f"collection {name!r} is in use (a question or an upload); try again when it is "
+                                 "done")
+            if entry is not None:
+                self._open.pop(name).collection.close()
+            delete_collection(name, self.data_dir)
 
     @contextmanager
     def use(self, name: str) -> Iterator[OpenCollection | None]:
