@@ -15,7 +15,16 @@ import pytest
 from agents import ScriptedModel
 from apps.common import LIMITS, Limits, ModelSwitch, plain_messages
 from apps.pdf_chat import PdfChat, PdfChatSettings, Settings, add_arguments, source_rows
-from apps.pdf_chat.app import Reply, closest_passages, document_table, is_small, question_problem, relevance, stopped
+from apps.pdf_chat.app import (
+    TOO_LONG_FOR_MODEL,
+    Reply,
+    closest_passages,
+    document_table,
+    is_small,
+    question_problem,
+    relevance,
+    stopped,
+)
 from apps.pdf_chat.ui import BUSY, build_demo, stop, take_question
 from core import ContextLengthError, RemoteLLM
 from rag import Collection
@@ -78,27 +87,27 @@ def test_limits_are_named_and_explained(app, tmp_path):
 
 def test_ask_streams_then_gives_the_checked_answer_with_sources(app):
     app.upload("docs", [DEMO_PDFS / GUIDE])
-    replies = list(app.ask(QUESTION, [], Settings("docs", k=3)))
+    replies = list(app.ask(QUESTION, [], Settings("docs", k=3, style="free")))
     assert len(replies) > 2  # streamed in pieces
     texts = [r.messages[0]["content"] for r in replies]
     assert all(texts[i + 1].startswith(texts[i]) for i in range(len(texts) - 2))  # each delta extends the last
     final = replies[-1]
-    assert final.messages[0]["content"].startswith(f"It is markov.py [{GUIDE} p. 3], see also.")
-    assert f"removed citations of pages that were not retrieved: [{GUIDE} p. 9]" in final.messages[0]["content"]
+    # the invented citation is dropped without a word to the user about "pages that were not retrieved"
+    assert final.messages[0]["content"] == f"It is markov.py [{GUIDE} p. 3], see also."
     assert final.sources[0].page == 3 and final.sources[0].cited
     rows = source_rows(final.sources)
     assert rows[0][:3] == [1, GUIDE, 3] and "markov.py" in rows[0][4]
 
 
-def test_conversation_memory_sends_earlier_turns(app):
+def test_conversation_memory_sends_earlier_questions_not_answers(app):
     app.upload("docs", [DEMO_PDFS / GUIDE])
     history = [{"role": "user", "content": "What is this guide about?"},
                {"role": "assistant", "content": "Entropy estimation."},
                {"role": "assistant", "content": "a tool step", "metadata": {"title": "search"}}]
-    list(app.ask(QUESTION, history, Settings("docs")))
+    list(app.ask(QUESTION, history, Settings("docs", style="free")))
     prompt = app.llm.calls[-1].prompt
-    assert [m["content"] for m in prompt[1:3]] == ["What is this guide about?", "Entropy estimation."]
-    assert all("a tool step" not in m["content"] for m in prompt)
+    assert len(prompt) == 2 and "Earlier question: What is this guide about?\n" in prompt[1]["content"]
+    assert all("Entropy estimation" not in m["content"] and "a tool step" not in m["content"] for m in prompt)
 
 
 def test_gradio_chat_history_becomes_plain_messages():
@@ -262,12 +271,13 @@ def test_closest_passages_keeps_the_k_nearest_the_question_once_each_closest_fir
 
 def test_agent_mode_with_the_embedded_model_ends_every_run_with_an_answer_and_sources(llm, embedder, demo_data_dir,
                                                                                       tmp_path):
-    """Issue 13: with SmolLM2, agent mode never answered. Ten questions of the evaluation set, a spread over both
-    files and both kinds; prints the seconds a question and how many answers cite a page that answers."""
+    """Issue 13: with SmolLM2, agent mode never answered. Three questions of the evaluation set, over both files
+    (a run takes half a minute to a minute here: ten, measured once, all cited an answering page); prints the
+    seconds a question and how many answers cite a page that answers."""
     home = tmp_path / "home"
     shutil.copytree(demo_data_dir, home)
     app = PdfChat(home, llm=llm, embedder=embedder)
-    questions = load_questions()[::7][:10]
+    questions = load_questions()[::22][:3]
     right, started = 0, time.monotonic()
     for question in questions:
         reply = list(app.ask(question.question, [], Settings("demo", agent_mode=True)))[-1]
@@ -277,7 +287,7 @@ def test_agent_mode_with_the_embedded_model_ends_every_run_with_an_answer_and_so
         right += any(s.cited and s.file == question.file and s.page in question.pages for s in reply.sources)
     print(f"agent mode, SmolLM2: {(time.monotonic() - started) / len(questions):.0f} s a question; {right} of "
           f"{len(questions)} answers cite a page that answers")
-    assert right >= 7  # 10 of 10 when measured
+    assert right >= 2
 
 
 def test_sample_is_indexed_once(app):
@@ -322,8 +332,8 @@ def test_model_setting_switches_or_explains(app, tmp_path):
     save_tiny_checkpoint("llama", tmp_path / "tiny")
     assert app.set_model(str(tmp_path / "tiny")) == "Model: `tiny`."
     app.upload("docs", [DEMO_PDFS / GUIDE])
-    [reply] = app.ask(QUESTION, [], Settings("docs"))  # 256 tokens of context: too small for a source
-    assert reply.messages[0]["content"].startswith("Cannot answer with this model: the question and its best source")
+    [reply] = app.ask(QUESTION, [], Settings("docs", style="free"))  # 256 tokens of context: too small for a source
+    assert reply.messages[0]["content"] == TOO_LONG_FOR_MODEL
 
 
 def test_the_model_switches_to_an_allowed_server_only(app, served_url):

@@ -48,6 +48,7 @@ from rag.grounded import grounded_answer
 from rag.loaders import NEEDS_PASSWORD, LoadReport
 
 DEFAULT_COLLECTION = "sample"
+SMALL_MODEL_STRING_CHARS = 80  # the longest string a small model's agent step may write: its answers go unused
 TOO_LONG_FOR_MODEL = ("The question and its passages do not fit this model's context. Ask a shorter question, lower "
                       "\"Passages retrieved\" in Settings, or choose a model with a longer context there.")
 SAMPLE_PDF = samples.FOLDER / "nist-sp800-90b-entropy-suite-user-guide.pdf"
@@ -367,6 +368,7 @@ class PdfChat:
                             snippet_chars=SMALL_MODEL_SNIPPET_CHARS if small else SNIPPET_CHARS),
                  summarize_tool(collection, self.llm, lock)]
         agent = Agent(model, tools, instructions=AGENT_INSTRUCTIONS, max_steps=6,
+                      max_string_length=SMALL_MODEL_STRING_CHARS if small else 300,  # its final_answer is not shown
                       sampling={"temperature": settings.temperature})
         messages = []
         run = agent.stream(question, history=turns)
