@@ -271,13 +271,12 @@ def test_closest_passages_keeps_the_k_nearest_the_question_once_each_closest_fir
 
 def test_agent_mode_with_the_embedded_model_ends_every_run_with_an_answer_and_sources(llm, embedder, demo_data_dir,
                                                                                       tmp_path):
-    """Issue 13: with SmolLM2, agent mode never answered. Three questions of the evaluation set, over both files
-    (a run takes half a minute to a minute here: ten, measured once, all cited an answering page); prints the
-    seconds a question and how many answers cite a page that answers."""
+    """Issue 13: with SmolLM2, agent mode never answered. Ten questions of the evaluation set, a spread over both
+    files and both kinds; prints the seconds a question and how many answers cite a page that answers."""
     home = tmp_path / "home"
     shutil.copytree(demo_data_dir, home)
     app = PdfChat(home, llm=llm, embedder=embedder)
-    questions = load_questions()[::22][:3]
+    questions = load_questions()[::7][:10]
     right, started = 0, time.monotonic()
     for question in questions:
         reply = list(app.ask(question.question, [], Settings("demo", agent_mode=True)))[-1]
@@ -287,7 +286,7 @@ def test_agent_mode_with_the_embedded_model_ends_every_run_with_an_answer_and_so
         right += any(s.cited and s.file == question.file and s.page in question.pages for s in reply.sources)
     print(f"agent mode, SmolLM2: {(time.monotonic() - started) / len(questions):.0f} s a question; {right} of "
           f"{len(questions)} answers cite a page that answers")
-    assert right >= 2
+    assert right >= 7  # 10 of 10 when measured
 
 
 def test_sample_is_indexed_once(app):
