@@ -39,7 +39,7 @@ K = 5
 SETS = {"demo": samples.QUESTIONS, "filings": samples.FILINGS_QUESTIONS}
 _FIGURE = re.compile(r"\d[\d,.]*\d|\d")
 _TAG = re.compile(r"\[([^\[\]\n]+)\]")
-_UNIT = re.compile(r"(?<=[.!?\u201d\]])\s+|\n+")
+_UNIT = re.compile(r"(?<=[.!?\u201d\]])\s+(?=[A-Z\u201c])|\n+")  # not inside "[file p. 3]"
 
 
 @dataclass
@@ -79,27 +79,27 @@ def outcome(question: evaluate.Question, style: str, history: bool, answer: Answ
 
 def support(answer: Answer) -> tuple[int, int]:
     """(sentences checked, sentences supported): a sentence with words of its own is supported when a source it
-    cites holds all its figures and at least half its words."""
-    by_tag = {s.tag: s for s in answer.sources}
+    cites holds all its figures and at least half its words. A grounded answer's sentences are its quotes, each
+    with the tag after it; several retrieved chunks of one page share a tag."""
+    by_tag: dict[str, list] = {}
+    for source in answer.sources:
+        by_tag.setdefault(source.tag, []).append(source)
     quotes = quoted_spans(answer.text)
-    pieces = quotes if quotes else [p for p in _UNIT.split(answer.text) if p.strip()]
-    if quotes:  # each quote with the tag that follows it
-        pieces = [f"{q} {m.group(0)}" for q in quotes
-                  if (m := re.search(re.escape(q) + r"\u201d (\[[^\[\]\n]+\])", answer.text))]
+    if quotes:
+        pieces = [f"{q} {m.group(1)}" for q in quotes
+                  if (m := re.search(re.escape(q) + "\u201d (\\[[^\\[\\]\n]+\\])", answer.text))]
+    else:
+        pieces = [p for p in _UNIT.split(answer.text) if p.strip()]
     checked = ok = 0
     for piece in pieces:
-        cited = [by_tag[f"[{t}]"] for t in _TAG.findall(piece) if f"[{t}]" in by_tag]
+        cited = [source for tag in _TAG.findall(piece) for source in by_tag.get(f"[{tag}]", [])]
         body = _TAG.sub("", piece)
         words = set(terms(body))
         if len(words) < 2:
             continue
         checked += 1
-        for source in cited:
-            held = set(terms(source.text))
-            figures_held = all(f in source.text for f in _FIGURE.findall(body))
-            if figures_held and len(words & held) >= 0.5 * len(words):
-                ok += 1
-                break
+        ok += any(all(f in source.text for f in _FIGURE.findall(body))
+                  and len(words & set(terms(source.text))) >= 0.5 * len(words) for source in cited)
     return checked, ok
 
 
@@ -113,17 +113,23 @@ def run_set(name: str, pdfs: Path | None, llm, embedder, free_every: int, limit:
         print(f"{name}: {len(files)} files, {len(collection)} chunks ingested in {time.perf_counter() - started:.0f} s")
         retriever = Retriever(collection)
         ask(retriever, llm, questions[0], "grounded", [])  # warm-up: the first call compiles and fills caches
-        out, history = [], []
-        for n, question in enumerate(questions):
-            for style in ["grounded", "free"] if n % free_every == 0 else ["grounded"]:
+        out, fresh = [], {}
+        styles = {q.id: ["grounded", "free"] if n % free_every == 0 else ["grounded"] for n, q in enumerate(questions)}
+        for question in questions:
+            for style in styles[question.id]:
                 answer, first, full = ask(retriever, llm, question, style, [])
                 out.append(outcome(question, style, False, answer, first, full))
                 if style == "grounded":
-                    fresh = answer.text
-                if history:
-                    answer, first, full = ask(retriever, llm, question, style, history)
-                    out.append(outcome(question, style, True, answer, first, full))
-            history = [{"role": "user", "content": question.question}, {"role": "assistant", "content": fresh}]
+                    fresh[question.id] = answer.text
+        # The same questions after the one before them and its answer, in a second pass: asked right after its
+        # fresh run, a question would find its own prompt in the engine's prefix cache.
+        for previous, question in zip(questions, questions[1:], strict=False):
+            history = [{"role": "user", "content": previous.question},
+                       {"role": "assistant", "content": fresh[previous.id]}]
+            for style in styles[question.id]:
+                answer, first, full = ask(retriever, llm, question, style, history)
+                out.append(outcome(question, style, True, answer, first, full))
+        for question in questions:
             print(f"  {question.id}: " + " ".join(f"{o.style[0]}{'h' if o.history else ''}={'ok' if o.correct else '-'}"
                                                   for o in out if o.question == question.id), flush=True)
     return out
