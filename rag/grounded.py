@@ -41,6 +41,9 @@ CHOOSE_PROMPT = "You choose the passage that answers the question. Reply with th
 _AMOUNT = re.compile(r"\b(how (many|much)|total|revenue|income|sales|amount|number of|percent|percentage|margin|"
                      r"expenditures?|costs?|price|rate|ratio|cash|earnings|eps|spent|paid|employees|headcount|"
                      r"memberships?|subscribers|growth|increase|decrease|dividends?|debt|assets|liabilities)\b", re.I)
+# "What is the proxy in the SRx glossary?" asks for the definition of "proxy".
+_DEFINITION_QUESTION = re.compile(r"^\s*what\s+(?:is|are|does)\s+(?:the\s+|a\s+|an\s+)?(.+?)(?:\s+(?:in|of|mean|for|"
+                                  r"used|stand)\b.*)?\??\s*$", re.I)
 _CHANGE = re.compile(r"\b(increas|decreas|grew|grow|declin|rose|fell|drop|chang|compared|up|down)\w*", re.I)
 _GENERIC_NAME_WORDS = {stem(w) for w in ("10k", "10q", "pdf", "annual", "report", "earnings", "fy", "form", "quarter",
                                           "results", "financial", "statement", "document", "final", "draft", "copy")}
@@ -163,7 +166,8 @@ def score(question: str, found: list[Candidate], embedder: Embedder) -> list[Can
     + 0.05 at most for coming from a higher-ranked source; when the question asks for an amount, +/- 0.1 for
     holding a figure or not, + 0.2 x the share of a table row's label that the question names ("Total net
     sales" for "What were total net sales?"), - 0.1 for a change ("increased 8% or $28.5 billion") unless
-    the question asks about one; - 0.15 when the question names another source's document and not this one's.
+    the question asks about one; + 0.15 for defining what a "What is X?" question asks about ("Proxy: The
+    thin client ..."); - 0.15 when the question names another source's document and not this one's.
 
     Words of the question in the candidate's file name ("Apple", "2022" for APPLE_2022_10K.pdf) name the
     document, not the passage: they do not count for the share of words."""
@@ -176,6 +180,8 @@ def score(question: str, found: list[Candidate], embedder: Embedder) -> list[Can
     weights = {w: math.log(1 + len(found) / df) for w in question_words if (df := sum(w in ws for ws in words))}
     wants_amount, wants_change = bool(_AMOUNT.search(question)), bool(_CHANGE.search(question))
     named = {c.source.file for c in found if _names_document(question_words, c.source.file)}
+    defined = _DEFINITION_QUESTION.match(question)
+    defined = defined.group(1).strip().lower() if defined else ""
     n_sources = max(c.source.number for c in found)
     for candidate, cosine, held in zip(found, dense.tolist(), words, strict=True):
         in_name = set(terms(candidate.source.file))
@@ -184,6 +190,8 @@ def score(question: str, found: list[Candidate], embedder: Embedder) -> list[Can
         value = 0.5 * cosine + 0.4 * overlap + 0.05 * (n_sources - candidate.source.number) / max(n_sources - 1, 1)
         if wants_amount:
             value += _amount_fit(candidate.text, question_words, wants_change)
+        if defined and _defines(candidate.text, defined):
+            value += 0.15
         if named and candidate.source.file not in named:
             value -= 0.15
         candidate.score = value
@@ -200,6 +208,12 @@ def _amount_fit(text: str, question_words: set[str], wants_change: bool) -> floa
     if not wants_change and _CHANGE.search(text):
         fit -= 0.1
     return fit
+
+
+def _defines(text: str, term: str) -> bool:
+    """Whether `text` opens by defining `term`: "Proxy: The thin client ...", "A proxy is ..."."""
+    opening = re.sub(r"^(the|a|an)\s+", "", text.lower())
+    return opening.startswith(term) and bool(re.match(r"\s*(:|is\b|are\b|means\b|\()", opening[len(term):]))
 
 
 def _names_document(question_words: set[str], file: str) -> bool:
@@ -231,6 +245,6 @@ def _quotes(heading: str, found: list[Candidate]) -> str:
 
 
 def quoted_spans(text: str) -> list[str]:
-    """The quotes in an answer written by `grounded_answer`, for checking that each is on its page."""
-    return re.findall(r"\u201c(.+?)\u201d", text)
-
+    """The quotes in an answer written by `grounded_answer`, for checking that each is on its page: each ends at
+    the closing mark before its tag (a quote may hold quotation marks of its own)."""
+    return re.findall(r"\u201c(.+?)\u201d(?= \[)", text)

@@ -512,7 +512,7 @@ def test_a_version_1_collection_opens_and_keeps_its_pages(tmp_path, open_collect
     assert all(chunk.locator == f"p. {chunk.page}" for chunk in old.store.all_chunks())
     hits = search(old, MARKOV, k=5)
     assert hits[0][1].page == 3 and hits[0][1].locator == "p. 3"
-    result = answer(Retriever(old), scripted_llm("In markov.py [1]."), MARKOV + "?")
+    result = answer(Retriever(old), scripted_llm("In markov.py [1]."), MARKOV + "?", style="free")
     assert result.sources[0].tag == f"[{GUIDE.name} p. 3]" and result.text == f"In markov.py [{GUIDE.name} p. 3]."
     [report] = old.add_texts([OUTAGE])  # the new columns take new rows
     assert report.ok and old.find(OUTAGE.name).metadata == OUTAGE.metadata

@@ -114,9 +114,9 @@ def collection(tmp_path, toy_embedder):
 
 
 def answer_prompt(collection: Collection, question: str) -> list[dict]:
-    """The messages rag.answer gives the model for `question`, captured by a scripted model."""
+    """The messages rag.answer's free style gives the model for `question`, captured by a scripted model."""
     model = ScriptedModel(["It says so [1]."])
-    stream = stream_answer(Retriever(collection), model, question, min_similarity=0.0)
+    stream = stream_answer(Retriever(collection), model, question, min_similarity=0.0, style="free")
     "".join(stream)
     return model.calls[0].prompt
 
