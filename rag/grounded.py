@@ -63,10 +63,12 @@ class Candidate:
 
     @property
     def quote(self) -> str:
-        """The text quoted: the candidate, and the piece after it when it is short or ends by announcing what
-        follows ("... the following values:"), as long as the two stay under MAX_QUOTE_CHARS."""
-        short = len(self.text) < SHORT_QUOTE_CHARS or self.text.endswith(":")
-        if self.following and short and len(self.text) + len(self.following) < MAX_QUOTE_CHARS:
+        """The text quoted: the candidate, and the piece after it when it ends by announcing what follows ("...
+        the following values:") or is short and followed by a sentence (not a heading's number, "6.4."), as long
+        as the two stay under MAX_QUOTE_CHARS."""
+        goes_on = self.text.endswith(":") or (len(self.text) < SHORT_QUOTE_CHARS
+                                                and len(self.following.split()) >= MIN_QUOTE_WORDS + 1)
+        if self.following and goes_on and len(self.text) + len(self.following) < MAX_QUOTE_CHARS:
             return f"{self.text} {self.following}"
         return self.text
 
@@ -103,15 +105,18 @@ def candidates(sources: list[Source]) -> list[Candidate]:
     variants: dict[str, set] = {}
     for source, text, _ in pieces:
         variants.setdefault(_FIGURE.sub("#", text.lower()), set()).add((source.file, source.page, text.lower()))
-    found, seen = [], set()
+    found, seen = [], {}
     for source, text, following in pieces:
         recurring = variants[_FIGURE.sub("#", text.lower())]
         furniture = (len({page for _, page, _ in recurring}) > 1 and len({t for _, _, t in recurring}) > 1
                      and len(_FIGURE.findall(text)) <= 3)
-        key = re.sub(r"\W+", "", text.lower())[:80]  # overlapping chunks cut the same sentence differently
-        if key in seen or furniture:
+        key = re.sub(r"\W+", "", text.lower())
+        # Overlapping chunks cut the same sentence differently: "Keep Window field of ..." is "The Keep Window ...".
+        kept = seen.get((source.file, source.page), ())
+        if furniture or key in kept or any(min(len(key), len(other)) >= 30 and (key in other or other in key)
+                                           for other in kept):
             continue
-        seen.add(key)
+        seen.setdefault((source.file, source.page), []).append(key)
         found.append(Candidate(source, text, following))
         if len(found) == MAX_CANDIDATES:
             break

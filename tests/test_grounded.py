@@ -62,6 +62,19 @@ def test_running_footers_are_not_candidates():
     assert any(text.startswith("Total net sales 394,328") for text in texts)
 
 
+def test_a_sentence_cut_differently_by_overlapping_chunks_is_one_candidate():
+    page = ("Once sent, the proxy may close the connection. The Keep Window field of the goodbye message specifies a "
+            "time in seconds the data should be held. 6.4. Create a validation request")
+    overlapping = [Source(1, "srx.pdf", 30, page, 0.03, 0.6), Source(2, "srx.pdf", 30, page[47:], 0.02, 0.5)]
+    found = [c for c in candidates(overlapping) if "Keep Window" in c.text]
+    assert len(found) == 1
+    assert found[0].quote == found[0].text  # "6.4." numbers the next heading: the quote does not go on into it
+    intro = Source(1, "10k.pdf", 12, "Net sales by reportable segment were as follows:\nAmericas $ 169,658 $ 153,306",
+                   0.03, 0.6)
+    [listed] = [c for c in candidates([intro]) if c.text.endswith("follows:")]
+    assert listed.quote == "Net sales by reportable segment were as follows: Americas $ 169,658 $ 153,306"
+
+
 def test_the_model_chooses_and_the_answer_quotes_verbatim_with_citations():
     model = ScriptedModel(["2"])
     result = grounded_answer("What were Apple's total net sales in fiscal 2022?", found := sources(), model,
