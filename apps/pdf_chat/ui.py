@@ -141,11 +141,14 @@ def build_demo(app: PdfChat, collection: str = DEFAULT_COLLECTION) -> gr.Blocks:
             for path in paths:
                 Path(path).unlink(missing_ok=True)
             return "Create a collection first: press New collection.", gr.update(), gr.update()
+        existed = app.open_collections.exists(name)
         report = app.upload(name, paths, lambda fraction, what: progress(fraction, desc=what), delete_inputs=True,
                             password=password)
         if not app.open_collections.exists(name):  # not created: nothing was added, or too many collections
             return report, gr.update(), gr.update()
-        return report, documents_view(app.documents(name)), collection_choices(name)
+        # The dropdown is updated only for a collection this upload created: setting its value fires its change
+        # event, which reloads the library (and the passage size a user may be typing meanwhile).
+        return report, documents_view(app.documents(name)), gr.update() if existed else collection_choices(name)
 
     def on_collection(name: str | None, current: Answering | None):
         discard(current)
