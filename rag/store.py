@@ -33,6 +33,7 @@ from rag.loaders import LoadReport
 FORMAT = "llmkit-metadata-store"
 FORMAT_VERSION = 2
 STATES = ("pending", "ready", "removing")
+BUSY_SECONDS = 30.0  # sqlite3.connect timeout: see MetadataStore.__init__
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE documents (
@@ -106,9 +107,12 @@ class MetadataStore:
         self.path = Path(path)
         # Autocommit mode: every transaction is an explicit BEGIN ... COMMIT (see `_transaction`, `snapshot`).
         # Any thread may use the store (a web app's workers do), but one at a time: the caller serialises.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # timeout: how long a statement waits for another process's write transaction (a busy 2-core machine
+        # has been seen to need more than sqlite3's default 5 s while two processes created one store).
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_SECONDS)
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # persistent: set once per file
+                self._db.execute("PRAGMA journal_mode=WAL")
             # FULL, not WAL's usual NORMAL: the collection saves the index right after a commit and relies on
             # that commit surviving a power cut (see rag.collection).
             self._db.execute("PRAGMA synchronous=FULL")
