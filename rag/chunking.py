@@ -4,6 +4,9 @@ Uses LangChain's RecursiveCharacterTextSplitter (paragraphs, then lines, sentenc
 length with the embedding model's own tokenizer so no chunk is silently truncated when embedded.
 Each page is split on its own, so a chunk never spans two pages and a citation names one page.
 
+A chunk also carries a context (rag.context: the document's identity and the headings atop its page) that the
+index reads before its text; citations quote the text alone.
+
 A chunk's locator says where in its document it is, as a citation prints it after the name: "p. 3" for a
 page, "L12-30" for the lines of a text item, or the text item's own locator (an email's "<message-id>").
 """
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+from rag.context import chunk_context, document_identity, page_headings, running_lines
 from rag.loaders import Page
 
 CHUNK_TOKENS = 200  # under all-MiniLM-L6-v2's 256-token window, with room for its special tokens
@@ -41,6 +45,7 @@ class Chunk:
     end: int
     text: str
     locator: str = ""  # where in its document (see the module docstring); "" means its page: "p. N"
+    context: str = ""  # indexed before `text`, never cited (rag.context)
 
     def __post_init__(self) -> None:
         if not self.locator:
@@ -55,10 +60,14 @@ def make_splitter(count_tokens: Callable[[str], int], chunk_tokens: int = CHUNK_
                                           length_function=count_tokens)
 
 
-def chunk_pages(pages: list[Page], doc_id: str, file_name: str,
-                splitter: RecursiveCharacterTextSplitter) -> list[Chunk]:
+def chunk_pages(pages: list[Page], doc_id: str, file_name: str, splitter: RecursiveCharacterTextSplitter,
+                contextual: bool = True) -> list[Chunk]:
+    """The chunks of a document's pages; with `contextual`, each with its context (rag.context)."""
+    identity = document_identity(pages, file_name) if contextual else ""
+    running = running_lines(pages) if contextual else set()
     chunks = []
     for page in pages:
+        context = chunk_context(identity, page_headings(page, running)) if contextual else ""
         # Offsets at which lines 2, 3, ... begin, for pages cited by line.
         line_starts = [m.end() for m in re.finditer("\n", page.text)] if page.by_lines else []
         start = -1
@@ -75,5 +84,5 @@ def chunk_pages(pages: list[Page], doc_id: str, file_name: str,
                 locator = line_locator(bisect_right(line_starts, start) + 1, bisect_right(line_starts, end - 1) + 1)
             else:
                 locator = page_locator(page.number)
-            chunks.append(Chunk(doc_id, file_name, page.number, start, end, piece, locator))
+            chunks.append(Chunk(doc_id, file_name, page.number, start, end, piece, locator, context))
     return chunks

@@ -67,6 +67,7 @@ import numpy as np
 
 from core import settings
 from rag.chunking import CHUNK_TOKENS, OVERLAP_TOKENS, Chunk, chunk_pages, make_splitter
+from rag.context import indexed_text
 from rag.embeddings import Embedder
 from rag.index import IndexFormatError, VectorIndex, load_index, make_index, saved_version
 from rag.loaders import LoadReport, Page, TextItem, load_file, load_files, load_text
@@ -76,6 +77,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ALREADY_PRESENT = "already in the collection"
 EMBEDDER_KEY = "embedder"  # in the store's meta table: which embedder (model, precision) made the vectors
 CHUNK_TOKENS_KEY = "chunk_tokens"  # in the store's meta table: the collection's passage size, when not the default
+CONTEXTUAL_KEY = "contextual"  # in the store's meta table: "0" when chunks are indexed without their context
 CHUNK_TOKENS_RANGE = (64, 240)  # passage sizes a collection may set: below, passages lose their context; above,
 # they near all-MiniLM-L6-v2's 256-token window
 DELETING = ".deleting-"  # a collection being deleted is renamed to this prefix + name + a random suffix
@@ -291,6 +293,17 @@ class Collection:
         with self._writing():
             self.store.set_meta(CHUNK_TOKENS_KEY, str(tokens))
 
+    @property
+    def contextual(self) -> bool:
+        """Whether adds index each chunk with its context (rag.context), as they do unless turned off."""
+        return self.store.get_meta(CONTEXTUAL_KEY) != "0"
+
+    def set_contextual(self, contextual: bool) -> None:
+        """Index later adds and re-indexes with (True) or without their chunks' context: measured in rag.evaluate
+        (--no-context); documents already in the collection keep theirs until re-indexed (`replace`)."""
+        with self._writing():
+            self.store.set_meta(CONTEXTUAL_KEY, "1" if contextual else "0")
+
     # --- writes ---------------------------------------------------------------------------------------------------
 
     def add_files(self, paths: Iterable[str | Path], password: str | None = None,
@@ -363,7 +376,7 @@ class Collection:
                  again: set[str] = frozenset()) -> list[tuple[LoadReport, list[Chunk], np.ndarray]]:
         """(report, chunks, their vectors (n, dim)) of each loaded document not in the collection (unless its
         content hash is in `again`: a re-index) nor earlier in `loaded`. Outside the lock: the slow part of an add."""
-        tokens = self.chunk_tokens
+        tokens, contextual = self.chunk_tokens, self.contextual
         splitter = make_splitter(self.embedder.count_tokens, tokens, tokens * OVERLAP_TOKENS // CHUNK_TOKENS)
         new, seen = [], set()
         for pages, report in loaded:
@@ -374,10 +387,10 @@ class Collection:
                 report.warnings.append(f"{ALREADY_PRESENT} (same content): not added again")
                 continue
             seen.add(report.content_hash)
-            new.append((report, chunk_pages(pages, report.content_hash, report.name, splitter)))
+            new.append((report, chunk_pages(pages, report.content_hash, report.name, splitter, contextual)))
         if not new:
             return []
-        texts = [chunk.text for _, chunks in new for chunk in chunks]
+        texts = [indexed_text(chunk.context, chunk.text) for _, chunks in new for chunk in chunks]
         on_embed = (lambda done, total: progress("embed", done, total)) if progress else None
         vectors = self.embedder.embed(texts, on_embed)  # (n_chunks, dim)
         ends = np.cumsum([len(chunks) for _, chunks in new])[:-1]
@@ -582,7 +595,8 @@ def _rebuild(directory: Path, embedder: Embedder, store: MetadataStore, kind: st
     chunks = list(store.all_chunks())
     index = make_index(embedder.dim, kind)
     if chunks:
-        index.add(np.array([c.id for c in chunks], np.int64), embedder.embed([c.text for c in chunks]))
+        index.add(np.array([c.id for c in chunks], np.int64), embedder.embed([indexed_text(c.context, c.text)
+                                                                              for c in chunks]))
     index.save(directory)
     for state in ("pending", "removing"):
         for d in store.documents(state):

@@ -117,9 +117,12 @@ def evaluate(retriever: Retriever, questions: list[Question], k: int = K,
 
 
 def build_collection(data_dir: str | Path, embedder: Embedder, files: list[Path] = samples.PDFS,
-                     name: str = "eval") -> Collection:
-    """A collection of `files` under `data_dir`; raises if any file fails to load."""
+                     name: str = "eval", contextual: bool = True) -> Collection:
+    """A collection of `files` under `data_dir`, chunks indexed with their context unless not `contextual`
+    (rag.context); raises if any file fails to load."""
     collection = Collection.open(name, data_dir=data_dir, embedder=embedder)
+    if collection.contextual != contextual:
+        collection.set_contextual(contextual)
     bad = [f"{r.name}: {r.error}" for r in collection.add_files(files) if not r.ok]
     if bad:
         collection.close()
@@ -127,15 +130,17 @@ def build_collection(data_dir: str | Path, embedder: Embedder, files: list[Path]
     return collection
 
 
-def keep_collection(data_dir: str | Path, embedder: Embedder, files: list[Path], name: str) -> Collection:
-    """The collection `name` under `data_dir` holding `files`: those it lacks (by file name) are added, so a
-    kept collection is ingested once and reused by later runs. Raises if any file fails to load."""
+def keep_collection(data_dir: str | Path, embedder: Embedder, files: list[Path], name: str,
+                    contextual: bool = True) -> Collection:
+    """The collection `name` under `data_dir` holding `files`: those it lacks (by file name) are added (as
+    `build_collection` does), so a kept collection is ingested once and reused by later runs. Raises if any
+    file fails to load."""
     collection = Collection.open(name, data_dir=data_dir, embedder=embedder)
     present = {document.file_name for document in collection.documents()}
     missing = [path for path in files if path.name not in present]
     if missing:
         collection.close()
-        return build_collection(data_dir, embedder, missing, name)
+        return build_collection(data_dir, embedder, missing, name, contextual)
     return collection
 
 

@@ -2,8 +2,11 @@
 
 BM25 (bm25s) finds the exact words an embedding blurs (a part number, a rare term); the dense index finds
 paraphrases. Reciprocal rank fusion (Cormack et al., 2009) adds 1 / (RRF_K + rank) over both lists, so
-the two score scales never need calibrating. The BM25 index lives in memory, built from the store's
-chunks and rebuilt whenever the collection's documents change. Scores are exposed on every hit.
+the two score scales never need calibrating. Both read a chunk's indexed text (its context, then its text:
+rag.context). A page cut into overlapping chunks is one source: by default the best chunk of each page stands
+for it, so the top k are k pages (bench/results/retrieval.md measures it on and off). The BM25 index lives in
+memory, built from the store's chunks and rebuilt whenever the collection's documents change. Scores are
+exposed on every hit.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import bm25s
 import numpy as np
 
 from rag.collection import Collection
+from rag.context import indexed_text
 from rag.store import StoredChunk
 
 RRF_K = 60  # the constant of Cormack et al.: damps the weight of the very first ranks
@@ -53,11 +57,12 @@ class Retriever:
         self._cached: _Corpus | None = None
 
     def search(self, query: str, k: int = 5, mode: Mode = "hybrid", documents: list[str] | None = None,
-               mmr: float | None = None) -> list[Hit]:
+               mmr: float | None = None, one_per_page: bool = True) -> list[Hit]:
         """The k best chunks for `query`, best first.
 
         `documents`: only chunks of these documents (content hashes or file names). `mmr`: a lambda in
-        [0, 1] trading relevance (1) against diversity (0) among the fused candidates.
+        [0, 1] trading relevance (1) against diversity (0) among the fused candidates. `one_per_page`: only
+        the best chunk of each page (of each locator, for text items: an email, a file's lines).
         """
         if not query.strip():
             raise ValueError("the query is empty")
@@ -66,9 +71,10 @@ class Retriever:
         if mmr is not None and not 0 <= mmr <= 1:
             raise ValueError(f"mmr must lie in [0, 1], got {mmr}")
         with self.collection.reading():  # one state of the collection, whatever other processes write meanwhile
-            return self._search(query, k, mode, documents, mmr)
+            return self._search(query, k, mode, documents, mmr, one_per_page)
 
-    def _search(self, query: str, k: int, mode: Mode, documents: list[str] | None, mmr: float | None) -> list[Hit]:
+    def _search(self, query: str, k: int, mode: Mode, documents: list[str] | None, mmr: float | None,
+                one_per_page: bool) -> list[Hit]:
         allowed = self._allowed_docs(documents)
         positions = self._corpus().positions(allowed) if allowed is not None else None
         dense = self._dense(query, k, positions) if mode != "bm25" else {}
@@ -82,11 +88,22 @@ class Retriever:
         else:
             scores = rrf([sorted(dense, key=lambda i: -dense[i]), sorted(lexical, key=lambda i: -lexical[i])])
             ranked = sorted(scores, key=lambda i: (-scores[i], i))
+        if one_per_page:
+            ranked = self._best_of_each_page(ranked)
         if mmr is not None:
             ranked = self._mmr(query, ranked[: self.candidates], k, mmr)
         ranked = ranked[:k]
         chunks = self.collection.store.chunks_by_ids(ranked)
         return [Hit(chunk, scores[i], dense.get(i), lexical.get(i)) for i, chunk in zip(ranked, chunks, strict=True)]
+
+    def _best_of_each_page(self, ranked: list[int]) -> list[int]:
+        """The first (best) chunk of each (document, locator) in `ranked`, in order."""
+        seen, best = set(), []
+        for chunk in self.collection.store.chunks_by_ids(ranked):
+            if (chunk.doc_id, chunk.locator) not in seen:
+                seen.add((chunk.doc_id, chunk.locator))
+                best.append(chunk.id)
+        return best
 
     def _allowed_docs(self, documents: list[str] | None) -> set[str] | None:
         if documents is None:
@@ -144,7 +161,7 @@ class Retriever:
             bm25 = None
             if chunks:
                 bm25 = bm25s.BM25()
-                bm25.index(_tokenize([c.text for c in chunks]), show_progress=False)
+                bm25.index(_tokenize([indexed_text(c.context, c.text) for c in chunks]), show_progress=False)
             name_of = {c.doc_id: c.file_name for c in chunks}  # documents in order of first appearance
             code_of = {doc_id: code for code, doc_id in enumerate(name_of)}
             self._cached = _Corpus(key, bm25, np.array([c.id for c in chunks], np.int64), list(name_of),

@@ -31,7 +31,7 @@ from rag.chunking import Chunk, page_locator
 from rag.loaders import LoadReport
 
 FORMAT = "llmkit-metadata-store"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 STATES = ("pending", "ready", "removing")
 BUSY_SECONDS = 30.0  # sqlite3.connect timeout: see MetadataStore.__init__
 _SCHEMA = """
@@ -53,12 +53,13 @@ CREATE TABLE chunks (
     start INTEGER NOT NULL,
     "end" INTEGER NOT NULL,
     text TEXT NOT NULL,
-    locator TEXT NOT NULL DEFAULT ''       -- where in the document: "p. 3", "L12-30", ... (version 2)
+    locator TEXT NOT NULL DEFAULT '',      -- where in the document: "p. 3", "L12-30", ... (version 2)
+    context TEXT NOT NULL DEFAULT ''       -- indexed before the text, never cited: rag.context (version 3)
 );
 CREATE INDEX chunks_by_doc ON chunks(doc_id);
 CREATE INDEX documents_by_name ON documents(file_name);
 """
-_CHUNK_COLUMNS = 'c.id, c.doc_id, d.file_name, c.page, c.start, c."end", c.text, c.locator'
+_CHUNK_COLUMNS = 'c.id, c.doc_id, d.file_name, c.page, c.start, c."end", c.text, c.locator, c.context'
 
 
 def _add_metadata_and_locators(db: sqlite3.Connection) -> None:
@@ -69,9 +70,14 @@ def _add_metadata_and_locators(db: sqlite3.Connection) -> None:
     db.executemany("UPDATE chunks SET locator = ? WHERE page = ?", [(page_locator(page), page) for page in pages])
 
 
+def _add_context(db: sqlite3.Connection) -> None:
+    """Version 2 -> 3: chunks get a context; those stored so far have none (indexed as before, until re-indexed)."""
+    db.execute("ALTER TABLE chunks ADD COLUMN context TEXT NOT NULL DEFAULT ''")
+
+
 # Version n -> n + 1, each in the transaction that records the new version. The columns a migration adds come
 # last, as `_SCHEMA` declares them, so a migrated store and a new one have the same tables.
-_MIGRATIONS = {1: _add_metadata_and_locators}
+_MIGRATIONS = {1: _add_metadata_and_locators, 2: _add_context}
 
 
 class StoreFormatError(ValueError):
@@ -213,9 +219,10 @@ class MetadataStore:
                     raise ValueError(f"document {report.content_hash} ({report.name}) is already stored") from e
                 ids = []
                 for chunk in chunks:
-                    cursor = db.execute('INSERT INTO chunks (doc_id, page, start, "end", text, locator) '
-                                        "VALUES (?, ?, ?, ?, ?, ?)",
-                                        (chunk.doc_id, chunk.page, chunk.start, chunk.end, chunk.text, chunk.locator))
+                    cursor = db.execute('INSERT INTO chunks (doc_id, page, start, "end", text, locator, context) '
+                                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                        (chunk.doc_id, chunk.page, chunk.start, chunk.end, chunk.text, chunk.locator,
+                                         chunk.context))
                     ids.append(cursor.lastrowid)
                 all_ids.append(ids)
         return all_ids
@@ -297,6 +304,6 @@ class MetadataStore:
 
 
 def _stored_chunk(row: tuple) -> StoredChunk:
-    chunk_id, doc_id, file_name, page, start, end, text, locator = row
+    chunk_id, doc_id, file_name, page, start, end, text, locator, context = row
     return StoredChunk(doc_id=doc_id, file_name=file_name, page=page, start=start, end=end, text=text,
-                       locator=locator, id=chunk_id)
+                       locator=locator, context=context, id=chunk_id)

@@ -27,7 +27,7 @@ from rag.collection import (
 from rag.index import make_index
 from rag.loaders import MAX_TEXT_CHARS, load_file, load_text
 from rag.retriever import Retriever
-from rag.store import MetadataStore, StoreFormatError
+from rag.store import FORMAT_VERSION, MetadataStore, StoreFormatError
 
 from conftest import ToyEmbedder, scripted_llm
 
@@ -60,7 +60,7 @@ def write_text(tmp_path: Path, name: str, text: str) -> Path:
 
 def search(collection: Collection, query: str, k: int = 5) -> list:
     """(cosine, chunk) pairs, best first: the retriever's dense mode, as collections do not search themselves."""
-    return [(hit.score, hit.chunk) for hit in Retriever(collection).search(query, k, mode="dense")]
+    return [(hit.score, hit.chunk) for hit in Retriever(collection).search(query, k, mode="dense", one_per_page=False)]
 
 
 def assert_consistent(collection: Collection) -> None:
@@ -506,7 +506,7 @@ def columns(path: Path, table: str) -> list[tuple]:
 def test_a_version_1_collection_opens_and_keeps_its_pages(tmp_path, open_collection, embedder):
     n_chunks = write_version_1_collection(tmp_path, "old", embedder)
     old = reopen_without_rebuild(lambda: open_collection("old"))  # migrated, nothing re-embedded
-    assert old.store.get_meta("version") == "2"
+    assert old.store.get_meta("version") == str(FORMAT_VERSION)
     [doc] = old.documents()
     assert (doc.file_name, doc.pages_total, doc.n_chunks, doc.metadata) == (GUIDE.name, 9, n_chunks, {})
     assert all(chunk.locator == f"p. {chunk.page}" for chunk in old.store.all_chunks())

@@ -27,14 +27,14 @@ def retriever(tmp_path_factory, embedder):
 
 def test_hybrid_ranking_is_reciprocal_rank_fusion_of_both_lists(retriever):
     query = "how is min-entropy estimated for non-IID data"
-    dense = [h.chunk.id for h in retriever.search(query, k=retriever.candidates, mode="dense")]
-    lexical = [h.chunk.id for h in retriever.search(query, k=retriever.candidates, mode="bm25")]
+    dense = [h.chunk.id for h in retriever.search(query, k=retriever.candidates, mode="dense", one_per_page=False)]
+    lexical = [h.chunk.id for h in retriever.search(query, k=retriever.candidates, mode="bm25", one_per_page=False)]
     expected = {}
     for ranking in (dense, lexical):
         for rank, chunk_id in enumerate(ranking, start=1):
             expected[chunk_id] = expected.get(chunk_id, 0) + 1 / (RRF_K + rank)
     best = sorted(expected, key=lambda i: (-expected[i], i))[:8]
-    hits = retriever.search(query, k=8)
+    hits = retriever.search(query, k=8, one_per_page=False)
     assert [h.chunk.id for h in hits] == best
     assert all(abs(h.score - expected[h.chunk.id]) < 1e-12 for h in hits)
     assert all(h.dense_score is not None or h.bm25_score is not None for h in hits)
