@@ -8,8 +8,9 @@ translucent yellow (multiplied, so the print stays black).
 Bounds, as documents come from outside: the image is at most `max_width` pixels wide and MAX_PIXELS in all
 (a huge page renders smaller), rendering stops after `timeout` seconds (PDFium's progressive rendering asks
 between page objects, so one enormous object can still overrun it), and the passage is not searched on a page
-with more than MAX_PAGE_CHARS characters. Measured: ~25 ms a page of the NIST sample, ~60 ms a dense filings
-statement page, at 1000 px wide (PNG encoding another ~30 ms).
+with more than MAX_PAGE_CHARS characters. Measured on 47 pages of four filings (10-Ks, an earnings release), 1000 px
+wide, on a busy 2-core machine: render and highlight ~30 ms a page (the slowest 0.5 s), PNG ~30 ms and 50-110 KB;
+passages cut from pypdf's text of those pages were all found (52 of 54 whole, 2 by their start and end).
 
 PDFium is not thread-safe, even across documents: every call here holds PDFIUM_LOCK, and other modules calling
 PDFium in this process must hold it too.
