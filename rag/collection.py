@@ -41,6 +41,17 @@ Each collection keeps its passage size (`chunk_tokens`, in the store's meta tabl
 (`replace`, which reads, chunks and embeds the file again even when its content is unchanged) changes its chunks.
 `delete_collection` removes a whole collection, under its write lock.
 
+Kept PDFs. Each PDF document's file is kept as `pdfs/<doc id>.pdf` in the collection's directory, so that its
+pages can be shown (`rag.pages`, `source_file`) when the file it was added from is gone (a web upload's temp
+file): copied under the write lock before step 1 of the add, checked against the document's content hash, and
+renamed into place (atomic); hard-linked instead when the file is already inside the collection directory (the
+PDF app keeps its uploads there), so those take no second copy on disk. Otherwise a collection of PDFs takes
+their size again on disk, up to `rag.loaders.MAX_FILE_BYTES` each. Every write and open deletes the kept files
+of documents no longer in the store (a crash between the copy and the commit, or a remove), after the rows.
+An encrypted PDF is kept encrypted; its password is not kept. A document without its kept file (added before
+files were kept, or whose file changed while it was read) still has its text, and `source_file` falls back to
+the path it was added from while that holds the same bytes.
+
 Files (`add_files`) and text items (`add_texts`: an email body, a news item, a source file) take one path
 into the collection: each is loaded into pages and a `LoadReport`, then chunked, embedded and stored by
 `_ingest`, with the same dedup, crash consistency and reports.
@@ -53,6 +64,7 @@ the environment (a full disk while saving) propagate; bad input files and items 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -60,7 +72,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +82,7 @@ from rag.chunking import CHUNK_TOKENS, OVERLAP_TOKENS, Chunk, chunk_pages, make_
 from rag.context import indexed_text
 from rag.embeddings import Embedder
 from rag.index import IndexFormatError, VectorIndex, load_index, make_index, saved_version
-from rag.loaders import LoadReport, Page, TextItem, load_file, load_files, load_text
+from rag.loaders import MAX_FILE_BYTES, LoadReport, Page, TextItem, load_file, load_files, load_text
 from rag.store import DocumentRecord, MetadataStore
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -83,6 +95,8 @@ CHUNK_TOKENS_RANGE = (64, 240)  # passage sizes a collection may set: below, pas
 DELETING = ".deleting-"  # a collection being deleted is renamed to this prefix + name + a random suffix
 MIN_ID_PREFIX = 4  # the shortest start of a document id that `find` takes for the id (as git does)
 LOCK_FILE = "write.lock"
+PDF_DIR = "pdfs"  # the kept PDFs, `<doc id>.pdf`
+DOC_ID = re.compile(r"[0-9a-f]{64}")  # a document id: the sha256 hex of its content
 LOCK_TIMEOUT = 60.0  # seconds a write waits for another process's write to end (its commit: embedding is unlocked)
 _LOCK_POLL = 0.05  # seconds between tries for the lock
 _NOT_LOADED = object()  # `Collection._saved` before any index is loaded: equal to no saved_version()
@@ -412,6 +426,9 @@ class Collection:
             new.append((report, chunks, vectors))
         if not new:
             return
+        for report, *_ in new:
+            if report.kind == "pdf":
+                self._keep_pdf(report)
         ids = self.store.add_documents([(report, chunks) for report, chunks, _ in new], state="pending")  # step 1
         flat_ids = np.array([i for doc_ids in ids for i in doc_ids], np.int64)
         vectors = np.concatenate([vectors for *_, vectors in new])  # (n_chunks, dim)
@@ -425,18 +442,49 @@ class Collection:
             raise
         self.store.set_state([report.content_hash for report, *_ in new], "ready")  # step 3
 
+    def _keep_pdf(self, report: LoadReport) -> None:
+        """Keep the PDF `report` read as `pdfs/<doc id>.pdf` (module doc); under the lock. A file that no longer
+        holds the bytes that were read, or cannot be copied, is not kept (a warning): its pages show as text."""
+        target = self.directory / PDF_DIR / f"{report.content_hash}.pdf"
+        if target.is_file():
+            return
+        source, part = Path(report.path), target.with_name(f"{target.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            if source.stat().st_size > MAX_FILE_BYTES:  # grown since it was read
+                raise OSError(f"over {MAX_FILE_BYTES} bytes")
+            target.parent.mkdir(exist_ok=True)
+            if self.directory.resolve() in source.resolve().parents:
+                os.link(source, part)  # the PDF app's own copy of an upload: no second copy on disk
+                digest = _sha256(part)
+            else:
+                digest = _sha256(source, copy_to=part)
+            if digest != report.content_hash:
+                warnings.warn(f"{source} changed while it was added: its pages will show as text", stacklevel=2)
+                return
+            os.replace(part, target)
+        except OSError as e:
+            warnings.warn(f"could not keep a copy of {source} ({e}): its pages will show as text", stacklevel=2)
+        finally:
+            part.unlink(missing_ok=True)
+
     def _recover(self) -> None:
-        """Roll off documents left "pending" (undo the add) or "removing" (finish the remove). Under the lock only:
-        then they are a crashed writer's, or this write's own remove, never a live process's add."""
+        """Roll off documents left "pending" (undo the add) or "removing" (finish the remove), then delete kept PDFs
+        of documents no longer in the store. Under the lock only: then they are a crashed writer's, or this write's
+        own remove, never a live process's add."""
         assert self._lock.depth, "recovery without the lock"
         stale = self.store.documents("pending") + self.store.documents("removing")
-        if not stale:
-            return
-        ids = [i for d in stale for i in self.store.chunk_ids(d.doc_id)]
-        self.index.remove(np.array(ids, np.int64))
-        self._save()  # always: an earlier failed save may have left these vectors on disk
-        for d in stale:
-            self.store.remove_document(d.doc_id)
+        if stale:
+            ids = [i for d in stale for i in self.store.chunk_ids(d.doc_id)]
+            self.index.remove(np.array(ids, np.int64))
+            self._save()  # always: an earlier failed save may have left these vectors on disk
+            for d in stale:
+                self.store.remove_document(d.doc_id)
+        kept = self.directory / PDF_DIR
+        if kept.is_dir():
+            wanted = {f"{d.doc_id}.pdf" for d in self.store.documents()}
+            for path in kept.iterdir():
+                if path.name not in wanted:
+                    path.unlink(missing_ok=True)
 
     def _save(self) -> None:
         self.index.save(self.index_dir)
@@ -531,6 +579,25 @@ class Collection:
             return exact
         return [d for d in documents if d.doc_id.startswith(name_or_id.lower())]
 
+    def source_file(self, doc_id: str) -> Path | None:
+        """The PDF document `doc_id` was read from: its kept copy (module doc), else the path it was added from if
+        that still holds the same bytes (a document added before copies were kept); None for a document that is
+        not a PDF, or whose file is gone or changed. The file may need the password the document was added with."""
+        if not DOC_ID.fullmatch(doc_id):
+            return None
+        kept = self.directory / PDF_DIR / f"{doc_id}.pdf"
+        if kept.is_file():
+            return kept
+        record = next((d for d in self.store.documents() if d.doc_id == doc_id), None)
+        if record is None or not record.file_name.lower().endswith(".pdf"):
+            return None
+        path = Path(record.path)
+        try:
+            same = path.is_file() and path.stat().st_size <= MAX_FILE_BYTES and _sha256(path) == doc_id
+        except OSError:
+            return None
+        return path if same else None
+
     def page_text(self, doc_id: str, page: int) -> str:
         """Page `page` (1-based) of a document as indexed: its chunks joined where they overlap.
 
@@ -553,6 +620,17 @@ class Collection:
         """The number of chunks (= vectors) searchable."""
         with self.reading():
             return len(self.index)
+
+
+def _sha256(path: Path, copy_to: Path | None = None) -> str:
+    """The sha256 hex of the file's bytes (a document's id), read in blocks; also written to `copy_to` if given."""
+    digest = hashlib.sha256()
+    with path.open("rb") as source, (copy_to.open("xb") if copy_to else nullcontext()) as out:
+        while block := source.read(1 << 20):
+            digest.update(block)
+            if out is not None:
+                out.write(block)
+    return digest.hexdigest()
 
 
 def _ambiguity(name_or_id: str, matches: list[DocumentRecord]) -> str:

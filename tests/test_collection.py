@@ -524,3 +524,67 @@ def test_a_version_1_collection_opens_and_keeps_its_pages(tmp_path, open_collect
     assert [d.file_name for d in again.documents()] == [GUIDE.name, OUTAGE.name]
     assert search(again, MARKOV, k=1)[0][1].locator == "p. 3"
     assert_consistent(again)
+
+
+# --- kept PDFs (the toy embedder: these are about files, not search) -------------------------------------------------
+
+
+def test_a_pdf_is_kept_with_its_document_and_removed_with_it(tmp_path):
+    pdf = tmp_path / "inputs" / GUIDE.name
+    notes = write_text(tmp_path, "notes.txt", "Entropy sources need health tests.")
+    shutil.copy(GUIDE, pdf)
+    locked = ROBUST / "encrypted-aes256-userpw-foo.pdf"
+    with Collection.open("docs", data_dir=tmp_path / "home", embedder=ToyEmbedder()) as collection:
+        pdf_id, notes_id, locked_id = (r.content_hash for r in collection.add_files([pdf, notes, locked], "foo"))
+        kept = collection.source_file(pdf_id)
+        assert kept == collection.directory / "pdfs" / f"{pdf_id}.pdf" and kept.read_bytes() == GUIDE.read_bytes()
+        assert not kept.samefile(pdf)  # a copy: the file it came from may change or go
+        assert collection.source_file(locked_id).read_bytes() == locked.read_bytes()  # still encrypted
+        assert collection.source_file(notes_id) is None and collection.source_file("../store.sqlite") is None
+        pdf.unlink()
+        assert collection.source_file(pdf_id) == kept
+        collection.remove(GUIDE.name)
+        assert not kept.exists() and collection.source_file(pdf_id) is None
+        assert [p.name for p in (collection.directory / "pdfs").iterdir()] == [f"{locked_id}.pdf"]
+
+
+def test_a_kept_pdf_left_by_a_crash_goes_at_the_next_open(tmp_path, monkeypatch):
+    crashed = Collection.open("docs", data_dir=tmp_path, embedder=ToyEmbedder())
+    crashed.add_files([write_text(tmp_path, "notes.txt", "Entropy sources need health tests.")])
+    monkeypatch.setattr(crashed.index, "save", fail)
+    with pytest.raises(OSError, match="simulated crash"):
+        crashed.add_files([GUIDE])
+    kept = crashed.directory / "pdfs"
+    assert len(list(kept.iterdir())) == 1  # copied before the documents were committed
+    (kept / f"{'0' * 64}.pdf.1234abcd.part").write_bytes(b"%PDF-1.7 cut short")  # a copy a crash cut short
+    with Collection.open("docs", data_dir=tmp_path, embedder=ToyEmbedder()) as reopened:
+        assert [d.file_name for d in reopened.documents()] == ["notes.txt"] and list(kept.iterdir()) == []
+    crashed.close()
+
+
+def test_without_its_kept_copy_a_pdf_is_read_where_it_was_added_from_while_unchanged(tmp_path):
+    pdf = tmp_path / "inputs" / GUIDE.name
+    pdf.parent.mkdir()
+    shutil.copy(GUIDE, pdf)
+    with Collection.open("docs", data_dir=tmp_path / "home", embedder=ToyEmbedder()) as collection:
+        [report] = collection.add_files([pdf])
+        collection.source_file(report.content_hash).unlink()  # as in a collection made before PDFs were kept
+        assert collection.source_file(report.content_hash) == pdf
+        pdf.write_bytes(pdf.read_bytes() + b"\n")
+        assert collection.source_file(report.content_hash) is None
+
+
+def test_a_pdf_changed_while_it_is_added_is_not_kept(tmp_path):
+    pdf = tmp_path / GUIDE.name
+    shutil.copy(GUIDE, pdf)
+
+    class EditedMeanwhile(ToyEmbedder):
+        def embed(self, texts, progress=None):  # between the read and the commit: someone saves the file
+            pdf.write_bytes(b"%PDF-1.7 another version")
+            return super().embed(texts, progress)
+
+    with Collection.open("docs", data_dir=tmp_path / "home", embedder=EditedMeanwhile()) as collection:
+        with pytest.warns(UserWarning, match="changed while it was added"):
+            [report] = collection.add_files([pdf])
+        assert report.ok and collection.source_file(report.content_hash) is None
+        assert list((collection.directory / "pdfs").iterdir()) == []

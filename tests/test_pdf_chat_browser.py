@@ -30,6 +30,7 @@ GUIDE = "nist-sp800-90b-entropy-suite-user-guide.pdf"  # the sample, indexed at 
 QUESTION = "What does the Keep Window field of the goodbye message specify?"
 ANSWER_PAGE = "30"
 DESKTOP, PHONE = {"width": 1440, "height": 900}, {"width": 390, "height": 844}
+PASSAGE = "#page-view .page-passage, #page-view mark"  # on the page image, else (not found there) in the text
 LONG_ANSWER = "Explain in detail every step to run the entropy assessment tools, with all their options."
 
 
@@ -134,19 +135,25 @@ def test_upload_ask_and_open_the_cited_page(page):
     page.click(f"#sources [data-testid=cell-{row}-1]")
     view = page.locator("#page-view")
     expect(view).to_contain_text(f"{SRX}, page {ANSWER_PAGE}", timeout=30_000)
+    image = view.locator(".page-image img")  # the page itself, the passage highlighted on it
+    expect(image).to_be_visible()
+    assert page.evaluate("() => document.querySelector('#page-view .page-image img').naturalWidth") == 1000
+    expect(view.locator("mark")).to_be_hidden()  # the text as indexed, folded under "Show text"
     expect(view.locator("mark")).to_contain_text("Keep Window")
-    assert in_viewport(page, "#page-view mark")
+    assert in_viewport(page, PASSAGE)
     page.screenshot(path=ARTIFACTS / "pdf-chat.png", full_page=True)
+    view.get_by_text("Show text").click()
+    expect(view.locator("mark")).to_be_visible()
 
     page.set_viewport_size(PHONE)  # the page view is below the chat and its sources now: the click scrolls to it
     page.evaluate("window.scrollTo(0, 0)")
     other = next(n for n, number in enumerate(pages) if number != ANSWER_PAGE)
     page.click(f"#sources [data-testid=cell-{other}-1]")
     expect(view).to_contain_text(f", page {pages[other]}", timeout=30_000)
-    assert in_viewport(page, "#page-view mark")
+    assert in_viewport(page, PASSAGE)
     page.click(f"#sources [data-testid=cell-{row}-1]")
     expect(view.locator("mark")).to_contain_text("Keep Window", timeout=30_000)
-    assert in_viewport(page, "#page-view mark")
+    assert in_viewport(page, PASSAGE)
     page.screenshot(path=ARTIFACTS / "pdf-chat-phone.png", full_page=True)
     page.set_viewport_size(DESKTOP)
 

@@ -16,6 +16,7 @@ batches concurrent questions.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import shutil
@@ -46,6 +47,7 @@ from rag.collection import ALREADY_PRESENT, CollectionDeletedError, check_name
 from rag.embeddings import Embedder, SentenceTransformerEmbedder
 from rag.grounded import grounded_answer
 from rag.loaders import NEEDS_PASSWORD, LoadReport
+from rag.pages import PageError, PageImage, render_page
 
 DEFAULT_COLLECTION = "sample"
 SMALL_MODEL_STRING_CHARS = 80  # the longest string a small model's agent step may write: its answers go unused
@@ -392,20 +394,50 @@ class PdfChat:
         yield Reply([*messages, assistant(answer.text)], answer.sources)
 
     def page_view(self, name: str, source: Source) -> str:
-        """HTML of the source's page as indexed, with the cited passage highlighted."""
-        text = ""
+        """HTML of the source's page: the PDF page as an image with the cited passage highlighted (rag.pages), and
+        the page's text as indexed, the passage in <mark>, folded under "Show text". The text alone when the
+        document is not a PDF or its file cannot be shown (gone, damaged, encrypted: the password is not kept);
+        the text first and the image folded when the passage is not found on the image."""
+        text, pdf = "", None
         with self.open_collections.use(name) as entry:
             if entry is not None:
                 with entry.lock:
                     record = entry.collection.find(source.doc_id or source.file)
-                    text = entry.collection.page_text(record.doc_id, source.page) if record else ""
+                    if record:
+                        text = entry.collection.page_text(record.doc_id, source.page)
+                        pdf = entry.collection.source_file(record.doc_id)
         if not text:
             return f"<p>Page {source.page} of {html.escape(source.file)} is no longer in the collection.</p>"
+        heading = f"<h4>{html.escape(source.file)}, page {source.page}</h4>"
         at = text.find(source.text)
         body = (html.escape(text) if at < 0 else html.escape(text[:at]) + "<mark>" + html.escape(source.text)
                 + "</mark>" + html.escape(text[at + len(source.text):]))
-        return (f"<h4>{html.escape(source.file)}, page {source.page}</h4>"
-                f"<div class='page-text' style='white-space: pre-wrap'>{body}</div>")
+        text_view = f"<div class='page-text' style='white-space: pre-wrap'>{body}</div>"
+        try:
+            rendered = render_page(pdf, source.page, source.text) if pdf else None
+        except (OSError, PageError):  # removed meanwhile, damaged, encrypted, or too slow to render
+            rendered = None
+        if rendered is None:
+            return heading + text_view
+        image = page_image(rendered, f"Page {source.page} of {source.file}")
+        if not rendered.boxes:
+            return heading + text_view + f"<details><summary>Show the page</summary>{image}</details>"
+        return heading + image + f"<details><summary>Show text</summary>{text_view}</details>"
+
+
+def page_image(rendered: PageImage, alt: str) -> str:
+    """HTML of a rendered page: the image (an inline PNG, as wide as the column) and over it an empty
+    `.page-passage` box around the highlighted lines, which the page scrolls into view."""
+    width, height = rendered.image.size
+    passage = ""
+    if rendered.boxes:
+        left, top, right, bottom = (f(b[i] for b in rendered.boxes) for i, f in enumerate((min, min, max, max)))
+        passage = (f"<span class='page-passage' style='position: absolute; left: {100 * left / width:.2f}%; "
+                   f"top: {100 * top / height:.2f}%; width: {100 * (right - left) / width:.2f}%; "
+                   f"height: {100 * (bottom - top) / height:.2f}%'></span>")
+    data = base64.b64encode(rendered.png()).decode("ascii")
+    return (f"<div class='page-image' style='position: relative'><img src='data:image/png;base64,{data}' "
+            f"alt='{html.escape(alt, quote=True)}' style='display: block; width: 100%; height: auto'>{passage}</div>")
 
 
 def default_style(model: ChatModel) -> Style:

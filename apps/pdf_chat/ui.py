@@ -42,6 +42,7 @@ PHONE_WIDTH = 768  # px: below, the columns stack: the chat, the page view, the 
 CSS = f"""
 .page-text mark {{ background: #ffe066; }}
 .page-text {{ max-height: 70vh; overflow-y: auto; }}
+#page-view details summary {{ cursor: pointer; margin: 0.5em 0; }}
 @media (max-width: {PHONE_WIDTH}px) {{ #chat-column {{ order: -2; }} #page-column {{ order: -1; }} }}
 """
 # The counter under the question box, in the browser (no request per key): the box has no maxlength, so a long
@@ -52,10 +53,10 @@ COUNT_JS = f"""(question) => {{
                                      : `${{n}} / {LIMITS.question_chars}`;
 }}"""
 # After a source's page is shown: bring the highlighted passage into view (the page column is below the fold on a
-# phone, and the passage may be far down a long page).
+# phone, and the passage may be far down a long page): on the page image, else in the text.
 SCROLL_JS = """() => { setTimeout(() => {
-  const mark = document.querySelector('#page-view mark');
-  if (mark) mark.scrollIntoView({block: 'center'});
+  const passage = document.querySelector('#page-view .page-passage') || document.querySelector('#page-view mark');
+  if (passage) passage.scrollIntoView({block: 'center'});
 }, 100); }"""
 BUSY = "Still answering the last question: your new one stays in the box. Press Stop, or Ask when the answer is done."
 
