@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,11 +72,12 @@ class Retriever:
         self._cached: _Corpus | None = None
 
     def search(self, query: str, k: int = 5, mode: Mode = "hybrid", documents: list[str] | None = None,
-               mmr: float | None = None) -> list[Hit]:
+               mmr: float | None = None, query_vector: np.ndarray | None = None) -> list[Hit]:
         """The k best chunks for `query`, best first.
 
         `documents`: only chunks of these documents (content hashes or file names). `mmr`: a lambda in
-        [0, 1] trading relevance (1) against diversity (0) among the fused candidates.
+        [0, 1] trading relevance (1) against diversity (0) among the fused candidates. `query_vector`: the
+        query's embedding (dim,), when the caller has it (`embed_query`): then the query is not embedded again.
         """
         if not query.strip():
             raise ValueError("the query is empty")
@@ -85,12 +86,19 @@ class Retriever:
         if mmr is not None and not 0 <= mmr <= 1:
             raise ValueError(f"mmr must lie in [0, 1], got {mmr}")
         with self.collection.reading():  # one state of the collection, whatever other processes write meanwhile
-            return self._search(query, k, mode, documents, mmr)
+            return self._search(query, k, mode, documents, mmr, query_vector)
 
-    def _search(self, query: str, k: int, mode: Mode, documents: list[str] | None, mmr: float | None) -> list[Hit]:
+    def embed_query(self, query: str) -> np.ndarray:
+        """The query's unit vector (dim,), as `search` compares it with the chunks: embed once, pass it on."""
+        return self.collection.embedder.embed([query])[0]
+
+    def _search(self, query: str, k: int, mode: Mode, documents: list[str] | None, mmr: float | None,
+                query_vector: np.ndarray | None) -> list[Hit]:
         allowed = self._allowed_docs(documents)
         positions = self._corpus().positions(allowed) if allowed is not None else None
-        dense = self._dense(query, k, positions) if mode != "bm25" else {}
+        if query_vector is None and (mode != "bm25" or mmr is not None):
+            query_vector = self.embed_query(query)
+        dense = self._dense(query_vector, k, positions) if mode != "bm25" else {}
         lexical = self._lexical(query, k, positions) if mode != "dense" else {}
         if mode == "dense":
             ranked = sorted(dense, key=lambda i: -dense[i])
@@ -102,7 +110,7 @@ class Retriever:
             scores = rrf([sorted(dense, key=lambda i: -dense[i]), sorted(lexical, key=lambda i: -lexical[i])])
             ranked = sorted(scores, key=lambda i: (-scores[i], i))
         if mmr is not None:
-            ranked = self._mmr(query, ranked[: self.candidates], k, mmr)
+            ranked = self._mmr(query_vector, ranked[: self.candidates], k, mmr)
         ranked = ranked[:k]
         chunks = self.collection.store.chunks_by_ids(ranked)
         return [Hit(chunk, scores[i], dense.get(i), lexical.get(i)) for i, chunk in zip(ranked, chunks, strict=True)]
@@ -117,12 +125,12 @@ class Retriever:
             raise ValueError(f"none of {documents} is in collection {self.collection.name!r}")
         return allowed
 
-    def _dense(self, query: str, k: int, positions: np.ndarray | None) -> dict[int, float]:
+    def _dense(self, query_vector: np.ndarray, k: int, positions: np.ndarray | None) -> dict[int, float]:
         index = self.collection.index
         if len(index) == 0:
             return {}
         want = min(max(k, self.candidates), len(index))
-        queries = self.collection.embedder.embed([query])  # (1, dim)
+        queries = np.asarray(query_vector, np.float32).reshape(1, -1)  # (1, dim)
         if positions is None:
             scores, ids = index.search(queries, want)
         else:
@@ -167,13 +175,13 @@ class Retriever:
                 save_corpus(self._cached, path)
         return self._cached
 
-    def _mmr(self, query: str, candidates: list[int], k: int, lam: float) -> list[int]:
+    def _mmr(self, query_vector: np.ndarray, candidates: list[int], k: int, lam: float) -> list[int]:
         """Maximal marginal relevance (Carbonell & Goldstein, 1998) over the candidates' embeddings."""
         if not candidates:
             return []
         texts = [c.text for c in self.collection.store.chunks_by_ids(candidates)]
-        vectors = self.collection.embedder.embed([query, *texts])
-        relevance, similarity = vectors[1:] @ vectors[0], vectors[1:] @ vectors[1:].T  # (n,), (n, n)
+        vectors = self.collection.embedder.embed(texts)  # (n, dim)
+        relevance, similarity = vectors @ query_vector, vectors @ vectors.T  # (n,), (n, n)
         chosen: list[int] = []
         while len(chosen) < min(k, len(candidates)):
             redundancy = similarity[:, chosen].max(axis=1) if chosen else np.zeros(len(candidates))
@@ -221,18 +229,17 @@ def save_corpus(corpus: _Corpus, path: Path) -> None:
             "names": corpus.names}
     arrays = {"meta": _json_bytes(meta), "vocab": _json_bytes(corpus.bm25.vocab_dict), "ids": corpus.ids,
               "codes": corpus.codes, **{name: np.asarray(scores[name]) for name in ("data", "indices", "indptr")}}
+    tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex[:12]}.tmp")  # this process's own: no other writes it
     try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp", delete=False) as f:
-            try:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            except BaseException:
-                os.unlink(f.name)
-                raise
-        os.replace(f.name, path)
-    except OSError:
-        pass
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:  # mode as open()'s
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if not isinstance(error, OSError):
+            raise
 
 
 def load_corpus(path: Path, key: tuple) -> _Corpus | None:
