@@ -5,17 +5,28 @@ table, whose modules each give `add_arguments(parser)` and `run(args)`. Every co
 the same model flags (`apps.common.add_model_flags`) and hands them to `core.load`. The errors a user can
 cause (a missing model, a server that cannot be reached or refuses, a bad value) end as one `llmkit: ...`
 line and exit status 1.
+
+Start-up time matters for scripts (`llmkit search --json` in a loop): this module imports no model library (torch,
+transformers, gradio); each command imports what it uses, and the parser imports an app's module only for that
+app's command. Output is for scripts too: `--json` prints one JSON object on stdout and, unless there is an error,
+nothing on stderr (warnings go into the object); progress bars show only on a terminal; a reader that stops early
+(`| head`) ends the command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import os
+import select
 import sys
+import warnings
+from collections.abc import Iterator
 
 from apps.common import DATA_DIR_HELP, add_model_flags, add_server_flags
-from core import ModelLoadError, RemoteLLM, load, settings
+from core import ModelLoadError, load, settings
 from core.resolve import is_url, model_spec
 
 # (command, module, help): an app's command. The module is imported to build the parser, so it must not import
@@ -44,6 +55,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
+    from core import RemoteLLM
+
     llm = _load(args)
     where = f"{llm.name} at {llm.base_url}" if isinstance(llm, RemoteLLM) else llm.source
     print(f"llmkit chat with {where}\n{CHAT_HELP}")
@@ -96,7 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _open_collection(args: argparse.Namespace, must_exist: bool = True):
-    from rag import Collection, collection_names  # sentence-transformers loads only for these commands
+    from rag.collection import Collection, collection_names  # the embedder loads only for these commands
 
     if must_exist and args.collection not in collection_names(args.data_dir):
         sys.exit(f"llmkit: there is no collection {args.collection!r} (`llmkit index list` shows them; "
@@ -108,7 +121,10 @@ def _open_collection(args: argparse.Namespace, must_exist: bool = True):
 
 
 def _progress_bar():
-    """A tqdm bar per ingest stage on stderr, as `Collection.add_files` reports progress."""
+    """A tqdm bar per ingest stage on stderr, as `Collection.add_files` reports progress; None (no bars) when stderr
+    is not a terminal."""
+    if not sys.stderr.isatty():
+        return None
     from tqdm import tqdm
 
     bars = {}
@@ -145,7 +161,7 @@ def cmd_index_add(args: argparse.Namespace) -> None:
 
 
 def cmd_index_list(args: argparse.Namespace) -> None:
-    from rag import collection_names
+    from rag.collection import collection_names
 
     if args.collection is None:
         for name in collection_names(args.data_dir):
@@ -171,17 +187,33 @@ def cmd_index_remove(args: argparse.Namespace) -> None:
 
 
 def _source_json(hit) -> dict:
+    """A hit for --json: where it is, its text, and its scores (ranking, dense cosine, BM25; null where that
+    method did not find it)."""
     return {"file": hit.chunk.file_name, "page": hit.chunk.page, "locator": hit.chunk.locator, "text": hit.chunk.text,
-            "score": hit.score}
+            "score": hit.score, "dense_score": hit.dense_score, "bm25_score": hit.bm25_score}
+
+
+@contextlib.contextmanager
+def _json_warnings(args: argparse.Namespace, out: dict) -> Iterator[None]:
+    """Under --json, the warnings raised inside go into `out["warnings"]` (when there are any), not to stderr."""
+    if not args.json:
+        yield
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    if caught:
+        out["warnings"] = list(dict.fromkeys(str(w.message) for w in caught))
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    with _open_collection(args) as collection:
-        from rag import Retriever
+    out: dict = {}
+    with _json_warnings(args, out), _open_collection(args) as collection:
+        from rag.retriever import Retriever
 
         hits = Retriever(collection).search(args.query, k=args.k, mode=args.mode)
     if args.json:
-        print(json.dumps({"sources": [_source_json(hit) for hit in hits]}, ensure_ascii=False))
+        print(json.dumps({"sources": [_source_json(hit) for hit in hits], **out}, ensure_ascii=False))
         return
     for rank, hit in enumerate(hits, start=1):
         print(f"{rank}. [{hit.chunk.file_name} {hit.chunk.locator}] score {hit.score:.4f}\n   "
@@ -189,9 +221,11 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def cmd_ask(args: argparse.Namespace) -> None:
-    from rag import Retriever, stream_answer
+    from rag.answer import stream_answer
+    from rag.retriever import Retriever
 
-    with _open_collection(args) as collection:
+    out: dict = {}
+    with _json_warnings(args, out), _open_collection(args) as collection:
         stream = stream_answer(Retriever(collection), _load(args), args.question, k=args.k, mode=args.mode,
                                style=args.style, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                top_p=args.top_p, seed=args.seed)
@@ -200,7 +234,7 @@ def cmd_ask(args: argparse.Namespace) -> None:
                 print(delta, end="", flush=True)
     answer = stream.answer
     if args.json:
-        print(json.dumps(answer.to_json(), ensure_ascii=False))
+        print(json.dumps({**answer.to_json(), **out}, ensure_ascii=False))
         return
     print()
     if answer.invalid_citations:
@@ -245,7 +279,9 @@ def _add_serve_flags(serve: argparse.ArgumentParser) -> None:
                             help=f"{help_}; env {settings.SERVE_LIMITS[name]}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command. Given the `command` about to run, the other apps' modules are not imported
+    (their commands get only their help line), so `llmkit search` starts without them."""
     parser = argparse.ArgumentParser(prog="llmkit", description="Local LLM applications on your CPU.")
     commands = parser.add_subparsers(dest="command", required=True)
     chat = commands.add_parser("chat", help="interactive streaming chat in the terminal")
@@ -261,10 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=cmd_serve)
     _add_rag_commands(commands)
     for name, module_name, help_ in APPS:
-        module = importlib.import_module(module_name)
         app = commands.add_parser(name, help=help_)
-        module.add_arguments(app)
-        app.set_defaults(run=module.run)
+        if command is None or command == name:
+            module = importlib.import_module(module_name)
+            module.add_arguments(app)
+            app.set_defaults(run=module.run)
     return parser
 
 
@@ -304,11 +341,39 @@ def _add_rag_commands(commands) -> None:
     ask.set_defaults(run=cmd_ask)
 
 
+def _quiet_libraries(args: argparse.Namespace) -> None:
+    """No progress bars or advisory logging from model libraries (loading a model's weights draws one) when
+    stderr is not a terminal or --json is asked. Set before they are imported: they read the environment then."""
+    if getattr(args, "json", False) or not sys.stderr.isatty():
+        for name, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TQDM_DISABLE", "1"),
+                            ("TRANSFORMERS_VERBOSITY", "error"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")):
+            os.environ.setdefault(name, value)
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader went away (`llmkit search ... | head`), rather than a BrokenPipeError of
+    another connection (a model server's). Then its further writes, and the flush at exit, go to /dev/null."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        closed = any(event & select.POLLERR for _, event in poller.poll(0))  # a pipe without a reader: POLLERR
+    except (AttributeError, ValueError, OSError):  # no poll (Windows), or no stdout
+        return False
+    if closed:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return closed
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(next((arg for arg in argv if not arg.startswith("-")), None)).parse_args(argv)
+    _quiet_libraries(args)
     try:
         args.run(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
     except (ModelLoadError, ConnectionError, ValueError, TimeoutError) as error:  # TimeoutError: a collection's lock
+        if isinstance(error, BrokenPipeError) and _stdout_closed():
+            sys.exit(1)  # quietly, as `cat` does
         sys.exit(f"llmkit: {error}")
 
 

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit
 
-from core import ChatModel, ModelLoadError, load, settings
+from core import ModelLoadError, load, settings
 from core.resolve import is_url
 from rag.answer import MAX_QUESTION_CHARS
 from rag.loaders import SUFFIX_KINDS
 
 if TYPE_CHECKING:
     from agents import Step
+    from core import ChatModel
     from rag import LoadReport
 
 MODEL_NAME_HELP = (f"for a server URL: the model to ask it for (default: env {settings.MODEL_NAME}, else the first "

@@ -1,15 +1,32 @@
-"""llmkit rag: document ingestion, embeddings, a persistent index, hybrid retrieval and cited answers."""
+"""llmkit rag: document ingestion, embeddings, a persistent index, hybrid retrieval and cited answers.
 
-from rag.answer import Answer, AnswerStream, Source, answer, stream_answer
-from rag.chunking import Chunk, chunk_pages, make_splitter
-from rag.collection import Collection, CollectionBusyError, collection_names
-from rag.embeddings import Embedder, SentenceTransformerEmbedder
-from rag.index import VectorIndex, load_index, make_index
-from rag.loaders import LoadReport, Page, TextItem, load_file, load_files, load_text
-from rag.retriever import Hit, Retriever
-from rag.store import DocumentRecord, MetadataStore
+The names below are imported on first use (PEP 562), not with the package: `llmkit search` needs the collection
+and the retriever, not the answer's or the loaders' dependencies."""
 
-__all__ = ["Answer", "AnswerStream", "Chunk", "Collection", "CollectionBusyError", "DocumentRecord", "Embedder",
-           "Hit", "LoadReport", "MetadataStore", "Page", "Retriever", "SentenceTransformerEmbedder", "Source",
-           "TextItem", "VectorIndex", "answer", "chunk_pages", "collection_names", "load_file", "load_files",
-           "load_index", "load_text", "make_index", "make_splitter", "stream_answer"]
+import importlib
+
+_HOMES = {
+    "rag.answer": ("Answer", "AnswerStream", "Source", "answer", "stream_answer"),
+    "rag.chunking": ("Chunk", "chunk_pages", "make_splitter"),
+    "rag.collection": ("Collection", "CollectionBusyError", "collection_names"),
+    "rag.embeddings": ("Embedder", "SentenceTransformerEmbedder"),
+    "rag.index": ("VectorIndex", "load_index", "make_index"),
+    "rag.loaders": ("LoadReport", "Page", "TextItem", "load_file", "load_files", "load_text"),
+    "rag.retriever": ("Hit", "Retriever"),
+    "rag.store": ("DocumentRecord", "MetadataStore"),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'rag' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+    globals()[name] = value  # once: later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -27,13 +27,17 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from core.chat import ChatModel
+import numpy as np
+
 from core.errors import ContextLengthError
 from rag.chunking import page_locator
 from rag.retriever import Hit, Mode, Retriever
 from rag.words import keywords
+
+if TYPE_CHECKING:
+    from core.chat import ChatModel  # imports torch (core.sampling): only the model given in needs it
 
 MIN_SIMILARITY = 0.3
 NOTHING_RELEVANT = "I could not find anything about this in the documents."
@@ -151,11 +155,12 @@ def stream_answer(retriever: Retriever, llm: ChatModel, question: str, k: int = 
     if style not in ("grounded", "free"):
         raise ValueError(f"style must be 'grounded' or 'free', not {style!r}")
     query = standalone_query(question, history or [])
-    sources = relevant_sources(retriever, query, k, mode, documents, min_similarity)
+    query_vector = retriever.embed_query(query)  # once: for the search, the relevance check and the grounded quotes
+    sources = relevant_sources(retriever, query, k, mode, documents, min_similarity, query_vector)
     if not sources:
         return _finished(Answer(NOTHING_RELEVANT, [], finish_reason="nothing_relevant"))
     if style == "grounded":
-        return _grounded(question, query, sources, llm, retriever.collection.embedder)
+        return _grounded(question, query, sources, llm, retriever.collection.embedder, query_vector)
     sampling = {"max_new_tokens": ANSWER_TOKENS, "temperature": 0.0, "repetition_penalty": REPETITION_PENALTY,
                 **sampling}
     messages = fit_prompt(llm, sources, question, earlier_questions(history or []), sampling["max_new_tokens"])
@@ -169,13 +174,14 @@ def _finished(answer: Answer) -> AnswerStream:
     return stream
 
 
-def _grounded(question: str, query: str, sources: list[Source], llm: ChatModel, embedder) -> AnswerStream:
+def _grounded(question: str, query: str, sources: list[Source], llm: ChatModel, embedder,
+              query_vector: np.ndarray) -> AnswerStream:
     from rag.grounded import grounded_answer  # rag.grounded builds on this module's Source and Answer
 
     stream = AnswerStream(iter(()), sources)
 
     def deltas() -> Iterator[str]:
-        stream.answer = grounded_answer(question, sources, llm, embedder, query=query)
+        stream.answer = grounded_answer(question, sources, llm, embedder, query=query, query_vector=query_vector)
         yield stream.answer.text
 
     stream._deltas = deltas()
@@ -191,22 +197,25 @@ def answer(retriever: Retriever, llm: ChatModel, question: str, **options) -> An
 
 
 def relevant_sources(retriever: Retriever, question: str, k: int, mode: Mode, documents: list[str] | None,
-                     min_similarity: float) -> list[Source]:
-    """The retrieved chunks the embedder finds related to the question, numbered in rank order."""
-    hits = retriever.search(question, k=k, mode=mode, documents=documents)
-    similarities = _similarities(retriever, question, hits)
+                     min_similarity: float, query_vector: np.ndarray | None = None) -> list[Source]:
+    """The retrieved chunks the embedder finds related to the question, numbered in rank order. `query_vector`:
+    the question's embedding (`Retriever.embed_query`), when the caller has it; else it is embedded here, once."""
+    if query_vector is None:
+        query_vector = retriever.embed_query(question)
+    hits = retriever.search(question, k=k, mode=mode, documents=documents, query_vector=query_vector)
+    similarities = _similarities(retriever, query_vector, hits)
     kept = [(hit, sim) for hit, sim in zip(hits, similarities, strict=True) if sim >= min_similarity]
     return [Source(n, hit.chunk.file_name, hit.chunk.page, hit.chunk.text, hit.score, sim,
                    locator=hit.chunk.locator, doc_id=hit.chunk.doc_id)
             for n, (hit, sim) in enumerate(kept, start=1)]
 
 
-def _similarities(retriever: Retriever, question: str, hits: list[Hit]) -> list[float]:
+def _similarities(retriever: Retriever, query_vector: np.ndarray, hits: list[Hit]) -> list[float]:
     """Cosine of question and chunk for every hit; hits that only BM25 found are embedded here."""
     missing = [h for h in hits if h.dense_score is None]
     if missing:
-        vectors = retriever.collection.embedder.embed([question, *(h.chunk.text for h in missing)])
-        scored = dict(zip((id(h) for h in missing), (vectors[1:] @ vectors[0]).tolist(), strict=True))
+        vectors = retriever.collection.embedder.embed([h.chunk.text for h in missing])  # (n, dim)
+        scored = dict(zip((id(h) for h in missing), (vectors @ query_vector).tolist(), strict=True))
     return [h.dense_score if h.dense_score is not None else scored[id(h)] for h in hits]
 
 

@@ -17,11 +17,13 @@ import re
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from langchain_text_splitters import RecursiveCharacterTextSplitter
+from typing import TYPE_CHECKING
 
 from rag.context import chunk_context, document_identity, page_headings, running_lines
 from rag.loaders import Page
+
+if TYPE_CHECKING:
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 CHUNK_TOKENS = 200  # under all-MiniLM-L6-v2's 256-token window, with room for its special tokens
 OVERLAP_TOKENS = 40
@@ -54,6 +56,8 @@ class Chunk:
 
 def make_splitter(count_tokens: Callable[[str], int], chunk_tokens: int = CHUNK_TOKENS,
                   overlap_tokens: int = OVERLAP_TOKENS) -> RecursiveCharacterTextSplitter:
+    from langchain_text_splitters import RecursiveCharacterTextSplitter  # ~0.5 s: only when a document is chunked
+
     if not 0 <= overlap_tokens < chunk_tokens:
         raise ValueError(f"overlap ({overlap_tokens}) must be >= 0 and below the chunk size ({chunk_tokens})")
     return RecursiveCharacterTextSplitter(chunk_size=chunk_tokens, chunk_overlap=overlap_tokens,

@@ -19,6 +19,7 @@ precision built it: search a collection with the precision that built it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import warnings
@@ -59,46 +60,65 @@ def embedded_model_dir() -> Path:
 
 class SentenceTransformerEmbedder:
     def __init__(self, model: str | None = None, batch_size: int = BATCH_SIZE, precision: str | None = None):
-        import torch
-        from sentence_transformers import SentenceTransformer  # heavy: only for whoever embeds
-        from tokenizers import Tokenizer
-
         precision = precision or settings.env(settings.EMBEDDING_PRECISION) or DEFAULT_PRECISION
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r} "
                              f"(from the argument or {settings.EMBEDDING_PRECISION})")
         chosen = model or settings.env(settings.EMBEDDING_MODEL)
         name = chosen or str(embedded_model_dir())
-        try:
-            self.model = SentenceTransformer(name, device="cpu")
-        except (OSError, ValueError) as error:
-            raise FileNotFoundError(f"Could not load the embedding model {name!r}: {error}. Give a local "
-                                    "sentence-transformers directory or a Hugging Face id (needs internet).") from error
         self.name = name
         self.precision = precision
         # What a collection records about the embedder that built it (the embedded model's path varies by venv).
         self.identity = f"{name if chosen else 'embedded all-MiniLM-L6-v2'} {precision}"
         self.batch_size = batch_size
-        self.dim = int(self.model.get_embedding_dimension())
-        self.max_tokens = int(self.model.max_seq_length)
-        # The chunker counts tokens ~40 times a chunk, and int8 tokenizes every text it runs: the Rust tokenizer
-        # does both in half the time of the `transformers` wrapper. Our own copies: the wrapper changes its
-        # Rust tokenizer's truncation at every call.
-        backend = getattr(self.model.tokenizer, "backend_tokenizer", None)
-        self._counter = self._tokenizer = None
-        if backend is not None:
-            self._counter = Tokenizer.from_str(backend.to_str())  # word pieces, never truncated
-            self._counter.no_truncation()
-            self._counter.no_padding()
-            self._tokenizer = Tokenizer.from_str(backend.to_str())  # model input: special tokens, truncated
-            self._tokenizer.enable_truncation(self.max_tokens)
-            self._tokenizer.no_padding()
-        self._session = int8_session(self.model) if precision == "int8" else None
+        self._model = None
+        saved = _saved_int8(name) if precision == "int8" else None
+        if saved is None:
+            threads = self._load_model()
+        else:  # ONNX Runtime and the Rust tokenizer alone: no torch, no sentence-transformers (2 s of imports)
+            record, tokenizer_json, onnx_path = saved
+            self.dim, self.max_tokens, threads = record["dim"], record["max_tokens"], record["threads"]
+            self._counter, self._tokenizer = _tokenizers(tokenizer_json, self.max_tokens)
+            self._session = _open_session(onnx_path)
         # int8 runs one text at a time, on as many threads as torch uses: faster than one batch on all of them
         # (no padding, no barrier between threads at every op), and a text's vector does not depend on its
         # batch, as it would with activations quantised by one scale per batch.
-        threads = torch.get_num_threads()
         self._pool = ThreadPoolExecutor(threads, "embed") if self._session is not None and threads > 1 else None
+
+    @property
+    def model(self):
+        """The sentence-transformers model; loaded on first use when int8 started from its saved export."""
+        if self._model is None:
+            self._load_model()
+        return self._model
+
+    def _load_model(self) -> int:
+        """Load the model with sentence-transformers (and, for int8, its ONNX export); the threads to embed on."""
+        import torch
+        from sentence_transformers import SentenceTransformer  # heavy: only for whoever embeds
+
+        try:
+            self._model = SentenceTransformer(self.name, device="cpu")
+        except (OSError, ValueError) as error:
+            raise FileNotFoundError(f"Could not load the embedding model {self.name!r}: {error}. Give a local "
+                                    "sentence-transformers directory or a Hugging Face id (needs internet).") from error
+        self.dim = int(self._model.get_embedding_dimension())
+        self.max_tokens = int(self._model.max_seq_length)
+        # The chunker counts tokens ~40 times a chunk, and int8 tokenizes every text it runs: the Rust tokenizer
+        # does both in half the time of the `transformers` wrapper. Our own copies: the wrapper changes its
+        # Rust tokenizer's truncation at every call.
+        backend = getattr(self._model.tokenizer, "backend_tokenizer", None)
+        self._counter = self._tokenizer = None
+        if backend is not None:
+            self._counter, self._tokenizer = _tokenizers(backend.to_str(), self.max_tokens)
+        self._session = None
+        threads = torch.get_num_threads()
+        if self.precision == "int8":
+            entry = int8_entry(self._model)
+            self._session = _open_session(entry / ONNX_FILE)
+            if backend is not None:
+                _save_int8(self.name, entry, backend.to_str(), self.dim, self.max_tokens, threads)
+        return threads
 
     def count_tokens(self, text: str) -> int:
         """Word pieces as the model counts them, special tokens excluded."""
@@ -148,23 +168,101 @@ class SentenceTransformerEmbedder:
 # --- int8: ONNX Runtime ---------------------------------------------------------------------------------------------
 
 def int8_session(model):
-    """An ONNX Runtime session computing `model`'s sentence embeddings (not normalised) with int8 matrix products.
+    """An ONNX Runtime session computing `model`'s sentence embeddings (not normalised) with int8 matrix products."""
+    return _open_session(int8_entry(model) / ONNX_FILE)
 
-    Exported and quantised on first use, then loaded from the cache (keyed by the model's weights); an entry that
-    fails its manifest check (a truncated file) is exported again, with a warning."""
+
+def int8_entry(model) -> Path:
+    """The cache entry holding `model`'s int8 export (ONNX_FILE). Exported and quantised on first use, then
+    found in the cache (keyed by the model's weights); an entry that fails its manifest check (a truncated
+    file) is exported again, with a warning."""
     try:
-        import onnxruntime
+        import onnxruntime  # noqa: F401  (checked here: the export needs it too)
     except ImportError as e:
         raise ImportError("precision='int8' needs onnxruntime and onnx: `pip install onnxruntime onnx` "
                           "(or use precision='bfloat16')") from e
-    entry = disk_cache.ensure(settings.cache_dir(ONNX_CACHE) / _model_digest(model),
-                              lambda folder: _export_int8(model, folder))
+    return disk_cache.ensure(settings.cache_dir(ONNX_CACHE) / _model_digest(model),
+                             lambda folder: _export_int8(model, folder))
+
+
+def _open_session(path: Path):
+    import onnxruntime
+
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1  # the embedder runs texts in parallel instead
     # ONNX Runtime fuses each residual Add + LayerNormalization into a SkipLayerNormalization, which on this
     # AVX-512 CPU (ORT 1.32) takes ~4x as long as the two unfused ops (profiled): without it, 8% more texts/s.
-    return onnxruntime.InferenceSession(str(entry / ONNX_FILE), options, providers=["CPUExecutionProvider"],
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
                                         disabled_optimizers=["SkipLayerNormFusion"])
+
+
+def _tokenizers(tokenizer_json: str, max_tokens: int):
+    """(counter, model input tokenizer) from a Rust tokenizer's JSON: word pieces, never truncated; and the
+    model's input, special tokens included, truncated to `max_tokens`."""
+    from tokenizers import Tokenizer
+
+    counter = Tokenizer.from_str(tokenizer_json)
+    counter.no_truncation()
+    counter.no_padding()
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    tokenizer.enable_truncation(max_tokens)
+    tokenizer.no_padding()
+    return counter, tokenizer
+
+
+# A model directory's int8 export, found without loading the model (torch and sentence-transformers take 2 s to
+# import): a cache entry keyed by the directory's files (names, sizes, modification times) records which export
+# entry is the model's, its dimensions and its tokenizer. Written once the model has been loaded; checked
+# (core.disk_cache) before it is trusted, and the export's entry too.
+SAVED_RECORD, SAVED_TOKENIZER = "record.json", "tokenizer.json"
+
+
+def _files_key(name: str) -> str | None:
+    """A key of a local model directory's files (None for a Hugging Face id): a changed file changes it."""
+    directory = Path(name)
+    if not directory.is_dir():
+        return None
+    digest = hashlib.sha256(str(directory.resolve()).encode())
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.relative_to(directory)}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return "files-" + digest.hexdigest()[:32]
+
+
+def _save_int8(name: str, entry: Path, tokenizer_json: str, dim: int, max_tokens: int, threads: int) -> None:
+    key = _files_key(name)
+    if key is None:
+        return
+
+    def build(folder: Path) -> None:
+        record = {"entry": entry.name, "dim": dim, "max_tokens": max_tokens, "threads": threads}
+        (folder / SAVED_RECORD).write_text(json.dumps(record), encoding="utf-8")
+        (folder / SAVED_TOKENIZER).write_text(tokenizer_json, encoding="utf-8")
+
+    disk_cache.ensure(settings.cache_dir(ONNX_CACHE) / key, build)
+
+
+def _saved_int8(name: str) -> tuple[dict, str, Path] | None:
+    """(record, tokenizer JSON, path of the int8 export) of the model directory `name`, when it was loaded once
+    and both entries pass their checks; else None (then the model is loaded, which writes them)."""
+    key = _files_key(name)
+    if key is None:
+        return None
+    root = settings.cache_dir(ONNX_CACHE)
+    if disk_cache.check(root / key) is not None:
+        return None
+    try:
+        record = json.loads((root / key / SAVED_RECORD).read_text(encoding="utf-8"))
+        tokenizer_json = (root / key / SAVED_TOKENIZER).read_text(encoding="utf-8")
+        entry = root / str(record["entry"])
+        if not all(isinstance(record[field], int) and record[field] > 0 for field in ("dim", "max_tokens", "threads")):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if entry.parent != root or disk_cache.check(entry) is not None:
+        return None
+    return record, tokenizer_json, entry / ONNX_FILE
 
 
 def _model_digest(model) -> str:

@@ -21,6 +21,8 @@ import math
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from core.chat import ChatModel
 from rag.answer import Answer, Source
 from rag.embeddings import Embedder
@@ -74,14 +76,14 @@ class Candidate:
 
 
 def grounded_answer(question: str, sources: list[Source], llm: ChatModel, embedder: Embedder,
-                    query: str | None = None) -> Answer:
+                    query: str | None = None, query_vector: np.ndarray | None = None) -> Answer:
     """The answer to `question` as quotes from `sources` (numbered, best first), the model choosing the first.
 
     `query`: the text the candidates are scored against (a follow-up rewritten to stand alone; default the
-    question). Marks each quoted source `cited`. finish_reason: "stop", or "weak_evidence" when the documents
-    do not say (`WEAK_SCORE`).
+    question); `query_vector`: its embedding, when the caller has it (the retrieval made it). Marks each quoted
+    source `cited`. finish_reason: "stop", or "weak_evidence" when the documents do not say (`WEAK_SCORE`).
     """
-    scored = score(query or question, candidates(sources), embedder)
+    scored = score(query or question, candidates(sources), embedder, query_vector)
     if not scored:
         return Answer(NOT_SUPPORTED.split(". ")[0] + ".", sources, finish_reason="weak_evidence")
     if scored[0].score < WEAK_SCORE:
@@ -165,7 +167,8 @@ def _sentences(prose: str) -> list[str]:
     return out
 
 
-def score(question: str, found: list[Candidate], embedder: Embedder) -> list[Candidate]:
+def score(question: str, found: list[Candidate], embedder: Embedder,
+          question_vector: np.ndarray | None = None) -> list[Candidate]:
     """`found` scored and sorted best first. The score: 0.5 x the embedder's cosine with the question, + 0.4 x
     the share of the question's words (weighted by rarity among the candidates) that the candidate holds,
     + 0.05 at most for coming from a higher-ranked source; when the question asks for an amount, +/- 0.1 for
@@ -178,8 +181,12 @@ def score(question: str, found: list[Candidate], embedder: Embedder) -> list[Can
     document, not the passage: they do not count for the share of words."""
     if not found:
         return []
-    vectors = embedder.embed([question, *(c.text for c in found)])
-    dense = vectors[1:] @ vectors[0]
+    if question_vector is None:
+        vectors = embedder.embed([question, *(c.text for c in found)])
+        question_vector, vectors = vectors[0], vectors[1:]
+    else:
+        vectors = embedder.embed([c.text for c in found])  # (n, dim)
+    dense = vectors @ question_vector
     question_words = set(terms(question))
     words = [set(terms(c.text)) for c in found]
     weights = {w: math.log(1 + len(found) / df) for w in question_words if (df := sum(w in ws for ws in words))}

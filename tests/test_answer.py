@@ -12,7 +12,7 @@ from core import ContextLengthError
 from rag import Collection, Retriever, TextItem, answer, stream_answer
 from rag.answer import NOTHING_RELEVANT, SYSTEM_PROMPT, Source, check_citations, fit_prompt
 
-from conftest import scripted_llm
+from conftest import ToyEmbedder, scripted_llm
 
 GUIDE = "nist-sp800-90b-entropy-suite-user-guide.pdf"
 SRX = "nist-srx-proxy-protocol-3.0.pdf"
@@ -152,3 +152,30 @@ def test_sources_of_text_items_are_cited_by_their_locator_or_lines(tmp_path, emb
         assert source.file == code.name and source.text in "\n".join(code.text.splitlines()[first - 1: last])
         assert source.tag == f"[rag/chunking.py L{first}-{last}]" and result.text == f"See {source.tag}."
         assert f"Source 1 {source.tag}:" in model.calls[0].prompt[-1]["content"]
+
+
+class RecordingEmbedder(ToyEmbedder):
+    """Keeps every text it embeds."""
+
+    def __init__(self):
+        super().__init__()
+        self.texts: list[str] = []
+
+    def embed(self, texts, progress=None):
+        self.texts += texts
+        return super().embed(texts, progress)
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "bm25"])
+@pytest.mark.parametrize("style", ["grounded", "free"])
+def test_an_answer_embeds_the_question_once(tmp_path, mode, style):
+    """The retriever's query vector serves the search, the relevance check and the grounded scoring."""
+    embedder = RecordingEmbedder()
+    with Collection.open("once", data_dir=tmp_path, embedder=embedder) as collection:
+        text = "The database server in rack 4 failed at 02:00 after its power supply burnt out. It moved to rack 5."
+        assert collection.add_texts([TextItem("outage.txt", text)])[0].ok
+        embedder.texts.clear()
+        question = "Which rack did the database server fail in?"
+        result = answer(Retriever(collection), scripted_llm("1"), question, mode=mode, style=style)
+    assert result.sources and result.finish_reason != "nothing_relevant"
+    assert embedder.texts.count(question) == 1

@@ -123,3 +123,42 @@ def test_serve_refuses_a_server_url():
     result = llmkit("serve", "--model", "http://127.0.0.1:8000/v1")
     assert result.returncode == 1
     assert "serving a remote model is not supported" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- output for scripts: `llmkit search --json`, a pipe closed early --------------------------------------------------
+
+SRX_QUESTION = "What port does the SRx server listen on?"
+
+
+@pytest.fixture
+def demo_home(demo_data_dir, tmp_path):
+    """A copy of the demo data dir: a search saves the collection's BM25 index in it."""
+    home = tmp_path / "home"
+    shutil.copytree(demo_data_dir, home)
+    return home
+
+
+def test_search_json_is_json_alone_with_every_score(demo_home):
+    for run in ("builds the BM25 index", "loads it"):
+        result = llmkit("search", "demo", SRX_QUESTION, "--k", "4", "--json", "--data-dir", str(demo_home))
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == "", (run, result.stderr)  # no model-loading bars, no library warnings
+        sources = json.loads(result.stdout)["sources"]
+        assert len(sources) == 4 and sources[0]["file"] == SRX
+        assert all(s["score"] > 0 and (s["dense_score"] is not None or s["bm25_score"] is not None) for s in sources)
+        assert (demo_home / "collections" / "demo" / "bm25.npz").is_file(), run
+
+
+@pytest.mark.parametrize("output", ["--json", "text"])
+def test_a_reader_that_stops_early_ends_search_quietly(demo_home, output):
+    """`llmkit search ... | head -c 10`: the reader goes away; the command stops without a traceback."""
+    flags = ["--json"] if output == "--json" else []
+    process = subprocess.Popen([str(LLMKIT), "search", "demo", SRX_QUESTION, "--k", "20", *flags, "--data-dir",
+                                str(demo_home)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # before the command writes: its first write finds no reader
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) != 0  # not everything was written
+    assert stderr == ""
+    piped = subprocess.run(f"'{LLMKIT}' search demo 'SRx' --k 100 --json --data-dir '{demo_home}' | head -c 10",
+                           shell=True, capture_output=True, text=True, timeout=300)
+    assert piped.stdout == '{"sources"' and piped.stderr == ""

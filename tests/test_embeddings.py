@@ -1,6 +1,9 @@
 """The embedded all-MiniLM-L6-v2 embedder in every precision: offline, batched, normalised, semantically sensible,
 and the fast precisions close to the float32 reference on real text."""
 
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,3 +127,40 @@ def test_a_truncated_int8_export_is_made_again_with_a_warning(embedder):
     assert disk_cache.check(entry) is None
     texts = ["a truncated export", "is exported again"]
     assert np.allclose(again.embed(texts), embedder.embed(texts), atol=1e-6)
+
+
+START_WITHOUT_TORCH = """
+import sys
+import numpy as np
+from rag.embeddings import SentenceTransformerEmbedder
+embedder = SentenceTransformerEmbedder(precision="int8")
+np.save(sys.argv[1], embedder.embed(["a saved export", "ünïcode ✓ 中文", "entropy " * 400]))
+print(embedder._model is None, embedder.count_tokens("hello world"), embedder.dim, embedder.max_tokens)
+print(" ".join(sorted({"torch", "transformers", "sentence_transformers"} & set(sys.modules))))
+"""
+
+
+@pytest.mark.parametrize("embedder", ["int8"], indirect=True)
+def test_int8_starts_from_its_saved_export_without_torch(embedder, tmp_path):
+    """A process that embeds at int8 once the model was loaded (as the fixture did) runs ONNX Runtime and the Rust
+    tokenizer alone: the same vectors and token counts, without importing torch or sentence-transformers."""
+    out = tmp_path / "vectors.npy"
+    run = subprocess.run([sys.executable, "-c", START_WITHOUT_TORCH, str(out)], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parent.parent)
+    light, heavy = run.stdout.split("\n")[:2]
+    assert light == "True 2 384 256" and heavy == "", run.stdout
+    assert np.array_equal(np.load(out), embedder.embed(["a saved export", "ünïcode ✓ 中文", "entropy " * 400]))
+
+
+@pytest.mark.parametrize("embedder", ["int8"], indirect=True)
+def test_a_damaged_saved_record_loads_the_model_and_is_written_again(embedder):
+    record = settings.cache_dir(rag.embeddings.ONNX_CACHE) / rag.embeddings._files_key(embedder.name)
+    tokenizer = record / rag.embeddings.SAVED_TOKENIZER
+    text = tokenizer.read_text(encoding="utf-8")
+    tokenizer.unlink()
+    tokenizer.write_text(text[: len(text) // 2], encoding="utf-8")
+    assert rag.embeddings._saved_int8(embedder.name) is None
+    with pytest.warns(UserWarning, match="building it again"):
+        again = SentenceTransformerEmbedder(precision="int8")
+    assert again._model is not None and rag.embeddings._saved_int8(embedder.name) is not None
+    assert np.array_equal(again.embed(["damaged"]), embedder.embed(["damaged"]))

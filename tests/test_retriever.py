@@ -9,7 +9,8 @@ import pytest
 import rag.retriever
 from rag import samples
 from rag.collection import Collection
-from rag.retriever import RRF_K, Retriever, rrf
+from rag.loaders import TextItem
+from rag.retriever import BM25_FILE, RRF_K, Retriever, _tokenize, build_corpus, load_corpus, rrf
 
 DEMO = samples.FOLDER
 GUIDE = "nist-sp800-90b-entropy-suite-user-guide.pdf"
@@ -122,3 +123,73 @@ def test_bad_queries_and_an_empty_collection(tmp_path, embedder, retriever):
 
 def test_rrf_formula():
     assert rrf([[1, 2], [2, 3]], k=60) == {1: 1 / 61, 2: 1 / 62 + 1 / 61, 3: 1 / 62}
+
+
+# --- the saved BM25 index ---------------------------------------------------------------------------------------------
+
+BM25_QUERIES = ["min-entropy estimate for non-IID data", "SRx proxy hello message", "Markov", "router key validation"]
+
+
+@pytest.fixture
+def toy_collection(tmp_path, toy_embedder):
+    with Collection.open("saved", data_dir=tmp_path, embedder=toy_embedder) as collection:
+        assert all(r.ok for r in collection.add_files([DEMO / GUIDE, DEMO / SRX]))
+        yield collection
+
+
+def assert_same_corpus(loaded, built):
+    assert loaded.key == built.key and loaded.documents == built.documents and loaded.names == built.names
+    assert np.array_equal(loaded.ids, built.ids) and np.array_equal(loaded.codes, built.codes)
+    for query in BM25_QUERIES:
+        words = _tokenize([query], return_ids=False)[0]
+        assert np.array_equal(loaded.bm25.get_scores(words), built.bm25.get_scores(words)), query
+        assert loaded.bm25.get_scores(words).any(), query
+
+
+def test_a_new_process_loads_the_saved_bm25_index_and_it_scores_as_a_rebuilt_one(toy_collection):
+    first = Retriever(toy_collection).search("SRx proxy hello message", k=5, mode="bm25")
+    path = toy_collection.directory / BM25_FILE
+    assert path.is_file()
+    key = toy_collection.store.generation()
+    loaded = load_corpus(path, key)
+    assert loaded is not None
+    assert_same_corpus(loaded, build_corpus(list(toy_collection.store.all_chunks()), key))
+    before = path.stat().st_mtime_ns
+    again = Retriever(toy_collection).search("SRx proxy hello message", k=5, mode="bm25")  # a fresh retriever: loads
+    assert [(h.chunk.id, h.score) for h in again] == [(h.chunk.id, h.score) for h in first]
+    assert path.stat().st_mtime_ns == before  # not saved again
+
+
+def test_a_stale_saved_bm25_index_is_rebuilt(toy_collection):
+    retriever = Retriever(toy_collection)
+    retriever.search("anything", mode="bm25")
+    path = toy_collection.directory / BM25_FILE
+    old_key = toy_collection.store.generation()
+    toy_collection.add_texts([TextItem("note.txt", "The zebrafish cyclotron note: a word no PDF holds.")])
+    assert load_corpus(path, toy_collection.store.generation()) is None  # saved for the old generation
+    assert load_corpus(path, old_key) is not None
+    hits = Retriever(toy_collection).search("zebrafish cyclotron", k=1, mode="bm25")
+    assert hits[0].chunk.file_name == "note.txt"
+    key = toy_collection.store.generation()
+    assert_same_corpus(load_corpus(path, key), build_corpus(list(toy_collection.store.all_chunks()), key))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "bad-array"])
+def test_a_damaged_saved_bm25_index_is_not_trusted_but_rebuilt(toy_collection, damage):
+    expected = [(h.chunk.id, h.score) for h in Retriever(toy_collection).search("Markov estimate", k=5, mode="bm25")]
+    path = toy_collection.directory / BM25_FILE
+    key = toy_collection.store.generation()
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a zip file at all")
+    else:  # a whole, readable file whose arrays do not hold together: chunk positions beyond the chunks
+        with np.load(path) as saved:
+            arrays = dict(saved)
+        arrays["indices"] = arrays["indices"] + len(arrays["ids"])
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+    assert load_corpus(path, key) is None
+    rebuilt = Retriever(toy_collection).search("Markov estimate", k=5, mode="bm25")
+    assert [(h.chunk.id, h.score) for h in rebuilt] == expected
+    assert load_corpus(path, key) is not None  # saved again, whole
