@@ -181,11 +181,12 @@ def load_file(path: str | Path, password: str | None = None, on_page: Callable[[
             raise _BadInput(f"unsupported file type {suffix or '(no extension)'!r}: supported types are {supported}")
         data = _read_bytes(path)
         report.content_hash = hashlib.sha256(data).hexdigest()
+        recognised = 0  # pages that OCR read, whether it found text or not
         if kind == "pdf":
             with _pypdf_quiet():
                 pages = _load_pdf(data, password, report, on_page)
             if ocr == "auto":
-                _recognise(data, password, pages, report, on_ocr)
+                recognised = _recognise(data, password, pages, report, on_ocr)
         else:
             text = _decode_text(data, report)
             pages = _split_pages(_html_to_text(text) if kind == "html" else text, report)
@@ -199,7 +200,7 @@ def load_file(path: str | Path, password: str | None = None, on_page: Callable[[
         report.pages_needing_ocr = [page.number for page in pages if not page.text.strip()]
     if not with_text:
         if report.pages_needing_ocr:
-            done = "OCR found no text on it" if report.pages_ocr else "it needs OCR"
+            done = "OCR found no text on it" if recognised else "it needs OCR"
             report.error = f"no page has a text layer (a scanned document?): {done}"
         elif kind == "pdf":
             report.error = "no page could be extracted (see warnings)"
@@ -405,7 +406,7 @@ def _pypdf_reads_better(text: str) -> bool:
 
 
 _RIGHT_TO_LEFT = re.compile("[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefe]")  # Hebrew, Arabic, Syriac, Thaana, ...
-_STREAM = re.compile(rb"/Filter\s*(?:\[\s*)?/FlateDecode[^>]*>>\s*stream\r?\n")
+_STREAM = re.compile(rb">>\s*stream\r?\n")  # a stream's data starts after its dictionary
 
 
 def _inflates_too_much(data: bytes) -> bool:
@@ -415,7 +416,9 @@ def _inflates_too_much(data: bytes) -> bool:
     does not decode them. zlib inflates ~0.5 GB/s, so a legitimate file costs milliseconds."""
     total = 0
     for match in _STREAM.finditer(data):
-        if b"/Image" in data[max(0, match.start() - 200):match.start()]:
+        start = data.rfind(b"obj", max(0, match.start() - 4096), match.start())
+        dictionary = data[start:match.start()] if start >= 0 else b""
+        if b"/FlateDecode" not in dictionary or b"/Image" in dictionary:
             continue
         inflater = zlib.decompressobj()
         try:
@@ -440,23 +443,23 @@ def _open_pdfium(data: bytes, password: str | None) -> pypdfium2.PdfDocument | N
 
 
 def _recognise(data: bytes, password: str | None, pages: list[Page], report: LoadReport,
-               on_ocr: Callable[[int, int], None] | None) -> None:
-    """Replaces the empty text of up to MAX_OCR_PAGES pages by what OCR reads on them (`rag.ocr`), and lists the
-    pages where it read something in `report.pages_ocr`. PDFium renders them, so a file only pypdf opens is not
-    read; the others keep listing in `pages_needing_ocr`."""
+               on_ocr: Callable[[int, int], None] | None) -> int:
+    """Replaces the empty text of up to MAX_OCR_PAGES pages by what OCR reads on them (`rag.ocr`), lists the
+    pages where it read something in `report.pages_ocr`, and returns how many it read. PDFium renders them, so a
+    file only pypdf opens is not read."""
     empty = [page for page in pages if not page.text.strip()][:MAX_OCR_PAGES]
     if not empty:
-        return
+        return 0
     try:
         from rag import ocr  # OpenCV and onnxruntime load only when a file has a page to read
     except ImportError as e:
         report.warnings.append(f"OCR is not available ({e}): pip install rapidocr-onnxruntime (Python < 3.13)")
-        return
+        return 0
     with PDFIUM_LOCK:
         document = _open_pdfium(data, password)
     if document is None:
         report.warnings.append("OCR skipped: PDFium cannot open this file to render its pages")
-        return
+        return 0
     try:
         for done, page in enumerate(empty, start=1):
             try:
@@ -477,6 +480,7 @@ def _recognise(data: bytes, password: str | None, pages: list[Page], report: Loa
     finally:
         with PDFIUM_LOCK:
             document.close()
+    return len(empty)
 
 
 class _Pdfium:

@@ -431,3 +431,33 @@ def test_after_max_slow_pages_the_rest_of_the_file_is_not_read(tmp_path, monkeyp
     pages, report = load_file(write(tmp_path / "slow.pdf", pdf_of([fine(1), SLOW, SLOW, SLOW, fine(5)])))
     assert [page.number for page in pages] == [1]
     assert report.warnings[-1] == "pages 4-5: not read, as 2 pages took over 0.2 s each (a damaged or hostile file?)"
+
+
+def test_pdfium_is_used_by_one_thread_at_a_time_and_loads_in_threads_agree():
+    """PDFium is not thread-safe: concurrent loads (two uploads in a web app) take turns and read the same text."""
+    path = DEMO / "nist-srx-proxy-protocol-3.0.pdf"
+    alone = load_file(path)[0]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(load_file, [path] * 4))
+    assert all(pages == alone for pages, _ in results)
+
+
+def test_a_pdf_waiting_for_a_busy_pdfium_is_read_by_pypdf(monkeypatch):
+    """PDFium still busy (a hostile page it cannot be stopped in): the next file goes to pypdf, not into a queue."""
+    monkeypatch.setattr(loaders, "PAGE_SECONDS", 0.2)
+    with loaders.PDFIUM_LOCK:
+        start = time.monotonic()
+        pages, report = load_file(ROBUSTNESS / "ligatures-two-column-latex.pdf")
+        assert time.monotonic() - start < 2
+    assert report.ok and report.pages_with_text == 3 and "lled" in pages[0].text  # pypdf's broken "filled"
+
+
+def test_a_pdf_whose_streams_inflate_too_much_is_read_by_pypdf_only(tmp_path, monkeypatch):
+    """PDFium inflates a stream in memory whatever its size; pypdf has limits. A bomb never reaches PDFium."""
+    path = write(tmp_path / "inflates.pdf", pdf_of([fine(1) + b" " * 100_000]))  # 100 KB inflated, ~200 B deflated
+    monkeypatch.setattr(loaders, "MAX_INFLATED_BYTES", 50_000)
+    monkeypatch.setattr(loaders._Pdfium, "open", lambda data, password: pytest.fail("PDFium opened it"))
+    pages, report = load_file(path)
+    assert report.ok and [p.text for p in pages] == ["page 1 is fine"]
+    monkeypatch.setattr(loaders, "MAX_INFLATED_BYTES", 200_000)
+    assert not loaders._inflates_too_much(path.read_bytes())
