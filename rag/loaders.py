@@ -13,9 +13,9 @@ PDFs: two extractors, each where it is the better tool.
   text is `pdfium_text`: PDFium's own text with only the replacements listed there, so that a character
   offset in it still finds the character's box on the page.
 - pypdf reads what PDFium does not: a file PDFium cannot open (damaged beyond its repair, encrypted with
-  an empty owner password, no pages: pypdf's error then says why), a page PDFium fails on, a page PDFium reads worse
-  (characters one per line, right-to-left script reversed: `_pypdf_reads_better`), and the rest of a file
-  once a PDFium page ran past PAGE_SECONDS.
+  an empty owner password, no pages: pypdf's error then says why), a page PDFium fails on, a page PDFium
+  reads worse (characters one per line, right-to-left script reversed: `_pypdf_reads_better`), and the rest
+  of a file once a PDFium page ran past PDFIUM_PAGE_SECONDS.
 - Pages with an empty text layer are recognised by OCR (`rag.ocr`, `ocr="auto"`), at most MAX_OCR_PAGES a
   file; the others are listed in `pages_needing_ocr`. A PDF with no text at all is an error.
 
@@ -29,9 +29,13 @@ but not the time a page's text takes: a content stream repeating one operator a 
 20 KB and takes pypdf 15 s (then its token limit ends it), and 2,000 pages may share it. So each page gets
 PAGE_SECONDS, then is skipped with a warning, and after MAX_SLOW_PAGES such pages the rest of the file is
 not read. PDFium, C code, takes ~1.5 s per million operators and cannot be stopped: it reads a file in a
-thread of its own (`_Pdfium`) that the loader stops waiting for; the page is skipped and the rest of the
-file read by pypdf (see `_extract_page` for how pypdf is stopped). PDFium does not bound decompression:
-a file whose Flate streams inflate past MAX_INFLATED_BYTES is read by pypdf only (`_inflates_too_much`).
+thread of its own (`_Pdfium`) that the loader stops waiting for after PDFIUM_PAGE_SECONDS; then pypdf reads
+that page and the rest of the file, under the bounds above (see `_extract_page` for how pypdf is stopped).
+So PDFium adds at most PDFIUM_PAGE_SECONDS to a hostile file, but for pages that take it a little less each
+(on the operator-heavy pages measured, pypdf takes ~10x as long as PDFium). PDFium does not bound
+decompression: a file whose Flate streams inflate past MAX_INFLATED_BYTES is read by pypdf only
+(`_inflates_too_much`). OCR renders pages with PDFium in the loader's thread, unbounded in time: only pages
+without text, at most MAX_OCR_PAGES.
 """
 
 import codecs
@@ -61,6 +65,7 @@ MAX_FILE_BYTES = 200 * 1024 * 1024  # refused before reading, so a huge upload c
 MAX_PAGES = 2_000
 PAGE_SECONDS = 10.0  # a PDF page's text extraction (~20 ms usually) is stopped after this and the page skipped
 MAX_SLOW_PAGES = 3  # pages stopped at PAGE_SECONDS before the rest of the file is given up as hostile or broken
+PDFIUM_PAGE_SECONDS = 2.0  # a PDF page in PDFium (~5 ms usually) after which pypdf reads it and the rest of the file
 MAX_INFLATED_BYTES = 512 * 1024 * 1024  # a PDF's Flate streams (images aside) inflating past this skip PDFium
 MAX_OCR_PAGES = 50  # pages of one PDF recognised by OCR (~1 s each); the others stay in `pages_needing_ocr`
 MAX_TEXT_CHARS = 2_000_000  # a text item: ~1,000 pages of prose; refused before it is hashed or chunked
@@ -325,8 +330,8 @@ def _load_pdf(data: bytes, password: str | None, report: LoadReport,
     else:
         reader, n_pages = None, pdfium.n_pages  # pypdf's reader is opened when a page needs it
     report.pages_total = n_pages
-    if not 0 < n_pages <= MAX_PAGES and pdfium is not None:
-        pdfium.close()
+    if pdfium is not None and not 0 < n_pages <= MAX_PAGES:
+        pdfium.close()  # before the errors below
     if n_pages == 0:
         raise _BadInput("the PDF has no pages")
     if n_pages > MAX_PAGES:
@@ -346,9 +351,8 @@ def _load_pdf(data: bytes, password: str | None, report: LoadReport,
                     by_pypdf = _pypdf_reads_better(text)
                 except pypdfium2.PdfiumError:
                     by_pypdf = True
-                except _PageTimeout:
-                    pdfium = pdfium.close(wait=False)  # it finishes the page in its thread; pypdf reads the rest
-                    raise
+                except _PageTimeout:  # PDFium finishes the page in its thread; pypdf reads it and the rest
+                    pdfium, by_pypdf = pdfium.close(wait=False), True
             if by_pypdf and reader is None:
                 try:
                     reader = _open_pdf(data, password)[0]
@@ -356,16 +360,21 @@ def _load_pdf(data: bytes, password: str | None, report: LoadReport,
                     reader = False
             if by_pypdf and reader:
                 text = _extract_page(reader, number - 1)
+            elif pdfium is None and reader is False:
+                report.warnings.append(f"pages {number}-{n_pages}: not read, as PDFium took over "
+                                       f"{PDFIUM_PAGE_SECONDS:g} s on page {number} and pypdf cannot open the file")
+                break
             elif text is None:
                 report.warnings.append(f"page {number}: text extraction failed, page skipped (PDFium cannot read it)")
+        # pypdf failed where PDFium read (worse) text: that text stands; where PDFium read none, the page is skipped
         except _PageTimeout:
             slow += 1
-            text = None
-            report.warnings.append(f"page {number}: text extraction took over {PAGE_SECONDS:g} s, page skipped")
-            if reader:
-                reader = _open_pdf(data, password)[0]  # a stopped extraction may have left the reader half-updated
+            if text is None:
+                report.warnings.append(f"page {number}: text extraction took over {PAGE_SECONDS:g} s, page skipped")
+            reader = _open_pdf(data, password)[0]  # a stopped extraction may have left the reader half-updated
         except Exception as e:  # one broken content stream must not lose the other pages (see _open_pdf)
-            report.warnings.append(f"page {number}: text extraction failed, page skipped ({_describe(e)})")
+            if text is None:
+                report.warnings.append(f"page {number}: text extraction failed, page skipped ({_describe(e)})")
         if text is not None:
             pages.append(Page(number, text))
         if on_page is not None:
@@ -512,10 +521,10 @@ class _Pdfium:
         return pdfium
 
     def text(self, index: int) -> str:
-        """The text of page `index` (`pdfium_text`); raises _PageTimeout after PAGE_SECONDS, PdfiumError."""
+        """The text of page `index` (`pdfium_text`); raises _PageTimeout after PDFIUM_PAGE_SECONDS, PdfiumError."""
         self._requests.put(index)
         try:
-            result = self._results.get(timeout=PAGE_SECONDS)
+            result = self._results.get(timeout=PDFIUM_PAGE_SECONDS)
         except queue.Empty:
             raise _PageTimeout from None
         if isinstance(result, Exception):

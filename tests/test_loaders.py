@@ -411,6 +411,7 @@ SLOW = b"BT /F1 12 Tf 10 10 Td " + b"(a) Tj " * 300_000 + b"ET"  # 2 MB of opera
 def test_a_page_that_takes_too_long_is_stopped_and_skipped(tmp_path, monkeypatch):
     path = write(tmp_path / "slow.pdf", pdf_of([fine(1), SLOW, fine(3)]))
     monkeypatch.setattr(loaders, "PAGE_SECONDS", 0.3)
+    monkeypatch.setattr(loaders, "PDFIUM_PAGE_SECONDS", 0.1)  # PDFium takes ~0.4 s on the slow page, pypdf ~4 s
     threads = threading.active_count()
     start = time.monotonic()
     with ThreadPoolExecutor(1) as pool:  # from a worker thread, as a Gradio handler runs: no signals there
@@ -427,6 +428,7 @@ def test_a_page_that_takes_too_long_is_stopped_and_skipped(tmp_path, monkeypatch
 
 def test_after_max_slow_pages_the_rest_of_the_file_is_not_read(tmp_path, monkeypatch):
     monkeypatch.setattr(loaders, "PAGE_SECONDS", 0.2)
+    monkeypatch.setattr(loaders, "PDFIUM_PAGE_SECONDS", 0.1)
     monkeypatch.setattr(loaders, "MAX_SLOW_PAGES", 2)
     pages, report = load_file(write(tmp_path / "slow.pdf", pdf_of([fine(1), SLOW, SLOW, SLOW, fine(5)])))
     assert [page.number for page in pages] == [1]
@@ -461,3 +463,12 @@ def test_a_pdf_whose_streams_inflate_too_much_is_read_by_pypdf_only(tmp_path, mo
     assert report.ok and [p.text for p in pages] == ["page 1 is fine"]
     monkeypatch.setattr(loaders, "MAX_INFLATED_BYTES", 200_000)
     assert not loaders._inflates_too_much(path.read_bytes())
+
+
+def test_a_page_pdfium_is_slow_on_is_read_by_pypdf_with_the_rest_of_the_file(tmp_path, monkeypatch):
+    """PDFium cannot be stopped, so the loader stops waiting for it and pypdf reads the page: no page is lost."""
+    monkeypatch.setattr(loaders, "PDFIUM_PAGE_SECONDS", 0.01)
+    busy = b"BT /F1 12 Tf 10 10 Td " + b"(b) Tj " * 50_000 + b"ET"  # ~0.07 s in PDFium, ~0.7 s in pypdf
+    pages, report = load_file(write(tmp_path / "busy.pdf", pdf_of([fine(1), busy, fine(3)])))
+    assert report.ok and report.warnings == [] and [p.number for p in pages] == [1, 2, 3]
+    assert pages[1].text.count("b") == 50_000 and pages[2].text == "page 3 is fine"
