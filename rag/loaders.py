@@ -27,8 +27,8 @@ What it deliberately does not do:
 Hostile PDFs: pypdf bounds what a stream may decompress to (its limits, hence the pyproject's lower bound),
 but not the time a page's text takes: a content stream repeating one operator a million times deflates to
 20 KB and takes pypdf 15 s (then its token limit ends it), and 2,000 pages may share it. So each page gets
-PAGE_SECONDS, then is skipped with a warning, and after MAX_SLOW_PAGES such pages the rest of the file is
-not read. PDFium, C code, takes ~1.5 s per million operators and cannot be stopped: it reads a file in a
+PAGE_SECONDS and MAX_PAGE_CHARS, then is skipped with a warning, and after MAX_SLOW_PAGES such pages the rest
+of the file is not read. PDFium, C code, takes ~1.5 s per million operators and cannot be stopped: it reads a file in a
 thread of its own (`_Pdfium`) that the loader stops waiting for after PDFIUM_PAGE_SECONDS; then pypdf reads
 that page and the rest of the file, under the bounds above (see `_extract_page` for how pypdf is stopped).
 So PDFium adds at most PDFIUM_PAGE_SECONDS to a hostile file, but for pages that take it a little less each
@@ -65,6 +65,7 @@ MAX_FILE_BYTES = 200 * 1024 * 1024  # refused before reading, so a huge upload c
 MAX_PAGES = 2_000
 PAGE_SECONDS = 10.0  # a PDF page's text extraction (~20 ms usually) is stopped after this and the page skipped
 MAX_SLOW_PAGES = 3  # pages stopped at PAGE_SECONDS before the rest of the file is given up as hostile or broken
+MAX_PAGE_CHARS = 100_000  # a page's text (the filings' densest page holds 8,584 characters); more is junk or hostile
 PDFIUM_PAGE_SECONDS = 2.0  # a PDF page in PDFium (~5 ms usually) after which pypdf reads it and the rest of the file
 MAX_INFLATED_BYTES = 512 * 1024 * 1024  # a PDF's Flate streams (images aside) inflating past this skip PDFium
 MAX_OCR_PAGES = 50  # pages of one PDF recognised by OCR (~1 s each); the others stay in `pages_needing_ocr`
@@ -341,7 +342,7 @@ def _load_pdf(data: bytes, password: str | None, report: LoadReport,
     for number in range(1, n_pages + 1):
         if slow == MAX_SLOW_PAGES:
             report.warnings.append(f"pages {number}-{n_pages}: not read, as {slow} pages took over {PAGE_SECONDS:g} s "
-                                   "each (a damaged or hostile file?)")
+                                   f"or held over {MAX_PAGE_CHARS:,} characters each (a damaged or hostile file?)")
             break
         text, by_pypdf = None, pdfium is None
         try:
@@ -375,7 +376,11 @@ def _load_pdf(data: bytes, password: str | None, report: LoadReport,
         except Exception as e:  # one broken content stream must not lose the other pages (see _open_pdf)
             if text is None:
                 report.warnings.append(f"page {number}: text extraction failed, page skipped ({_describe(e)})")
-        if text is not None:
+        if text is not None and len(text) > MAX_PAGE_CHARS:  # PDFium reads a million operators in ~1 s
+            slow += 1
+            report.warnings.append(f"page {number}: {len(text):,} characters of text, over the limit of "
+                                   f"{MAX_PAGE_CHARS:,}: page skipped")
+        elif text is not None:
             pages.append(Page(number, text))
         if on_page is not None:
             on_page(number, n_pages)

@@ -432,7 +432,21 @@ def test_after_max_slow_pages_the_rest_of_the_file_is_not_read(tmp_path, monkeyp
     monkeypatch.setattr(loaders, "MAX_SLOW_PAGES", 2)
     pages, report = load_file(write(tmp_path / "slow.pdf", pdf_of([fine(1), SLOW, SLOW, SLOW, fine(5)])))
     assert [page.number for page in pages] == [1]
-    assert report.warnings[-1] == "pages 4-5: not read, as 2 pages took over 0.2 s each (a damaged or hostile file?)"
+    assert report.warnings[-1] == ("pages 4-5: not read, as 2 pages took over 0.2 s or held over 100,000 characters "
+                                   "each (a damaged or hostile file?)")
+
+
+def test_pages_with_too_much_text_are_skipped_and_count_as_hostile(tmp_path, monkeypatch):
+    """PDFium reads a million one-letter operators in ~1 s: a megabyte of junk that must not reach the embedder."""
+    monkeypatch.setattr(loaders, "MAX_PAGE_CHARS", 1_000)
+    monkeypatch.setattr(loaders, "MAX_SLOW_PAGES", 2)
+    junk = b"BT /F1 12 Tf 10 10 Td " + b"(a) Tj " * 2_000 + b"ET"
+    pages, report = load_file(write(tmp_path / "junk.pdf", pdf_of([fine(1), junk, fine(3), junk, fine(5)])))
+    assert [page.number for page in pages] == [1, 3]
+    assert report.warnings == ["page 2: 2,000 characters of text, over the limit of 1,000: page skipped",
+                               "page 4: 2,000 characters of text, over the limit of 1,000: page skipped",
+                               "pages 5-5: not read, as 2 pages took over 10 s or held over 1,000 characters each "
+                               "(a damaged or hostile file?)"]
 
 
 def test_pdfium_is_used_by_one_thread_at_a_time_and_loads_in_threads_agree():
