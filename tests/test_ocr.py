@@ -8,7 +8,7 @@ import pypdfium2
 import pytest
 
 from rag import loaders, ocr
-from rag.loaders import load_file
+from rag.loaders import load_file, load_files
 
 SCAN = Path(__file__).resolve().parents[1] / "data" / "pdfs" / "robustness" / "scanned-image-only-congress.pdf"
 
@@ -38,8 +38,8 @@ def test_ocr_off_lists_the_scan_as_needing_ocr_and_bad_values_are_refused():
 def test_ocr_reads_the_scanned_page():
     """The 1871 Senate document: words printed on it, in reading order, and the file is no longer an error."""
     calls = []
-    pages, report = load_file(SCAN, on_ocr=lambda done, total: calls.append((done, total)))
-    assert report.ok and report.warnings == [] and calls == [(1, 1)]
+    [(pages, report)] = load_files([SCAN], on_ocr=lambda *args: calls.append(args))
+    assert report.ok and report.warnings == [] and calls == [(1, 1, SCAN.name)]
     assert report.pages_ocr == [1] and report.pages_needing_ocr == [] and report.pages_with_text == 1
     text = pages[0].text
     assert "SENATE" in text.splitlines()[0]  # the header line: "41ST CONGRESS, SENATE. Ex.Doc."
