@@ -465,7 +465,9 @@ def _recognise(data: bytes, password: str | None, pages: list[Page], report: Loa
     if not empty:
         return 0
     try:
-        from rag import ocr  # OpenCV and onnxruntime load only when a file has a page to read
+        from rag import ocr
+
+        ocr.engine()  # OpenCV and onnxruntime load only when a file has a page to read
     except ImportError as e:
         report.warnings.append(f"OCR is not available ({e}): pip install rapidocr-onnxruntime (Python < 3.13)")
         return 0
@@ -485,10 +487,10 @@ def _recognise(data: bytes, password: str | None, pages: list[Page], report: Loa
                         pdf_page.close()
             except pypdfium2.PdfiumError as e:
                 report.warnings.append(f"page {page.number}: cannot be rendered for OCR ({_describe(e)})")
-                continue
-            page.text = ocr.recognise(image)
-            if page.text.strip():
-                report.pages_ocr.append(page.number)
+            else:
+                page.text = ocr.recognise(image)
+                if page.text.strip():
+                    report.pages_ocr.append(page.number)
             if on_ocr is not None:
                 on_ocr(done, len(empty))
     finally:

@@ -2,6 +2,8 @@
 OCR; the work per file is bounded. Real PDFium and RapidOCR (its models ship in its wheel) on the scan in
 data/pdfs/robustness."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pypdfium2
@@ -74,3 +76,16 @@ def test_a_render_is_rgb_at_the_ocr_resolution():
     assert image.shape[2] == 3 and image.shape[:2] == pytest.approx((height * ocr.RENDER_DPI / 72,
                                                                      width * ocr.RENDER_DPI / 72), abs=1)
     assert image.dtype.name == "uint8" and image.mean() > 100  # paper, not a black (BGRA misread) page
+
+
+def test_without_the_ocr_package_a_scan_still_says_it_needs_ocr():
+    """rapidocr-onnxruntime has no wheel for Python 3.13+: there OCR is off, with a warning that names the package."""
+    code = ("import sys; sys.modules['rapidocr_onnxruntime'] = None\n"
+            "from rag.loaders import load_file\n"
+            f"report = load_file({str(SCAN)!r})[1]\n"
+            "print(report.error); print(report.warnings)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    error, warnings = out.stdout.splitlines()
+    assert error == "no page has a text layer (a scanned document?): it needs OCR"
+    assert "OCR is not available" in warnings and "pip install rapidocr-onnxruntime" in warnings
