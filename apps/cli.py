@@ -132,12 +132,15 @@ def _progress_bar():
     def update(stage: str, done: float, total: int) -> None:
         if stage not in bars:
             # Reading counts files, in fractions as a PDF's pages go by: show them to one decimal.
-            count = "{n:.1f}/{total} files" if stage == "load" else "{n_fmt}/{total_fmt} chunks"
-            bars[stage] = tqdm(total=total, desc={"load": "reading", "embed": "embedding"}.get(stage, stage),
+            # OCR counts one file's scanned pages: a bar per file.
+            count = {"load": "{n:.1f}/{total} files", "ocr": "{n_fmt}/{total_fmt} pages"}.get(stage,
+                                                                                        "{n_fmt}/{total_fmt} chunks")
+            names = {"load": "reading", "ocr": "OCR", "embed": "embedding"}
+            bars[stage] = tqdm(total=total, desc=names.get(stage, stage),
                                bar_format="{l_bar}{bar}| " + count + " [{elapsed}<{remaining}]", file=sys.stderr)
         bars[stage].update(done - bars[stage].n)
         if done >= total:
-            bars[stage].close()
+            bars.pop(stage).close()
 
     return update
 
@@ -151,7 +154,8 @@ def cmd_index_add(args: argparse.Namespace) -> None:
                 failed += 1
                 print(f"{report.name}: ERROR {report.error}")
                 continue
-            ocr = f", {len(report.pages_needing_ocr)} need OCR" if report.pages_needing_ocr else ""
+            ocr = f", {len(report.pages_ocr)} read by OCR" if report.pages_ocr else ""
+            ocr += f", {len(report.pages_needing_ocr)} need OCR" if report.pages_needing_ocr else ""
             print(f"{report.name}: {report.pages_with_text}/{report.pages_total} pages with text{ocr}")
             for warning in report.warnings:
                 print(f"  warning: {warning}")

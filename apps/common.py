@@ -185,11 +185,13 @@ def check_uploads(paths: list[Path], limits: Limits = LIMITS) -> tuple[list[Path
 
 
 def report_line(report: LoadReport) -> str:
-    """One file's ingest report as a Markdown list item: added (pages with text, pages needing OCR, warnings)
-    or the error."""
+    """One file's ingest report as a Markdown list item: added (pages with text, pages read by OCR, pages still
+    needing it, warnings) or the error."""
     if report.error:
         return f"- **{report.name}**: error: {report.error}"
-    ocr = f"; pages {', '.join(map(str, report.pages_needing_ocr))} need OCR" if report.pages_needing_ocr else ""
+    ocr = f"; pages {', '.join(map(str, report.pages_ocr))} read by OCR" if report.pages_ocr else ""
+    if report.pages_needing_ocr:
+        ocr += f"; pages {', '.join(map(str, report.pages_needing_ocr))} need OCR"
     notes = "".join(f"\n  - {w}" for w in report.warnings)
     return f"- **{report.name}**: added, {report.pages_with_text} of {report.pages_total} pages with text{ocr}{notes}"
 

@@ -74,6 +74,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -101,8 +102,8 @@ LOCK_TIMEOUT = 60.0  # seconds a write waits for another process's write to end 
 _LOCK_POLL = 0.05  # seconds between tries for the lock
 _NOT_LOADED = object()  # `Collection._saved` before any index is loaded: equal to no saved_version()
 
-Progress = Callable[[str, float, int], None]  # (stage "load" | "embed", done, total); "load" counts files (or
-# items), in fractions as a PDF's pages are read
+Progress = Callable[[str, float, int], None]  # (stage "load" | "ocr" | "embed", done, total); "load" counts files
+# (or items), in fractions as a PDF's pages are read; "ocr" counts one file's pages read by OCR
 
 
 def collection_names(data_dir: str | Path | None = None) -> list[str]:
@@ -321,15 +322,17 @@ class Collection:
     # --- writes ---------------------------------------------------------------------------------------------------
 
     def add_files(self, paths: Iterable[str | Path], password: str | None = None,
-                  progress: Progress | None = None) -> list[LoadReport]:
+                  progress: Progress | None = None, ocr: Literal["auto", "off"] = "auto") -> list[LoadReport]:
         """Load, chunk, embed and index a batch; one report per path, in order.
 
         A file that fails to load gets `report.error` and the batch goes on. A file whose bytes are already in
-        the collection (under any name) is skipped with the warning "already in the collection".
+        the collection (under any name) is skipped with the warning "already in the collection". `ocr` is
+        `rag.loaders.load_file`'s: "auto" reads PDF pages without a text layer by OCR.
         """
         paths = list(paths)
         on_load = (lambda done, total, _name: progress("load", done, total)) if progress else None
-        loaded = load_files(paths, password, on_load)
+        on_ocr = (lambda done, total, _name: progress("ocr", done, total)) if progress else None
+        loaded = load_files(paths, password, on_load, ocr, on_ocr)
         self._ingest(loaded, progress)
         return [report for _, report in loaded]
 
@@ -370,7 +373,8 @@ class Collection:
         under another name is not added again (the warning "already in the collection"), and nothing is removed.
         """
         on_page = (lambda read, pages: progress("load", read / pages, 1)) if progress else None
-        pages, report = load_file(path, password, on_page)
+        on_ocr = (lambda done, total: progress("ocr", done, total)) if progress else None
+        pages, report = load_file(path, password, on_page, on_ocr=on_ocr)
         if progress:
             progress("load", 1, 1)
         same = report.ok and any(d.file_name == report.name for d in self._matches(report.content_hash))

@@ -12,8 +12,8 @@ with more than MAX_PAGE_CHARS characters. Measured on 47 pages of four filings (
 wide, on a busy 2-core machine: render and highlight ~30 ms a page (the slowest 0.5 s), PNG ~30 ms and 50-110 KB;
 passages cut from pypdf's text of those pages were all found (52 of 54 whole, 2 by their start and end).
 
-PDFium is not thread-safe, even across documents: every call here holds PDFIUM_LOCK, and other modules calling
-PDFium in this process must hold it too.
+PDFium is not thread-safe, even across documents: every call here holds rag.loaders.PDFIUM_LOCK, as the loaders'
+calls do (an upload read in one session while another's page is shown).
 
 Does not: render documents other than PDFs, OCR, or cache images (the viewer renders one page per click).
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import math
-import threading
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -33,6 +32,8 @@ import pypdfium2.internal as pdfium_i
 import pypdfium2.raw as pdfium_c
 from PIL import Image, ImageChops, ImageDraw
 
+from rag.loaders import PDFIUM_LOCK
+
 MAX_WIDTH = 1000  # px: ~3x the page column on a desktop, enough to read a filing's small print when zoomed
 MAX_PIXELS = 3_000_000  # a tall or odd-sized page renders smaller rather than taking ~10 MB+ per image
 MAX_SCALE = 3.0  # a small page (a label, a slide) is not blown up beyond 216 dpi
@@ -42,7 +43,6 @@ PROBE_CHARS = 40  # the passage's start and end looked for when the whole passag
 RENDER_SECONDS = 10.0
 HIGHLIGHT = (255, 221, 87)  # the colour a white pixel takes under the highlight
 PAD = 2  # px around each highlighted line
-PDFIUM_LOCK = threading.Lock()
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom in image pixels (right and bottom exclusive)
 Rect = tuple[float, float, float, float]  # left, bottom, right, top in PDF points (origin bottom left)

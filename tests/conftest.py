@@ -164,7 +164,8 @@ def bad_files(tmp_path) -> list[Path]:
     """The uploads people get wrong: corrupt, encrypted, an image renamed .pdf, empty."""
     folder = tmp_path / "bad"
     folder.mkdir()
-    shutil.copy(ROBUSTNESS_PDFS / "damaged-startxref.pdf", folder / "corrupt.pdf")
+    # damaged beyond repair for PDFium and pypdf alike (PDFium repairs damaged-startxref.pdf)
+    shutil.copy(ROBUSTNESS_PDFS / "broken-trailer-attributeerror.pdf", folder / "corrupt.pdf")
     shutil.copy(ROBUSTNESS_PDFS / "encrypted-aes256-userpw-foo.pdf", folder / "locked.pdf")
     (folder / "photo.pdf").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
     (folder / "empty.pdf").write_bytes(b"")

@@ -1,13 +1,17 @@
 """rag.loaders: every kind of bad input ends up as a clear error in its report, never as an exception,
-and good files keep their 1-based page numbers. Real pypdf on the PDFs in data/pdfs (see its README)."""
+and good files keep their 1-based page numbers. Real PDFium and pypdf on the PDFs in data/pdfs (see its README):
+each robustness file is read as the loader reads it (PDFium, pypdf where PDFium fails) and by pypdf alone, the
+reference and fallback."""
 
 import hashlib
+import re
 import struct
 import subprocess
 import sys
 import threading
 import time
 import zlib
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +26,7 @@ DEMO = samples.FOLDER
 
 # What pypdf 7.1.1 does with each file (data/pdfs/README.md) and what the loader must report.
 # error: a substring of report.error, or None; text: (page number, a phrase expected on that page).
+# ocr="off" here: tests/test_ocr.py reads the scan.
 EXPECTED = {
     "acroform-libreoffice.pdf": dict(error=None, total=1, with_text=1, text=(1, "First Name")),
     "broken-trailer-attributeerror.pdf": dict(error="damaged or truncated (AttributeError", total=0, with_text=0),
@@ -42,6 +47,12 @@ EXPECTED = {
     "rotated-pages-arabic-rtl.pdf": dict(error=None, total=4, with_text=4, text=(4, "habibi")),
     "scanned-image-only-congress.pdf": dict(error="needs OCR", total=1, with_text=0, ocr=[1]),
     "zero-pages.pdf": dict(error="no pages", total=0, with_text=0),
+}
+# Where PDFium (pypdfium2 5.15.2) does better than pypdf: it rebuilds a lost xref, as qpdf does (the file is a
+# 30-page document whose startxref was overwritten), and reads page 3's text in spite of its broken stream.
+PDFIUM_BETTER = {
+    "damaged-startxref.pdf": dict(error=None, total=30, with_text=30, text=(30, "Potato 29")),
+    "content-stream-error-on-page3.pdf": dict(error=None, total=4, with_text=4, text=(3, "Potato")),
 }
 PASSWORDS = {
     "encrypted-aes256-userpw-foo.pdf": "foo",
@@ -68,11 +79,19 @@ def test_every_robustness_file_has_an_expectation():
     assert sorted(p.name for p in ROBUSTNESS.glob("*.pdf")) == sorted(EXPECTED)
 
 
+@pytest.fixture(params=["pdfium", "pypdf"])
+def extractor(request, monkeypatch):
+    """The loader as it is ("pdfium": PDFium, and pypdf where PDFium cannot read), or pypdf alone."""
+    if request.param == "pypdf":
+        monkeypatch.setattr(loaders._Pdfium, "open", lambda data, password: None)
+    return request.param
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_robustness_pdf_outcome(name):
+def test_robustness_pdf_outcome(name, extractor):
     """Each tricky PDF gives the listed error or page counts, and never raises."""
-    expected = EXPECTED[name]
-    pages, report = load_file(ROBUSTNESS / name)
+    expected = PDFIUM_BETTER.get(name, EXPECTED[name]) if extractor == "pdfium" else EXPECTED[name]
+    pages, report = load_file(ROBUSTNESS / name, ocr="off")
     assert report.kind == "pdf" and report.name == name
     if expected["error"] is None:
         assert report.ok, report.error
@@ -81,7 +100,7 @@ def test_robustness_pdf_outcome(name):
         assert "\n" not in report.error
     assert report.pages_total == expected["total"]
     assert report.pages_with_text == expected["with_text"] == len(pages)
-    assert report.pages_needing_ocr == expected.get("ocr", [])
+    assert report.pages_needing_ocr == expected.get("ocr", []) and report.pages_ocr == []
     if "warning" in expected:
         assert any(expected["warning"] in w for w in report.warnings), report.warnings
     else:
@@ -92,7 +111,64 @@ def test_robustness_pdf_outcome(name):
     assert report.content_hash == hashlib.sha256((ROBUSTNESS / name).read_bytes()).hexdigest()
 
 
-def test_a_broken_page_is_skipped_and_the_others_keep_their_numbers():
+def test_pdfium_and_pypdf_read_the_same_words_where_both_read():
+    """The robustness files both extractors open give the same words (lines joined at hyphens aside)."""
+    for name in ["acroform-libreoffice.pdf", "embedded-attachment.pdf", "encrypted-emptypw-xfa-form-dd0293.pdf",
+                 "many-pages-51.pdf", "multilingual-unicode-libreoffice.pdf", "rotated-pages-arabic-rtl.pdf"]:
+        pdfium_pages = load_file(ROBUSTNESS / name)[0]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(loaders._Pdfium, "open", lambda data, password: None)
+            pypdf_pages = load_file(ROBUSTNESS / name)[0]
+        assert [p.number for p in pdfium_pages] == [p.number for p in pypdf_pages], name
+        for a, b in zip(pdfium_pages, pypdf_pages, strict=True):
+            words_a, words_b = (Counter(re.findall(r"\w+", p.text.replace("-\n", "-"))) for p in (a, b))
+            differ = (words_a - words_b) + (words_b - words_a)  # pypdf's "4DD" is PDFium's "4 DD"
+            assert words_a and differ.total() <= words_a.total() // 50, (name, a.number, differ)
+
+
+def test_pdfium_spells_out_ligatures_and_joins_hyphenated_lines():
+    """pypdf loses "fi" in this LaTeX file ("lled", "O cial"); PDFium's text has the words, and a line-end
+    hyphen (U+FFFE in PDFium, which joins the lines) is a plain "-"."""
+    pages, report = load_file(ROBUSTNESS / "ligatures-two-column-latex.pdf")
+    text = "\n".join(p.text for p in pages)
+    assert report.ok and "filled" in text and "Official" in text
+    assert "adip-iscing" in text and "\ufffe" not in text and "\r" not in text
+
+
+def test_page_text_is_pdfium_text_with_its_line_ends_and_hyphens_replaced():
+    """Offsets in a page's text find PDFium's characters: only "\r\n" -> "\n" and U+FFFE -> "-" or U+FFFD."""
+    import pypdfium2
+
+    path = ROBUSTNESS / "ligatures-two-column-latex.pdf"
+    pages = load_file(path)[0]
+    document, hyphens = pypdfium2.PdfDocument(path.read_bytes()), 0
+    try:
+        for page in pages:
+            textpage = document[page.number - 1].get_textpage()
+            raw = textpage.get_text_range()
+            hyphens += raw.count("\ufffe")
+            assert page.text == raw.replace("\r\n", "\n").replace("\ufffe", "-")
+            assert len(page.text) + page.text.count("\n") == textpage.count_chars()
+            for i in range(0, len(page.text), 97):  # character i is PDFium's i + the "\r"s dropped before it
+                index = i + page.text.count("\n", 0, i)
+                assert textpage.get_text_range(index, 1) == raw[index]
+    finally:
+        document.close()
+    assert hyphens == 30
+
+
+def test_pages_that_pdfium_reads_worse_are_read_by_pypdf():
+    """One-letter lines (glyphs placed one by one) and right-to-left script (PDFium reverses it)."""
+    assert loaders._pypdf_reads_better("T\nh\ni\nr\nd\n\nS\nu\np\np\nl\ne\nm\nent\n")
+    table = "Revenue\n$\n1,204\n%\n3\nTotal\n$\n9\nx\ny\nz\nItem 7. Management's Discussion\n" + "prose line\n" * 8
+    assert not loaders._pypdf_reads_better(table)  # 10 of 21 lines: single-character cells, not one per line
+    assert loaders._pypdf_reads_better("habibi يبيبَح") and not loaders._pypdf_reads_better("Привет, мир")
+    pages, report = load_file(ROBUSTNESS / "rotated-pages-arabic-rtl.pdf")
+    assert report.ok and [p.text.strip() for p in pages] == ["حَبيبي habibi حَبيبي"] * 4
+
+
+def test_a_broken_page_is_skipped_and_the_others_keep_their_numbers(monkeypatch):
+    monkeypatch.setattr(loaders._Pdfium, "open", lambda data, password: None)  # pypdf alone fails on page 3
     pages, _ = load_file(ROBUSTNESS / "content-stream-error-on-page3.pdf")
     assert [p.number for p in pages] == [1, 2, 4]
 
@@ -112,14 +188,19 @@ def test_encrypted_pdf_without_or_with_a_wrong_password_says_so():
 
 
 def test_aes_pdf_without_the_cryptography_package_names_the_fix():
-    """A plain `pip install pypdf` cannot open AES files; the report must say what to install."""
+    """A plain `pip install pypdf` cannot open AES files; the report must say what to install. PDFium opens them
+    without it, so this is about the files only pypdf reads."""
     code = (
         "import sys; sys.modules['cryptography'] = sys.modules['Crypto'] = None\n"
-        "from rag.loaders import load_file\n"
-        f"print(load_file({str(ROBUSTNESS / 'encrypted-emptypw-xfa-form-dd0293.pdf')!r})[1].error)"
+        "from rag import loaders\n"
+        f"path = {str(ROBUSTNESS / 'encrypted-emptypw-xfa-form-dd0293.pdf')!r}\n"
+        "print(loaders.load_file(path)[1].error)\n"
+        "loaders._Pdfium.open = lambda data, password: None\n"
+        "print(loaders.load_file(path)[1].error)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=DATA.parents[1])
-    assert "pip install cryptography" in out.stdout
+    by_pdfium, by_pypdf = out.stdout.splitlines()
+    assert by_pdfium == "None" and "pip install cryptography" in by_pypdf and out.stderr == ""
 
 
 def test_demo_pdf_pages_and_a_phrase_on_its_known_page():
@@ -330,6 +411,7 @@ SLOW = b"BT /F1 12 Tf 10 10 Td " + b"(a) Tj " * 300_000 + b"ET"  # 2 MB of opera
 def test_a_page_that_takes_too_long_is_stopped_and_skipped(tmp_path, monkeypatch):
     path = write(tmp_path / "slow.pdf", pdf_of([fine(1), SLOW, fine(3)]))
     monkeypatch.setattr(loaders, "PAGE_SECONDS", 0.3)
+    monkeypatch.setattr(loaders, "PDFIUM_PAGE_SECONDS", 0.1)  # PDFium takes ~0.4 s on the slow page, pypdf ~4 s
     threads = threading.active_count()
     start = time.monotonic()
     with ThreadPoolExecutor(1) as pool:  # from a worker thread, as a Gradio handler runs: no signals there
@@ -337,12 +419,70 @@ def test_a_page_that_takes_too_long_is_stopped_and_skipped(tmp_path, monkeypatch
     assert time.monotonic() - start < 2.5  # extracting the slow page alone takes ~4 s on an idle core
     assert report.ok and [(page.number, page.text) for page in pages] == [(1, "page 1 is fine"), (3, "page 3 is fine")]
     assert report.warnings == ["page 2: text extraction took over 0.3 s, page skipped"]
+    # PDFium's C code cannot be stopped: its thread ends when it is done with the page (~0.4 s on an idle core)
+    deadline = time.monotonic() + 5
+    while threading.active_count() > threads and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert threading.active_count() == threads, "the stopped extraction's thread runs on"
 
 
 def test_after_max_slow_pages_the_rest_of_the_file_is_not_read(tmp_path, monkeypatch):
     monkeypatch.setattr(loaders, "PAGE_SECONDS", 0.2)
+    monkeypatch.setattr(loaders, "PDFIUM_PAGE_SECONDS", 0.1)
     monkeypatch.setattr(loaders, "MAX_SLOW_PAGES", 2)
     pages, report = load_file(write(tmp_path / "slow.pdf", pdf_of([fine(1), SLOW, SLOW, SLOW, fine(5)])))
     assert [page.number for page in pages] == [1]
-    assert report.warnings[-1] == "pages 4-5: not read, as 2 pages took over 0.2 s each (a damaged or hostile file?)"
+    assert report.warnings[-1] == ("pages 4-5: not read, as 2 pages took over 0.2 s or held over 100,000 characters "
+                                   "each (a damaged or hostile file?)")
+
+
+def test_pages_with_too_much_text_are_skipped_and_count_as_hostile(tmp_path, monkeypatch):
+    """PDFium reads a million one-letter operators in ~1 s: a megabyte of junk that must not reach the embedder."""
+    monkeypatch.setattr(loaders, "MAX_PAGE_CHARS", 1_000)
+    monkeypatch.setattr(loaders, "MAX_SLOW_PAGES", 2)
+    junk = b"BT /F1 12 Tf 10 10 Td " + b"(a) Tj " * 2_000 + b"ET"
+    pages, report = load_file(write(tmp_path / "junk.pdf", pdf_of([fine(1), junk, fine(3), junk, fine(5)])))
+    assert [page.number for page in pages] == [1, 3]
+    assert report.warnings == ["page 2: 2,000 characters of text, over the limit of 1,000: page skipped",
+                               "page 4: 2,000 characters of text, over the limit of 1,000: page skipped",
+                               "pages 5-5: not read, as 2 pages took over 10 s or held over 1,000 characters each "
+                               "(a damaged or hostile file?)"]
+
+
+def test_pdfium_is_used_by_one_thread_at_a_time_and_loads_in_threads_agree():
+    """PDFium is not thread-safe: concurrent loads (two uploads in a web app) take turns and read the same text."""
+    path = DEMO / "nist-srx-proxy-protocol-3.0.pdf"
+    alone = load_file(path)[0]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(load_file, [path] * 4))
+    assert all(pages == alone for pages, _ in results)
+
+
+def test_a_pdf_waiting_for_a_busy_pdfium_is_read_by_pypdf(monkeypatch):
+    """PDFium still busy (a hostile page it cannot be stopped in): the next file goes to pypdf, not into a queue."""
+    monkeypatch.setattr(loaders, "PAGE_SECONDS", 0.2)
+    with loaders.PDFIUM_LOCK:
+        start = time.monotonic()
+        pages, report = load_file(ROBUSTNESS / "ligatures-two-column-latex.pdf")
+        assert time.monotonic() - start < 2
+    assert report.ok and report.pages_with_text == 3 and "lled" in pages[0].text  # pypdf's broken "filled"
+
+
+def test_a_pdf_whose_streams_inflate_too_much_is_read_by_pypdf_only(tmp_path, monkeypatch):
+    """PDFium inflates a stream in memory whatever its size; pypdf has limits. A bomb never reaches PDFium."""
+    path = write(tmp_path / "inflates.pdf", pdf_of([fine(1) + b" " * 100_000]))  # 100 KB inflated, ~200 B deflated
+    monkeypatch.setattr(loaders, "MAX_INFLATED_BYTES", 50_000)
+    monkeypatch.setattr(loaders._Pdfium, "open", lambda data, password: pytest.fail("PDFium opened it"))
+    pages, report = load_file(path)
+    assert report.ok and [p.text for p in pages] == ["page 1 is fine"]
+    monkeypatch.setattr(loaders, "MAX_INFLATED_BYTES", 200_000)
+    assert not loaders._inflates_too_much(path.read_bytes())
+
+
+def test_a_page_pdfium_is_slow_on_is_read_by_pypdf_with_the_rest_of_the_file(tmp_path, monkeypatch):
+    """PDFium cannot be stopped, so the loader stops waiting for it and pypdf reads the page: no page is lost."""
+    monkeypatch.setattr(loaders, "PDFIUM_PAGE_SECONDS", 0.01)
+    busy = b"BT /F1 12 Tf 10 10 Td " + b"(b) Tj " * 50_000 + b"ET"  # ~0.07 s in PDFium, ~0.7 s in pypdf
+    pages, report = load_file(write(tmp_path / "busy.pdf", pdf_of([fine(1), busy, fine(3)])))
+    assert report.ok and report.warnings == [] and [p.number for p in pages] == [1, 2, 3]
+    assert pages[1].text.count("b") == 50_000 and pages[2].text == "page 3 is fine"

@@ -169,10 +169,18 @@ class PdfChat:
                 new_copies.add(copy)
             kept.append(copy)
 
+        read = [0.0]  # the reading stage's share done, where an OCR'd file's pages count while the bar waits
+
         def on_progress(stage: str, done: float, total: int) -> None:
-            if progress is not None:  # reading takes ~40% of an ingest, embedding the rest (bench/results/rag.md)
-                start, share = (0.0, 0.4) if stage == "load" else (0.4, 0.6)
-                progress(start + share * done / max(total, 1), "reading" if stage == "load" else "embedding")
+            if progress is None:
+                return
+            if stage == "ocr":  # one file's scanned pages, seconds each: said in words, the bar stays
+                progress(read[0], f"reading: OCR of page {done} of {total}")
+            elif stage == "load":  # reading takes ~40% of an ingest, embedding the rest (bench/results/rag.md)
+                read[0] = 0.4 * done / max(total, 1)
+                progress(read[0], "reading")
+            else:
+                progress(0.4 + 0.6 * done / max(total, 1), "embedding")
 
         try:
             with lock:
