@@ -36,7 +36,7 @@ _HEADLINE = re.compile(r"^[^\n]{0,60}\b(?:reports|announces)\b[^\n]{0,80}\b(?:re
 def document_identity(pages: list[Page], file_name: str) -> str:
     """The words that name a document: its file name's, then the company, form, period and headline that
     its first pages state (as SEC filings and earnings releases do; any other document keeps its title)."""
-    stem = re.sub(r"[_\-.]+", " ", PurePath(file_name).stem).strip()
+    stem = _name_words(file_name)
     first = "\n" + "\n".join(page.text for page in pages[:IDENTITY_PAGES])
     found = []
     if m := _REGISTRANT.search(first):
@@ -51,6 +51,16 @@ def document_identity(pages: list[Page], file_name: str) -> str:
         found.append(next(iter(_headings(pages[0].text, set())), ""))
     parts = [stem] + [" ".join(part.split()) for part in found if part.strip()]
     return " | ".join(parts)[:IDENTITY_CHARS]
+
+
+def _name_words(file_name: str) -> str:
+    """A file name's words; a quarter in it ("2023Q2", "Q2-2023") also in words, as questions say it ("the second
+    quarter of 2023")."""
+    words = re.sub(r"[_\-.]+", " ", PurePath(file_name).stem)
+    words = re.sub(r"(?i)(\d{4})(Q[1-4])\b", r"\1 \2", words)
+    quarters = {f"Q{n}": f"{word} quarter" for n, word in enumerate(("first", "second", "third", "fourth"), start=1)}
+    spoken = [quarters[q.upper()] for q in re.findall(r"(?i)\bQ[1-4]\b", words)]
+    return " ".join([words.strip(), *spoken])
 
 
 def running_lines(pages: list[Page]) -> set[str]:

@@ -39,9 +39,9 @@ def test_a_filing_cover_gives_company_form_and_period():
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("MCDONALDS_2023Q2_EARNINGS.pdf", ["MCDONALDS 2023Q2 EARNINGS", "quarter ended June 30, 2023",
+    ("MCDONALDS_2023Q2_EARNINGS.pdf", ["MCDONALDS 2023 Q2 EARNINGS second quarter", "quarter ended June 30, 2023",
                                        "McDONALD'S REPORTS SECOND QUARTER 2023 RESULTS"]),
-    ("EBAY_2023Q2_EARNINGS.pdf", ["EBAY 2023Q2 EARNINGS", "quarter ended June 30, 2023",
+    ("EBAY_2023Q2_EARNINGS.pdf", ["EBAY 2023 Q2 EARNINGS second quarter", "quarter ended June 30, 2023",
                                   "eBay Inc. Reports Better Than Expected Second Quarter 2023"]),
 ])
 def test_identity_of_real_earnings_releases(name, expected):
