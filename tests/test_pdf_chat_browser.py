@@ -251,10 +251,12 @@ def test_collections_passage_size_reindex_and_confirmed_deletes(page):
     expect(report).to_contain_text("already in this collection (same content), not added again", timeout=60_000)
 
     page.click("#settings button")  # the accordion's header
-    page.fill("#passage-size input", "64")
-    # A person's click comes a moment after typing; Gradio's number box needs that moment to hand the value over
-    # (clicked at once, the click sent the old value in about half the runs).
-    page.wait_for_timeout(1000)
+    box = page.locator("#passage-size input")
+    box.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("64")  # keys, as a person types: Gradio's number box missed a value set at once (fill)
+    page.keyboard.press("Tab")
+    expect(box).to_have_value("64")
     page.click("#set-passage-size")
     expect(page.locator("#passage-size-status")).to_contain_text("Passages of 'scratch' are now up to 64 tokens")
     page.click("#documents [data-testid=cell-0-0]")
