@@ -33,6 +33,7 @@ import numpy as np
 
 from core.errors import ContextLengthError
 from rag.chunking import page_locator
+from rag.context import indexed_text
 from rag.retriever import Hit, Mode, Retriever
 from rag.words import keywords
 
@@ -211,10 +212,12 @@ def relevant_sources(retriever: Retriever, question: str, k: int, mode: Mode, do
 
 
 def _similarities(retriever: Retriever, query_vector: np.ndarray, hits: list[Hit]) -> list[float]:
-    """Cosine of question and chunk for every hit; hits that only BM25 found are embedded here."""
+    """Cosine of question and chunk for every hit; hits that only BM25 found are embedded here, as the index embeds
+    a chunk (its indexed text: rag.context), so all the cosines are on one scale."""
     missing = [h for h in hits if h.dense_score is None]
     if missing:
-        vectors = retriever.collection.embedder.embed([h.chunk.text for h in missing])  # (n, dim)
+        texts = [indexed_text(h.chunk.context, h.chunk.text) for h in missing]
+        vectors = retriever.collection.embedder.embed(texts)  # (n, dim)
         scored = dict(zip((id(h) for h in missing), (vectors @ query_vector).tolist(), strict=True))
     return [h.dense_score if h.dense_score is not None else scored[id(h)] for h in hits]
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rag.answer import relevant_sources
 from rag.collection import Collection
 from rag.context import CONTEXT_CHARS, chunk_context, document_identity, indexed_text, page_headings, running_lines
 from rag.loaders import Page, load_file
@@ -110,3 +111,15 @@ def test_one_chunk_per_page_unless_asked_for_all(tmp_path, toy_embedder):
         assert [h.chunk.page for h in spread] == [1, 2]
         assert spread[0].chunk.id == every[0].chunk.id  # the page's best chunk stands for it
         assert np.isclose(spread[0].score, every[0].score)
+
+
+def test_a_chunk_only_bm25_found_is_compared_as_the_index_compares_it(tmp_path, toy_embedder):
+    """Its cosine with the question is that of its indexed text (context and text), as a dense hit's is."""
+    with Collection.open("reports", data_dir=tmp_path, embedder=toy_embedder) as collection:
+        collection.add_files([write_report(tmp_path)])
+        retriever = Retriever(collection)
+        question = "cash flows statement: marketable securities"
+        [lexical] = relevant_sources(retriever, question, 1, "bm25", None, min_similarity=-1.0)
+        dense = {h.chunk.text: h.dense_score for h in retriever.search(question, k=20, mode="dense",
+                                                                        one_per_page=False)}
+        assert lexical.similarity == pytest.approx(dense[lexical.text])
