@@ -65,7 +65,7 @@ def _name_words(file_name: str) -> str:
 
 def running_lines(pages: list[Page]) -> set[str]:
     """Lines that repeat on many pages (running headers and footers, "Table of Contents"): never headings."""
-    tops = ({_norm(line) for line in page.text.splitlines()[:HEADING_LINES]} for page in pages)
+    tops = ({_norm(line) for line in _top_lines(page.text)} for page in pages)
     counts = Counter(line for top in tops for line in top)
     return {line for line, n in counts.items() if n >= 3 and n > RUNNING_SHARE * len(pages)}
 
@@ -87,7 +87,7 @@ def indexed_text(context: str, text: str) -> str:
 
 def _headings(text: str, running: set[str]) -> list[str]:
     headings = []
-    for line in text.splitlines()[:HEADING_LINES]:
+    for line in _top_lines(text):
         line = _norm(line)
         if not line or line in running:
             continue
@@ -96,6 +96,11 @@ def _headings(text: str, running: set[str]) -> list[str]:
         elif headings:
             break
     return headings[:2]
+
+
+def _top_lines(text: str) -> list[str]:
+    """A page's first HEADING_LINES lines, without splitting the rest of it (a page may hold 100,000 characters)."""
+    return text.split("\n", HEADING_LINES)[:HEADING_LINES]
 
 
 def _is_heading(line: str) -> bool:

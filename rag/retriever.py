@@ -110,21 +110,24 @@ class Retriever:
         else:
             scores = rrf([sorted(dense, key=lambda i: -dense[i]), sorted(lexical, key=lambda i: -lexical[i])])
             ranked = sorted(scores, key=lambda i: (-scores[i], i))
+        known: dict[int, StoredChunk] = {}  # the chunks read from the store so far, by id: each is read once
         if one_per_page:
-            ranked = self._best_of_each_page(ranked)
+            known = {chunk.id: chunk for chunk in self._best_of_each_page(ranked)}
+            ranked = list(known)
         if mmr is not None:
             ranked = self._mmr(query_vector, ranked[: self.candidates], k, mmr)
         ranked = ranked[:k]
-        chunks = self.collection.store.chunks_by_ids(ranked)
-        return [Hit(chunk, scores[i], dense.get(i), lexical.get(i)) for i, chunk in zip(ranked, chunks, strict=True)]
+        unread = [i for i in ranked if i not in known]
+        known.update(zip(unread, self.collection.store.chunks_by_ids(unread), strict=True))
+        return [Hit(known[i], scores[i], dense.get(i), lexical.get(i)) for i in ranked]
 
-    def _best_of_each_page(self, ranked: list[int]) -> list[int]:
+    def _best_of_each_page(self, ranked: list[int]) -> list[StoredChunk]:
         """The first (best) chunk of each (document, locator) in `ranked`, in order."""
         seen, best = set(), []
         for chunk in self.collection.store.chunks_by_ids(ranked):
             if (chunk.doc_id, chunk.locator) not in seen:
                 seen.add((chunk.doc_id, chunk.locator))
-                best.append(chunk.id)
+                best.append(chunk)
         return best
 
     def _allowed_docs(self, documents: list[str] | None) -> set[str] | None:
