@@ -155,11 +155,13 @@ def test_mentions_are_sorted_and_do_not_overlap():
 
 
 def test_huge_input_is_bounded_and_fast():
-    text = "Intro. " + "Apple rose while IT spending and Harbor Bancorp grew. " * 40_000  # ~2.1 MB
+    text = "Intro. " + "Apple rose while IT spending and Harbor Bancorp grew. " * 40_000 + "Zetaquill Corp."  # ~2 MB
+    assert len(text) > MAX_CHARS
     start = time.perf_counter()
     mentions = find_companies(text)
     elapsed = time.perf_counter() - start
     assert mentions and max(m.end for m in mentions) <= MAX_CHARS
+    assert "Zetaquill Corp." not in company_names(mentions), "the text past the limit is not read"
     assert elapsed < 2.0, f"{elapsed:.2f}s for {MAX_CHARS} characters"
 
 
