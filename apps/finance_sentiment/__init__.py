@@ -1,0 +1,1 @@
+"""Financial news sentiment: sentences, articles, companies, time series, a Gradio app (issue 15)."""
