@@ -48,6 +48,7 @@ CACHE_VERSIONS = {
     # Each entry a folder with a core.disk_cache manifest (v2: manifests, fsync before the rename).
     "converted": 2,  # core.loading: GGUF files converted to float32 safetensors + tokenizer.json
     "embeddings-onnx": 2,  # rag.embeddings: the embedding model exported to ONNX and quantised to int8
+    "sentiment-onnx": 1,  # apps.finance_sentiment.classifier: the sentence classifier exported to ONNX, int8
 }
 
 
