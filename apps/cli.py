@@ -33,6 +33,7 @@ from core.resolve import is_url, model_spec
 # gradio or load anything at import; its run(args) does.
 APPS = (
     ("pdf-chat", "apps.pdf_chat", "the chat-with-your-PDFs web app (Gradio)"),
+    ("sentiment-app", "apps.finance_sentiment", "the financial news sentiment web app (Gradio)"),
 )
 CHAT_HELP = "Type a message and press Enter. /reset starts a new conversation; /exit or Ctrl-D quits."
 SERVED_NAME_HELP = "the name clients send as `model` (default: the model file's stem)"

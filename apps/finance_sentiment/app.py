@@ -401,9 +401,9 @@ class SentimentApp:
 
     def chart(self, companies: list[str] | None = None, half_life=None, start: str | None = "",
               end: str | None = "") -> Chart:
-        """Each company's daily index (timeseries.company_index): its mean line, the 95% band around it, the count
-        of mentions on hover and as the marker's size. Without companies chosen, the DEFAULT_CHART_COMPANIES most
-        named."""
+        """Each company's daily index (timeseries.company_index): its mean line, the 95% interval of each day's
+        mean, the count of mentions on hover and as the marker's size. Without companies chosen, the
+        DEFAULT_CHART_COMPANIES most named."""
         import plotly.graph_objects as go  # here: only the chart needs it
 
         figure = go.Figure()
@@ -459,20 +459,24 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _add_series(figure, name: str, points: list[DailyPoint], line_colour: str) -> None:
+    """The company's mean per day, its 95% interval as whiskers and the mentions as the marker's size. A day whose
+    interval is all of [-1, 1] (a single mention: no spread to measure) has no whisker, and its hover says why: a
+    band spanning the whole chart would hide the days that have one."""
     import plotly.graph_objects as go
 
-    days = [p.day for p in points]
-    r, g, b = (int(line_colour[i:i + 2], 16) for i in (1, 3, 5))
-    figure.add_trace(go.Scatter(x=days + days[::-1], y=[p.high for p in points] + [p.low for p in points][::-1],
-                                fill="toself", fillcolor=f"rgba({r}, {g}, {b}, 0.12)", line={"width": 0},
-                                hoverinfo="skip", legendgroup=name, showlegend=False, name=f"{name}: 95% band"))
+    informative = [not (p.low <= -1.0 and p.high >= 1.0) for p in points]
+    band = [f"{p.low:+.2f} to {p.high:+.2f}" if shown else "none (one mention)"
+            for p, shown in zip(points, informative, strict=True)]
     figure.add_trace(go.Scatter(
-        x=days, y=[p.mean for p in points], mode="lines+markers", name=name, legendgroup=name,
+        x=[p.day for p in points], y=[p.mean for p in points], mode="lines+markers", name=name,
         line={"color": line_colour, "width": 2},
         marker={"size": [6 + 3 * math.sqrt(p.count) for p in points], "color": line_colour},
-        customdata=[[p.count, p.low, p.high] for p in points],
-        hovertemplate=("<b>%{fullData.name}</b><br>%{x|%d %b %Y}: mean %{y:+.2f}<br>95% band %{customdata[1]:+.2f} "
-                       "to %{customdata[2]:+.2f}<br>%{customdata[0]} mention(s)<extra></extra>")))
+        error_y={"type": "data", "symmetric": False, "color": line_colour, "thickness": 1.2, "width": 4,
+                 "array": [p.high - p.mean if shown else 0 for p, shown in zip(points, informative, strict=True)],
+                 "arrayminus": [p.mean - p.low if shown else 0 for p, shown in zip(points, informative, strict=True)]},
+        customdata=[[p.count, text] for p, text in zip(points, band, strict=True)],
+        hovertemplate=("<b>%{fullData.name}</b><br>%{x|%d %b %Y}: mean %{y:+.2f}<br>95% interval %{customdata[1]}"
+                       "<br>%{customdata[0]} mention(s)<extra></extra>")))
 
 
 def _empty(figure, message: str):
