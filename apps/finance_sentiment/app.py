@@ -298,8 +298,8 @@ class SentimentApp:
         try:
             names = parse_watchlist(watchlist)
             report = news.read_file(path)
-        except ValueError as e:
-            return Outcome(sentence_case(str(e)), error=True)
+        except ValueError as e:  # its message starts with the file's name, as it is spelled
+            return Outcome(str(e), error=True)
         return self._add_report(Path(path).name[:news.MAX_NAME_CHARS], report, names, progress)
 
     def add_feed(self, url: str | None, watchlist: str | None = "", progress: Progress | None = None) -> Outcome:
@@ -313,8 +313,8 @@ class SentimentApp:
         try:
             names = parse_watchlist(watchlist)
             report = news.read_feed(url)
-        except ValueError as e:
-            return Outcome(sentence_case(str(e)), error=True)
+        except ValueError as e:  # its message starts with the URL
+            return Outcome(str(e), error=True)
         return self._add_report(url[:news.MAX_NAME_CHARS], report, names, progress)
 
     def load_sample(self, progress: Progress | None = None) -> Outcome:
