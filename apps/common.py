@@ -71,9 +71,7 @@ def add_app_flags(parser: argparse.ArgumentParser, port: int) -> None:
 def add_sharing_flags(parser: argparse.ArgumentParser) -> None:
     """What the users of a shared page may do: change the model (see `ModelSwitch`; by default nobody may), and
     the names the page answers to (see `allowed_hosts`)."""
-    parser.add_argument("--allow-host", action="append", dest="allow_hosts", metavar="NAME",
-                        help="a name the page answers to besides localhost, when bound to loopback (a reverse "
-                        "proxy's; repeatable): other Host headers are refused (DNS rebinding)")
+    add_allow_host_flag(parser)
     flags = parser.add_argument_group("changing the model from the web page")
     flags.add_argument("--allow-model-switch", action="store_true", default=None,
                        help="let every user of the page change the model every session uses (a local model; a "
@@ -81,6 +79,13 @@ def add_sharing_flags(parser: argparse.ArgumentParser) -> None:
     flags.add_argument("--allow-model-url", action="append", dest="allow_model_urls", metavar="URL",
                        help="an OpenAI-compatible server's URL the page may switch to (with --allow-model-switch; "
                        "repeatable): every question, with its retrieved passages, is sent there")
+
+
+def add_allow_host_flag(parser: argparse.ArgumentParser) -> None:
+    """--allow-host, for `allowed_hosts`: an app without a model takes it alone."""
+    parser.add_argument("--allow-host", action="append", dest="allow_hosts", metavar="NAME",
+                        help="a name the page answers to besides localhost, when bound to loopback (a reverse "
+                        "proxy's; repeatable): other Host headers are refused (DNS rebinding)")
 
 
 @dataclass
