@@ -15,7 +15,7 @@ about) and by its confidence, so a long tail of neutral boilerplate does not dro
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -131,12 +131,13 @@ class Analyzer:
         logits = self.classifier.logits(texts) / self.classifier.temperature
         out = []
         for text, row in zip(texts, logits, strict=True):
-            effect, changes = rules.rule_effect(text) if self.use_rule else (0, [])
-            if effect:
+            found = rules.signals(text) if self.use_rule else []
+            if found:
                 row = row.copy()
-                row[LABELS.index("positive" if effect > 0 else "negative")] += self.rule_weight
+                for signal in found:
+                    row[signal.direction + 1] += self.rule_weight  # LABELS: negative, neutral, positive
             prediction = self.classifier.prediction(softmax(row[None, :])[0])
-            reasons = [change.reason for change in changes]
+            reasons = [signal.reason for signal in found]
             hits = lexicons.lm_hits(text)
             if hits.positive:
                 reasons.append("positive words: " + ", ".join(hits.positive))
@@ -166,11 +167,7 @@ class Analyzer:
         if not pieces:
             raise ValueError("the article has no text to score")
         scored = self.score([p[0] for p in pieces])
-        mentions_by_piece = [find_companies(p[0], watchlist=watchlist) for p in pieces]
-        # A name found in one sentence is looked for in all: "Brackwater" later in the text is the same company.
-        known = list(dict.fromkeys(m.company for found in mentions_by_piece for m in found))
-        if known:
-            mentions_by_piece = [find_companies(p[0], watchlist=[*watchlist, *known]) for p in pieces]
+        mentions_by_piece = _mentions_by_piece(title.strip(), text, pieces, watchlist)
         sentences = []
         per_company: dict[str, list[tuple[ScoredText, float]]] = {}
         tickers = {}
@@ -191,6 +188,22 @@ class Analyzer:
         companies.sort(key=lambda c: -c.sentences)
         return Article(title.strip(), text, score, _label(score), confidence, probabilities, sentences, companies,
                        notes)
+
+
+def _mentions_by_piece(title: str, text: str, pieces: list[tuple], watchlist) -> list[list[Mention]]:
+    """Each piece's company mentions, offsets within the piece. Found in the whole article at once, so a short
+    form ("Brackwater") in one sentence is known from the full name ("Brackwater Energy") in another."""
+    prefix = f"{title}\n\n" if title else ""
+    mentions = find_companies(prefix + text, watchlist=watchlist)
+    out = []
+    for index, (_text, start, end, _weight) in enumerate(pieces):
+        if title and index == 0:
+            low, high = 0, len(title)
+        else:
+            low, high = len(prefix) + start, len(prefix) + end
+        out.append([replace(m, start=m.start - low, end=m.end - low) for m in mentions
+                    if low <= m.start and m.end <= high])
+    return out
 
 
 def _weighted(items: list[tuple[ScoredText, float]]) -> tuple[float, float]:

@@ -44,7 +44,7 @@ MAX_TEXT_CHARS = 2000  # of one sentence: longer text is cut before tokenizing (
 class TrainConfig:
     """The training protocol, written into calibration.json with the results so a model says how it was made."""
     seed: int = 0
-    epochs: int = 2
+    epochs: int = 3
     batch_size: int = 32
     learning_rate: float = 1e-3  # adapters and head; linear warm-up over 6% of steps, then linear decay
     rank: int = 8
@@ -53,7 +53,7 @@ class TrainConfig:
     calibration_share: float = 0.1  # of the training file, stratified, held out to fit the temperature
     class_weighting: bool = False  # inverse-frequency class weights in the loss
     threshold: float = 0.5  # below this top probability the outcome is "uncertain"
-    templates: int = 1500  # news-register template sentences added to the training file (synthetic.py)
+    templates: int = 2000  # news-register template sentences added to the training file (synthetic.py)
 
 
 @dataclass

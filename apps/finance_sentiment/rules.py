@@ -158,6 +158,51 @@ def metric_changes(sentence: str) -> list[MetricChange]:
     return changes
 
 
+# Results against what was expected: a beat is good news and a miss bad (for a cost or a loss, the reverse); a
+# result in line with expectations, or a metric held unchanged, is no news.
+_EXPECTED = r"(?:expect\w*|forecasts?|forecast by|consensus|estimates?|guidance|outlook|poll|plan|budget)"
+EXPECTATION = {
+    1: re.compile(rf"\b(beat|beats|topped|exceeded|surpassed|above|ahead of|better than)\b[^.;]{{0,60}}?"
+                  rf"\b{_EXPECTED}", re.IGNORECASE),
+    -1: re.compile(rf"\b(missed|misses|below|short of|worse than|lower than)\b[^.;]{{0,60}}?\b{_EXPECTED}",
+                   re.IGNORECASE),
+    0: re.compile(rf"\b(?:(?:in line with|matched|matching|met|bracketing)\b[^.;]{{0,60}}?\b{_EXPECTED}|"
+                  rf"as expected|held no surprises)", re.IGNORECASE),
+}
+STEADY = re.compile(r"(?<!from )(?<!to )\b(unchanged|flat|steady|stable|broadly at|at last year's level|held at|"
+                    r"remained at)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A convention the sentence matched: the class it points to (−1 negative, 0 neutral, +1 positive)."""
+    direction: int
+    reason: str
+
+
+def signals(sentence: str) -> list[Signal]:
+    """The metric rule's decision, results against expectations, and steady metrics, each as a Signal."""
+    effect, changes = rule_effect(sentence)
+    found = [Signal(effect, "; ".join(c.reason for c in changes))] if effect else []
+    for direction, pattern in EXPECTATION.items():
+        match = pattern.search(sentence)
+        if match is None:
+            continue
+        metric = None
+        for candidate in METRIC.finditer(sentence[: match.start()]):
+            metric = candidate  # the metric named last before the comparison
+        bad = metric is not None and metric.group(1).lower() not in {w.lower() for w in GOOD_WHEN_UP}
+        pointed = -direction if bad and direction else direction
+        what = {1: "better than expected", -1: "worse than expected", 0: "as expected (no news)"}[pointed]
+        found.append(Signal(pointed, f"{what}: “{match.group()}”"))
+        break
+    for steady in STEADY.finditer(sentence):  # a metric just before: "net sales were essentially unchanged"
+        if not changes and METRIC.search(sentence[max(0, steady.start() - 60): steady.start()]):
+            found.append(Signal(0, f"a metric held steady (no news): “{steady.group()}”"))
+            break
+    return found
+
+
 def rule_effect(sentence: str) -> tuple[int, list[MetricChange]]:
     """(+1 / −1 / 0, the changes): the sign of the summed effects; 0 when none, when they cancel, or when the
     sentence sets them against something else (CONTRAST)."""

@@ -113,11 +113,46 @@ def _event(rng: random.Random) -> tuple[str, str]:
         (f"{company} posted record quarterly sales.", "positive"),
         (f"{company} swung to a net loss as demand collapsed.", "negative"),
         (f"{company} returned to profit after two years of losses.", "positive"),
+        # results against expectations: the surprise is the news
+        (f"{company}'s quarterly {_metric(rng, True)} of {currency} {pct}0 mn was in line with the analysts' "
+         f"consensus.", "neutral"),
+        (f"{company}'s {_metric(rng, True)} matched the company's own guidance.", "neutral"),
+        (f"{company}'s {_metric(rng, True)} came in above the average analyst estimate.", "positive"),
+        (f"{company}'s {_metric(rng, True)} fell short of the forecasts in a poll of analysts.", "negative"),
+        (f"{company} expects {_metric(rng, True)} below the consensus for next year.", "negative"),
+        (f"{company}'s {_metric(rng, False)} were higher than analysts had expected.", "negative"),
+        (f"{company} reported a smaller loss than analysts had forecast.", "positive"),
+        # a metric held where it was
+        (f"{company}'s {_metric(rng, rng.random() < 0.5)} was essentially unchanged from a year earlier.", "neutral"),
+        (f"{company} said its {_metric(rng, rng.random() < 0.5)} would stay broadly flat next year.", "neutral"),
+        # dates and procedure: no news
+        (f"The tender offer for {company} shares runs until the end of the month.", "neutral"),
+        (f"{company} will pay its dividend of {currency} 0.{pct} per share on May {pct % 28 + 1}.", "neutral"),
+        (f"{company} said the ruling in its patent case is expected next year.", "neutral"),
+        (f"{company} said it had filed its annual report on time.", "neutral"),
+        (f"{company} is a defendant in several routine lawsuits, none of which it expects to be material.",
+         "neutral"),
+        (f"{broker} initiated coverage of {company} with a neutral rating.", "neutral"),
+        # bad news that did not happen is good news
+        (f"Regulators closed their investigation into {company} without taking any action.", "positive"),
+        (f"{company} said none of its plants had been affected by the floods.", "positive"),
+        (f"An inquiry found no evidence of wrongdoing by {company}'s management.", "positive"),
+        (f"{company} settled the dispute for far less than the regulator had sought.", "positive"),
+        # who pays and who gains
+        (f"{company} plans to raise {currency} {pct}0 mn by selling new shares at a discount.", "negative"),
+        (f"{company} will cut {pct}0 jobs in a restructuring expected to save {currency} {pct} mn a year.",
+         "positive"),
+        (f"A court ordered {company} to pay {currency} {pct} mn in damages to {other}.", "negative"),
+        (f"{company} lost its largest customer, {other}, to a rival.", "negative"),
     )
     return rng.choice(events)
 
 
-def sentences(count: int = 1500, seed: int = 0) -> list[tuple[str, str]]:
+def _metric(rng: random.Random, good: bool) -> str:
+    return rng.choice([m for m in (GOOD_WHEN_UP if good else BAD_WHEN_UP) if len(m) > 3])
+
+
+def sentences(count: int = 2000, seed: int = 0) -> list[tuple[str, str]]:
     """`count` (sentence, label) pairs, half metric changes and half events, deterministic for a seed; unique."""
     rng = random.Random(seed)
     out, seen = [], set()
