@@ -129,8 +129,10 @@ def test_bad_and_odd_input_gives_a_result_or_a_clear_error(shipped):
         analyzer.article("   \n ")
     huge = ("Revenue rose. " * 80_000)  # 1.1 MB
     article = analyzer.article(huge)
-    assert len(article.sentences) == 400 and "only the first 400" in article.notes[0]
-    for text in ("Die Aktie fiel um 5 Prozent.", "株価は5%下落した。", "\x00\x01binary\xff", "<p>Profit <b>rose</b></p>"):
+    assert len(article.sentences) == 400 and "only the first 100,000 of 1,120,000 characters" in article.notes[0]
+    assert "only the first 400 sentences" in article.notes[1]
+    odd = ("Die Aktie fiel um 5 Prozent.", "株価は5%下落した。", "\x00\x01binary\xff", "<p>Profit <b>rose</b></p>")
+    for text in odd:
         assert analyzer.article(text).label in ("negative", "neutral", "positive")
 
 

@@ -28,6 +28,7 @@ RULE_WEIGHT = 3.0  # logits added to the rule's class: e^3 ≈ 20 times the odds
 HEADLINE_WEIGHT, LEAD_WEIGHT = 2.0, 1.5  # a sentence's weight in its article, beside 1 for the rest
 LABEL_MARGIN = 0.15  # an article or company score beyond ±this is positive / negative, else neutral
 MAX_SENTENCES = 400  # of one article: the rest is not scored (say so in the result)
+MAX_ARTICLE_CHARS = 100_000  # of one article's text read at all (news.py cuts articles it reads to this too)
 MAX_PARAGRAPH_CHARS = 5000  # pysbd's time grows faster than linearly with its input: longer paragraphs are cut
 # Clause boundaries inside one sentence: punctuation, and conjunctions that join two pieces of news.
 CLAUSE_BREAK = re.compile(r"[,;:]\s+|\s+(?=(?:but|while|whereas|and|although|as)\s)|\s+[-–—]\s+")
@@ -76,8 +77,8 @@ class Article:
     notes: list[str] = field(default_factory=list)  # e.g. sentences left unscored
 
 
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence, trimmed; paragraph by paragraph (pysbd within each)."""
+def split_sentences(text: str, limit: int | None = None) -> list[tuple[int, int]]:
+    """(start, end) of each sentence, trimmed; paragraph by paragraph (pysbd within each); stops after `limit`."""
     import pysbd
 
     segmenter = pysbd.Segmenter(language="en", clean=False, char_span=True)
@@ -90,6 +91,8 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
                 if sentence:
                     start = offset + span.start + (len(span.sent) - len(span.sent.lstrip()))
                     spans.append((start, start + len(sentence)))
+            if limit is not None and len(spans) >= limit:
+                return spans[:limit]
     return spans
 
 
@@ -158,9 +161,12 @@ class Analyzer:
     def article(self, text: str, title: str = "", watchlist=()) -> Article:
         """Score an article: its sentences, the companies it names, and the whole."""
         notes = []
-        spans = split_sentences(text)
+        if len(text) > MAX_ARTICLE_CHARS:
+            notes.append(f"only the first {MAX_ARTICLE_CHARS:,} of {len(text):,} characters were read")
+            text = text[:MAX_ARTICLE_CHARS]
+        spans = split_sentences(text, limit=MAX_SENTENCES + 1)
         if len(spans) > MAX_SENTENCES:
-            notes.append(f"only the first {MAX_SENTENCES} of {len(spans)} sentences were scored")
+            notes.append(f"only the first {MAX_SENTENCES} sentences were scored")
             spans = spans[:MAX_SENTENCES]
         pieces = ([(title.strip(), 0, 0, HEADLINE_WEIGHT)] if title.strip() else []) + [
             (text[s:e], s, e, LEAD_WEIGHT if i == 0 else 1.0) for i, (s, e) in enumerate(spans)]
