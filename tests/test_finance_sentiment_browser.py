@@ -1,7 +1,7 @@
 """The sentiment app end to end: `llmkit sentiment-app` on loopback, driven by a real headless Chromium (Debian's).
 
 One server for the module, on a temp data dir. Saves screenshots to test-artifacts/ (or $LLMKIT_TEST_ARTIFACTS):
-sentiment-app.png (1440 px wide, the README's: copied to docs/) and sentiment-app-errors.png.
+sentiment-app.png (1440 px wide; the README's docs/sentiment-app.png is a copy) and sentiment-app-errors.png.
 """
 
 from __future__ import annotations
@@ -119,8 +119,6 @@ def test_paste_an_article_then_load_the_sample_and_see_the_chart(page):
     expect(view.locator("h3")).to_have_text("Brokers split on regional lenders")  # still the pasted article
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=ARTIFACTS / "sentiment-app.png", full_page=True)
-    (ROOT / "docs").mkdir(exist_ok=True)
-    shutil.copyfile(ARTIFACTS / "sentiment-app.png", ROOT / "docs" / "sentiment-app.png")
 
     page.click("#articles [data-testid=cell-1-1]")  # the newest sample story (the pasted one, undated, is first)
     expect(view.locator("h3")).to_have_text("Calder Pharmaceuticals faces shareholder lawsuit", timeout=30_000)

@@ -25,7 +25,8 @@ GOOD_WHEN_UP = (
     "gross written premiums", "capital ratio", "cet1 ratio", "credit rating", "profit forecast",
     "revenue forecast", "sales forecast", "earnings forecast", "full-year forecast", "recurring revenue",
     "annual recurring revenue", "arr", "net revenue", "operating result", "result", "gross merchandise volume",
-    "passengers", "passenger numbers", "traffic", "utilisation", "utilization",
+    "passengers", "passenger numbers", "traffic", "utilisation", "utilization", "shares", "share price", "stock",
+    "stock price",
 )
 BAD_WHEN_UP = (
     "loss", "losses", "net loss", "operating loss", "pretax loss", "pre-tax loss", "cost", "costs",
