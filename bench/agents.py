@@ -1,71 +1,117 @@
-"""Tool use on the local model: the task set of agents.evaluate (32 tasks, 4 tools), constrained decoding, greedy.
+"""Tool use on the local model: the frozen task sets of agents.tasks, constrained decoding, greedy.
 
-Figures: valid-step rate (steps whose output parsed into a known tool's valid call or a final answer;
-constrained decoding should make it 100%), right-tool and right-arguments rates (judged on each run's
-first step), steps and seconds per task, overall and per expected tool. Tasks run in threads, so
-the engine decodes them as one batch: seconds per task are wall time inside that batch.
-Run: .venv/bin/python -m bench.agents [--model PATH] [--max-steps 2] [--workers 8]
+`--set original`: the first 32 tasks over 4 tools; `--set extended`: 55 tasks over 12 tools whose names
+and descriptions overlap, with tasks that need no tool and tasks phrased as users write; `--set all`
+(the default): both, each over its own tools. Figures per set: valid-step rate (steps whose output parsed
+into a known tool's valid call or a final answer; constrained decoding should make it 100%), right-tool
+and right-arguments rates (judged on each run's first step), steps and seconds per task, overall, per
+expected tool and per phrasing style. Tasks run in threads, so the engine decodes them as one batch:
+seconds per task are wall time inside that batch. The Agent settings come from `agent_options` alone and
+are written into the results.
+Run: .venv/bin/python -m bench.agents [--set all] [--model PATH] [--max-steps 2] [--workers 8]
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
-from agents.evaluate import TASKS, Outcome, evaluate, summary
+from agents.evaluate import Outcome, evaluate, summary
+from agents.tasks import SETS
 from bench import results
 from core import LLM
 
 OPTIONS = dict(step_tokens=160, max_string_length=40)  # as in tests/test_agents_smollm2.py
+COLUMNS = "tasks | valid steps | right tool | right arguments | steps / task | s / task"
 
 
-def rows(outcomes: list[Outcome]) -> list[tuple[str, dict]]:
+def agent_options(args: argparse.Namespace) -> dict:
+    """The settings every task's Agent gets: the one place a command-line option becomes an Agent setting."""
+    return {"max_steps": args.max_steps, **OPTIONS}
+
+
+def grouped(outcomes: list[Outcome], key) -> list[tuple[str, dict]]:
+    """The summary of `outcomes` under "all", then one per value of `key(outcome)`, in order of appearance."""
     groups = [("all", outcomes)]
-    for tool in dict.fromkeys(o.task.tool for o in outcomes):
-        groups.append((tool, [o for o in outcomes if o.task.tool == tool]))
+    for value in dict.fromkeys(key(o) for o in outcomes):
+        groups.append((value, [o for o in outcomes if key(o) == value]))
     return [(name, summary(group)) for name, group in groups]
 
 
-def markdown(outcomes: list[Outcome], setup: str) -> str:
-    lines = [setup, "",
-             "| expected tool | tasks | valid steps | right tool | right arguments | steps / task | s / task |",
-             "|---|---|---|---|---|---|---|"]
-    for name, s in rows(outcomes):
+def rows(outcomes: list[Outcome]) -> list[tuple[str, dict]]:
+    return grouped(outcomes, lambda o: o.task.tool)
+
+
+def style_rows(outcomes: list[Outcome]) -> list[tuple[str, dict]]:
+    """Per phrasing style; none for a set whose tasks are not labelled."""
+    labelled = [o for o in outcomes if o.task.style]
+    return grouped(labelled, lambda o: o.task.style)[1:] if labelled else []
+
+
+def table(first: str, named: list[tuple[str, dict]]) -> list[str]:
+    lines = [f"| {first} | {COLUMNS} |", "|---" * (COLUMNS.count("|") + 2) + "|"]
+    for name, s in named:
         lines.append(f"| {name} | {s['tasks']} | {s['valid_step_rate']:.0%} | {s['right_tool_rate']:.0%} | "
                      f"{s['right_arguments_rate']:.0%} | {s['steps_per_task']:.2f} | {s['seconds_per_task']:.1f} |")
-    lines += ["", "Per task (first step; `valid` covers every step of the run):", "",
-              "| task | expected | called | valid | args | status | first output |", "|---|---|---|---|---|---|---|"]
-    for o in outcomes:
-        output = o.first.output.replace("|", "\\|")
-        lines.append(f"| {o.task.prompt} | {o.task.tool} | {o.first.tool} | {'yes' if o.valid else 'NO'} | "
-                     f"{'yes' if o.right_arguments else 'no'} | {o.status} | `{output[:90]}` |")
+    return lines
+
+
+def markdown(runs: dict[str, list[Outcome]], setup: str) -> str:
+    """`runs`: each set's outcomes, by set name."""
+    lines = [setup, ""]
+    if len(runs) > 1:
+        overall = [(name, summary(outcomes)) for name, outcomes in runs.items()]
+        lines += [*table("set", [*overall, ("all sets", summary(sum(runs.values(), [])))]), ""]
+    for name, outcomes in runs.items():
+        tools = len(SETS[name].tools) if name in SETS else "?"
+        lines += [f"## {name} set: {len(outcomes)} tasks, {tools} tools", "", *table("expected tool", rows(outcomes))]
+        if styles := style_rows(outcomes):
+            lines += ["", *table("style", styles)]
+        lines.append("")
+    lines += ["Per task (first step; `valid` covers every step of the run):", "",
+              "| set | task | expected | called | valid | args | status | first output |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, outcomes in runs.items():
+        for o in outcomes:
+            output = o.first.output.replace("|", "\\|")
+            lines.append(f"| {name} | {o.task.prompt} | {o.task.tool} | {o.first.tool} | "
+                         f"{'yes' if o.valid else 'NO'} | {'yes' if o.right_arguments else 'no'} | {o.status} | "
+                         f"`{output[:90]}` |")
     return "\n".join(lines)
 
 
-def data(outcomes: list[Outcome]) -> dict:
-    return {"summary": dict(rows(outcomes)),
-            "tasks": [{"prompt": o.task.prompt, "expected_tool": o.task.tool, "expected_arguments": o.task.arguments,
-                       "status": o.status, "valid": o.valid, "right_tool": o.right_tool,
-                       "right_arguments": o.right_arguments, "seconds": o.seconds,
-                       "steps": [step.to_dict() for step in o.steps]} for o in outcomes]}
+def data(runs: dict[str, list[Outcome]]) -> dict:
+    return {"summary": {name: dict(rows(outcomes)) for name, outcomes in runs.items()},
+            "style_summary": {name: dict(style_rows(outcomes)) for name, outcomes in runs.items()},
+            "tasks": [{"set": name, "prompt": o.task.prompt, "style": o.task.style, "expected_tool": o.task.tool,
+                       "expected_arguments": o.task.arguments, "status": o.status, "valid": o.valid,
+                       "right_tool": o.right_tool, "right_arguments": o.right_arguments, "seconds": o.seconds,
+                       "steps": [step.to_dict() for step in o.steps]}
+                      for name, outcomes in runs.items() for o in outcomes]}
 
 
 def main() -> None:
     parser = results.parser("agents", __doc__)
+    parser.add_argument("--set", choices=[*SETS, "all"], default="all", help="which task set (default: all)")
     parser.add_argument("--model", help="a .gguf file (default: the embedded SmolLM2)")
     parser.add_argument("--max-steps", type=int, default=2)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--note", default="", help="added under the setup, e.g. what else loaded the machine")
     args = parser.parse_args()
     llm = LLM.load(args.model)
-    started = time.perf_counter()
-    outcomes = evaluate(llm, TASKS, workers=args.workers, max_steps=args.max_steps, **OPTIONS)
-    wall = time.perf_counter() - started
-    setup = (f"{llm.name}, float32, greedy, max_steps={args.max_steps}, {args.workers} tasks at a time, "
-             f"step_tokens={OPTIONS['step_tokens']}, max_string_length={OPTIONS['max_string_length']}; "
-             f"{len(TASKS)} tasks in {wall:.0f} s wall." + (f"\n\n{args.note}" if args.note else ""))
+    options = agent_options(args)
+    runs, walls = {}, {}
+    for name in SETS if args.set == "all" else [args.set]:
+        started = time.perf_counter()
+        runs[name] = evaluate(llm, SETS[name].tasks, workers=args.workers, tools=SETS[name].tools, **options)
+        walls[name] = time.perf_counter() - started
+    setup = (f"{llm.name}, float32, greedy, {', '.join(f'{k}={v}' for k, v in options.items())}, "
+             f"{args.workers} tasks at a time; "
+             + "; ".join(f"{name}: {len(runs[name])} tasks in {walls[name]:.0f} s wall" for name in runs) + "."
+             + (f"\n\n{args.note}" if args.note else ""))
     results.write("agents", f"Agents: tool use on {args.model or 'the embedded SmolLM2-135M-Instruct'}",
-                  markdown(outcomes, setup), {"model": llm.name, "max_steps": args.max_steps, "workers": args.workers,
-                                              **OPTIONS, "wall_seconds": wall, **data(outcomes)}, args.results)
+                  markdown(runs, setup), {"model": llm.name, "set": args.set, "workers": args.workers,
+                                          "agent_options": options, "wall_seconds": walls, **data(runs)}, args.results)
 
 
 if __name__ == "__main__":

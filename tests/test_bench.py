@@ -14,6 +14,7 @@ import bench.load
 import bench.rag
 from agents.evaluate import TASKS, Outcome
 from agents.steps import Step
+from agents.tasks import EXTENDED_TASKS
 from bench import results
 
 
@@ -60,11 +61,16 @@ def test_agents_tables(tmp_path):
     assert task.prompt == "What is 17 times 23?"
     right = Step(1, "call", tool="calculator", arguments={"expression": "17 * 23"})
     outcomes = [Outcome(task, [right], "final", 2.0), Outcome(task, [Step(1, "x|y", tool="nope")], "final", 1.0)]
-    text = write(bench.agents, "Agents", bench.agents.markdown(outcomes, "setup"), bench.agents.data(outcomes),
-                 tmp_path)
-    assert "| all | 2 | 100% | 50% | 50% | 1.00 | 1.5 |" in text
+    styled = [Outcome(EXTENDED_TASKS[0], [Step(1, "call", tool="search_web", arguments={"query": "Framework"})],
+                      "final", 4.0)]
+    runs = {"original": outcomes, "extended": styled}
+    text = write(bench.agents, "Agents", bench.agents.markdown(runs, "setup"), bench.agents.data(runs), tmp_path)
+    assert "| all | 2 | 100% | 50% | 50% | 1.00 | 1.5 |" in text  # the original set's, labelled by no style
+    assert "| all sets | 3 | 100% | 67% | 67% | 1.00 | 2.3 |" in text
+    assert "| imperative | 1 | 100% | 100% | 100% | 1.00 | 4.0 |" in text
     assert "`x\\|y`" in text
-    assert json.loads((tmp_path / "agents.json").read_text())["tasks"][0]["right_arguments"] is True
+    saved = json.loads((tmp_path / "agents.json").read_text())
+    assert saved["tasks"][0]["right_arguments"] is True and saved["tasks"][2]["set"] == "extended"
 
 
 def test_generate_tables(tmp_path):
