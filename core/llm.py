@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.engine import Engine, EngineConfig, GenerationStream
-from core.errors import ModelRequestError
+from core.errors import ContextLengthError, ModelRequestError
 from core.loading import load_model
 from core.model import Transformer
 from core.sampling import SamplingParams
@@ -98,3 +98,41 @@ class LLM:
         """All prompts submitted at once, so they decode together; outputs in prompt order."""
         streams = [self.stream(prompt, **options) for prompt in prompts]
         return ["".join(stream) for stream in streams]
+
+    def score(self, prompt: Prompt, continuations: list[str]) -> list[float]:
+        """The summed log-probability of each continuation's tokens right after `prompt`, in that order.
+
+        For choosing among a few given answers by what the model itself prefers (agents.routing scores
+        `{"tool": "<name>"` per tool). The prompt is run once (its cached prefix reused, as a generation
+        would) and the continuations after it as one batch; a continuation is tokenized on its own, so
+        it should start where a reply starts. Runs under the engine's lock: generations wait meanwhile.
+        """
+        import torch
+
+        from core.kv_cache import KVCache
+
+        if not continuations or not all(isinstance(c, str) and c for c in continuations):
+            raise ModelRequestError("give at least one continuation, each a non-empty string")
+        ids = self.prompt_ids(prompt)
+        tails = [self.tokenizer.encode(c, add_special_tokens=False, parse_special=False) for c in continuations]
+        width = max(len(tail) for tail in tails)
+        if not ids or len(ids) + width > self.context_length:
+            raise ContextLengthError(f"the prompt has {len(ids)} tokens and the longest continuation {width}; the "
+                                     f"context holds {self.context_length}")
+        engine, n = self.engine, len(ids)
+        with torch.inference_mode(), engine._lock:
+            one = KVCache.allocate(self.model.config, 1, n, engine.dtype)
+            reused, k, v = engine.prefix_cache.lookup(ids)
+            if reused:
+                one.k[:, 0, :, :reused], one.v[:, 0, :, :reused] = k[:, :, :reused], v[:, :, :reused]
+            last = self.model(torch.tensor([ids[reused:]]), torch.arange(reused, n)[None], kv_cache=one,
+                              logits_to_keep=1)[0, -1]
+            engine.prefix_cache.insert(ids, one.k[:, 0], one.v[:, 0])
+            batch = KVCache.allocate(self.model.config, len(tails), n + width, engine.dtype)
+            batch.k[:, :, :, :n], batch.v[:, :, :, :n] = one.k, one.v  # broadcast over the rows
+            tokens = torch.tensor([tail + [0] * (width - len(tail)) for tail in tails])  # padding after: never read
+            logits = self.model(tokens, torch.arange(n, n + width)[None].expand_as(tokens), kv_cache=batch)
+        first = torch.log_softmax(last, -1)
+        rest = torch.log_softmax(logits, -1)
+        return [float(first[tail[0]] + sum(rest[row, j - 1, tail[j]] for j in range(1, len(tail))))
+                for row, tail in enumerate(tails)]
