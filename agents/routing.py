@@ -48,9 +48,10 @@ class FreeText:
 
 
 # Words in a parameter's name or description that mark it as text to write, not to copy from the task.
-FREE_TEXT_WORDS = frozenset({"body", "text", "content", "message", "expression", "code", "description", "summary",
+FREE_TEXT_WORDS = frozenset({"body", "text", "content", "message", "expression", "description", "summary",
                              "prompt", "answer", "reply", "note", "comment", "instructions", "formula", "sql",
                              "script", "json", "html", "markdown", "template", "arithmetic"})
+FREE_TEXT_NAMES = FREE_TEXT_WORDS | {"code", "source", "program"}  # in a name only: "the currency code" is short
 _WORD = re.compile(r"[\w@+]+(?:[-.'/:@&][\w@+]+)*")  # alice@example.com, 3.5, thank-you and don't stay one word
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?(?![\w])")
 MAX_TEXT_CHARS = 4000  # of the task and turns read for spans: a pasted document is not a list of choices
@@ -58,21 +59,23 @@ MAX_TEXT_CHARS = 4000  # of the task and turns read for spans: a pasted document
 
 @dataclass
 class Routing:
-    """Settings; the defaults are what bench/agents.py measured best on the embedded SmolLM2.
+    """Settings; the defaults are what bench/agents_routing.py measured on the embedded SmolLM2.
 
     weight, temperature: the router's prior, `weight * log_softmax(cosine / temperature)`, added to the
-    model's log-probabilities (weight 0: the model alone). top_k: only the router's best k tools are
-    candidates (None: all); final_answer always is. answer_cosine: the cosine final_answer gets in the
-    router (None: its description is embedded as the tools' are). min_cosine: a self-check; when the chosen
-    tool's cosine is below it, the agent answers instead (None: off). embedder: a rag Embedder (None: the
-    embedded MiniLM, loaded on first use).
+    model's log-probabilities (weight 0: the model alone). For the choice only weight / temperature counts
+    (the softmax's normaliser is the same for every candidate): 40 means a cosine 0.1 higher is worth 4
+    nats of the model's. answer_cosine: the cosine final_answer gets in the router, i.e. how close a tool
+    must be to the task to beat answering (None: final_answer's description is embedded as a tool's is).
+    min_cosine: the self-check; a chosen tool whose cosine is below it is not called, the agent answers
+    instead (None: off). top_k: only the router's best k tools are candidates (None: all); final_answer
+    always is. embedder: a rag Embedder (None: the embedded MiniLM, loaded on first use).
     """
 
-    weight: float = 1.0
+    weight: float = 2.0
     temperature: float = 0.05
     top_k: int | None = None
-    answer_cosine: float | None = None
-    min_cosine: float | None = None
+    answer_cosine: float | None = 0.2
+    min_cosine: float | None = 0.15
     from_input: bool = True
     infer_from_input: bool = True
     max_span_words: int = 5
@@ -116,7 +119,8 @@ def route(model, prompt: list[dict], task: str, texts: list[str], tools: list[To
           max_string_length: int, use_router: bool) -> Route:
     """Choose the step's tool (see the module docstring) and the schema of its call."""
     names = [t.name for t in tools]
-    cosines = router_cosines(task, tools, settings) if use_router and settings.weight > 0 else {}
+    asked = use_router and (settings.weight > 0 or settings.min_cosine is not None)
+    cosines = router_cosines(task, tools, settings) if asked else {}
     candidates = names
     if cosines and settings.top_k is not None:
         candidates = sorted(names, key=lambda name: -cosines[name])[:settings.top_k]
@@ -237,8 +241,9 @@ def _short_value(name: str, schema: dict) -> bool:
     if schema.get("type") not in ("string", "integer", "number") or any(
             key in schema for key in ("enum", "const", "pattern", "format", "anyOf")):
         return False
-    words = set(re.findall(r"[a-z]+", f"{name.replace('_', ' ')} {schema.get('description', '')}".lower()))
-    return not words & FREE_TEXT_WORDS
+    named = set(re.findall(r"[a-z]+", name.replace("_", " ").lower()))
+    described = set(re.findall(r"[a-z]+", schema.get("description", "").lower()))
+    return not (named & FREE_TEXT_NAMES or described & FREE_TEXT_WORDS)
 
 
 def spans(texts: list[str], max_words: int, limit: int) -> list[str]:

@@ -4,7 +4,9 @@ Figures: valid-step rate (steps whose output parsed into a known tool's valid ca
 constrained decoding should make it 100%), right-tool and right-arguments rates (judged on each run's
 first step), steps and seconds per task, overall and per expected tool. Tasks run in threads, so
 the engine decodes them as one batch: seconds per task are wall time inside that batch.
-Run: .venv/bin/python -m bench.agents [--model PATH] [--max-steps 2] [--workers 8]
+`--routing off` decodes each step as one constrained call over every tool (the agent before agents.routing);
+`on` (the default, as Agent's for a local model) chooses the tool first, then its arguments.
+Run: .venv/bin/python -m bench.agents [--model PATH] [--max-steps 2] [--workers 8] [--routing on|off]
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import time
 
 from agents.evaluate import TASKS, Outcome, evaluate, summary
+from agents.routing import Routing
 from bench import results
 from core import LLM
 
@@ -54,18 +57,22 @@ def main() -> None:
     parser.add_argument("--model", help="a .gguf file (default: the embedded SmolLM2)")
     parser.add_argument("--max-steps", type=int, default=2)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--routing", choices=("on", "off"), default="on")
     parser.add_argument("--note", default="", help="added under the setup, e.g. what else loaded the machine")
     args = parser.parse_args()
     llm = LLM.load(args.model)
     started = time.perf_counter()
-    outcomes = evaluate(llm, TASKS, workers=args.workers, max_steps=args.max_steps, **OPTIONS)
+    routing = Routing() if args.routing == "on" else None
+    outcomes = evaluate(llm, TASKS, workers=args.workers, max_steps=args.max_steps, routing=routing, **OPTIONS)
     wall = time.perf_counter() - started
-    setup = (f"{llm.name}, float32, greedy, max_steps={args.max_steps}, {args.workers} tasks at a time, "
+    setup = (f"{llm.name}, float32, greedy, routing {args.routing}"
+             f"{f' ({routing})' if routing else ''}, max_steps={args.max_steps}, {args.workers} tasks at a time, "
              f"step_tokens={OPTIONS['step_tokens']}, max_string_length={OPTIONS['max_string_length']}; "
              f"{len(TASKS)} tasks in {wall:.0f} s wall." + (f"\n\n{args.note}" if args.note else ""))
     results.write("agents", f"Agents: tool use on {args.model or 'the embedded SmolLM2-135M-Instruct'}",
-                  markdown(outcomes, setup), {"model": llm.name, "max_steps": args.max_steps, "workers": args.workers,
-                                              **OPTIONS, "wall_seconds": wall, **data(outcomes)}, args.results)
+                  markdown(outcomes, setup), {"model": llm.name, "routing": str(routing), "max_steps": args.max_steps,
+                                              "workers": args.workers, **OPTIONS, "wall_seconds": wall,
+                                              **data(outcomes)}, args.results)
 
 
 if __name__ == "__main__":

@@ -103,9 +103,10 @@ class LLM:
         """The summed log-probability of each continuation's tokens right after `prompt`, in that order.
 
         For choosing among a few given answers by what the model itself prefers (agents.routing scores
-        `{"tool": "<name>"` per tool). The prompt is run once (its cached prefix reused, as a generation
-        would) and the continuations after it as one batch; a continuation is tokenized on its own, so
-        it should start where a reply starts. Runs under the engine's lock: generations wait meanwhile.
+        `{"tool": "<name>"` per tool). The prompt and the continuations' common leading tokens are run once
+        (the prompt's cached prefix reused, as a generation would), the rest of each continuation after it
+        in one batch. A continuation is tokenized on its own, so it should start where a reply starts.
+        Runs under the engine's lock: generations wait meanwhile.
         """
         import torch
 
@@ -115,24 +116,28 @@ class LLM:
             raise ModelRequestError("give at least one continuation, each a non-empty string")
         ids = self.prompt_ids(prompt)
         tails = [self.tokenizer.encode(c, add_special_tokens=False, parse_special=False) for c in continuations]
-        width = max(len(tail) for tail in tails)
-        if not ids or len(ids) + width > self.context_length:
-            raise ContextLengthError(f"the prompt has {len(ids)} tokens and the longest continuation {width}; the "
-                                     f"context holds {self.context_length}")
-        engine, n = self.engine, len(ids)
+        if not ids or len(ids) + max(len(tail) for tail in tails) > self.context_length:
+            raise ContextLengthError(f"the prompt has {len(ids)} tokens, and with the longest continuation it "
+                                     f"passes the context of {self.context_length}")
+        shared = 0  # leading tokens every continuation has, leaving each at least one of its own
+        while shared < min(len(tail) for tail in tails) - 1 and len({tail[shared] for tail in tails}) == 1:
+            shared += 1
+        head, rests = ids + tails[0][:shared], [tail[shared:] for tail in tails]
+        engine, n, width = self.engine, len(head), max(len(rest) for rest in rests)
         with torch.inference_mode(), engine._lock:
             one = KVCache.allocate(self.model.config, 1, n, engine.dtype)
             reused, k, v = engine.prefix_cache.lookup(ids)
             if reused:
                 one.k[:, 0, :, :reused], one.v[:, 0, :, :reused] = k[:, :, :reused], v[:, :, :reused]
-            last = self.model(torch.tensor([ids[reused:]]), torch.arange(reused, n)[None], kv_cache=one,
-                              logits_to_keep=1)[0, -1]
-            engine.prefix_cache.insert(ids, one.k[:, 0], one.v[:, 0])
-            batch = KVCache.allocate(self.model.config, len(tails), n + width, engine.dtype)
+            first = self.model(torch.tensor([head[reused:]]), torch.arange(reused, n)[None], kv_cache=one,
+                               logits_to_keep=shared + 1)[0]  # (shared + 1, vocab): from the prompt's last token
+            engine.prefix_cache.insert(ids, one.k[:, 0, :, :len(ids)], one.v[:, 0, :, :len(ids)])
+            batch = KVCache.allocate(self.model.config, len(rests), n + width, engine.dtype)
             batch.k[:, :, :, :n], batch.v[:, :, :, :n] = one.k, one.v  # broadcast over the rows
-            tokens = torch.tensor([tail + [0] * (width - len(tail)) for tail in tails])  # padding after: never read
+            tokens = torch.tensor([rest + [0] * (width - len(rest)) for rest in rests])  # padding after: never read
             logits = self.model(tokens, torch.arange(n, n + width)[None].expand_as(tokens), kv_cache=batch)
-        first = torch.log_softmax(last, -1)
-        rest = torch.log_softmax(logits, -1)
-        return [float(first[tail[0]] + sum(rest[row, j - 1, tail[j]] for j in range(1, len(tail))))
-                for row, tail in enumerate(tails)]
+        first, rest_logps = torch.log_softmax(first, -1), torch.log_softmax(logits, -1)
+        common = float(sum(first[j, token] for j, token in enumerate(tails[0][:shared])))
+        return [common + float(first[shared, rest[0]] + sum(rest_logps[row, j - 1, rest[j]]
+                                                             for j in range(1, len(rest))))
+                for row, rest in enumerate(rests)]
