@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from agents import Agent, ScriptedModel, read_trace, tool
-from agents.routing import FreeText, FromInput, Routing, from_input_parameters, numbers, resolve, route, spans
+from agents.routing import FreeText, FromInput, Routing, from_input_parameters, numbers, of_kind, resolve, route, spans
 from agents.steps import step_schema
 from agents.tools import ToolDefinitionError
 from core import LLM
@@ -148,6 +148,9 @@ def test_spans_and_numbers_of_the_task():
     assert "bob@example.com" in found and "Report" in found and "subject 'Report" in found
     assert not any(span.lower().startswith(("the ", "with ")) for span in found)
     assert len(spans(["word " * 500], 5, 40)) <= 40
+    assert of_kind(found, "to: the recipient's email address") == ["bob@example.com"]
+    assert of_kind(found, "subject: the subject line") == found
+    assert of_kind(["Report"], "to: an email address") == ["Report"]  # none of the kind: all the phrases
     assert numbers(["Convert 1,234 dollars and 2.5 euros, twice: 1,234"], integers=False) == [1234, 2.5]
     assert numbers(["2.5 and 7"], integers=True) == [7]
 
