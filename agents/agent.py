@@ -237,8 +237,11 @@ class Agent:
         routing = None if repeated else self.routing
         if routing is not None:
             first = not any(s.error is None and s.tool not in (None, FINAL_ANSWER) for s in run.steps)
-            turns = [m["content"] for m in self.messages if m["role"] == "user" and m["content"] != run.task]
-            routed = route(self.model, prompt, run.task, turns, list(self.tools.values()), routing,
+            newest_first = self.messages[::-1]
+            earlier = [m["content"] for m in newest_first if m["role"] == "user" and m["content"] != run.task]
+            results = [m["content"] for m in newest_first
+                       if m["role"] == "tool" and m.get("name") and not m["content"].startswith("Error: ")]
+            routed = route(self.model, prompt, run.task, [*earlier, *results], list(self.tools.values()), routing,
                            self.max_string_length, use_router=first)
             schema = routed.schema
         reply = self.model.stream(prompt, json_schema=schema, max_new_tokens=self.step_tokens, **self.sampling)

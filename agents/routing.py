@@ -14,13 +14,14 @@ each step of an `Agent(routing=Routing(...))`:
    router's best `top_k` instead. On the task set of agents.evaluate the router alone picks better than
    the model alone (81% against 47%), and the two together best (91%; bench/agents_routing.py).
 2. decodes the chosen tool's call alone, under its schema, where every argument "from the input" is an
-   `enum` of what the task and the user's earlier turns say: its phrases (runs of up to `max_span_words`
-   words, never starting or ending with a stop word) for a string, only its email addresses (URLs) for
-   one described as an email address (a URL), the numbers written there for a number. A parameter is
-   from the input when annotated `Annotated[str, FromInput]`, or, with `infer_from_input`, when it is a
-   plain string or number whose name and description do not say it is free text (a body, an
-   expression, ...); `Annotated[str, FreeText]` keeps one free. One with nothing to choose from (no
-   number in the task) stays free.
+   `enum` of what the task, the user's earlier turns and the tools' results so far say (in that order of
+   preference, up to `max_spans`; a file name a search found can be read next): their phrases (runs of up
+   to `max_span_words` words, never starting or ending with a stop word) for a string, only the email
+   addresses (URLs) for one described as an email address (a URL), the numbers written there for a
+   number. A parameter is from the input when annotated `Annotated[str, FromInput]`, or, with
+   `infer_from_input`, when it is a plain string or number whose name and description do not say it is
+   free text (a body, an expression, ...); `Annotated[str, FreeText]` keeps one free. One with nothing
+   to choose from (no number in the task) stays free.
 
 The step records the scores (`Step.routing`), so a trace shows why a tool was chosen.
 
@@ -256,13 +257,14 @@ def _short_value(name: str, schema: dict) -> bool:
 
 def spans(texts: list[str], max_words: int, limit: int) -> list[str]:
     """The phrases of `texts`: runs of 1 to `max_words` words as written (the characters between them kept), none
-    starting or ending with a stop word, each once; shorter runs first, at most `limit`."""
+    starting or ending with a stop word, each once, at most `limit`: a text's before the next text's, shorter runs
+    first within each."""
     from rag.words import STOPWORDS  # here, not at the top: `import agents` stays free of bm25s
 
     found: dict[str, None] = {}
-    words_per_text = [list(_WORD.finditer(text[:MAX_TEXT_CHARS])) for text in texts]
-    for length in range(1, max_words + 1):
-        for text, words in zip(texts, words_per_text, strict=True):
+    for text in texts:
+        words = list(_WORD.finditer(text[:MAX_TEXT_CHARS]))
+        for length in range(1, max_words + 1):
             for start in range(len(words) - length + 1):
                 first, last = words[start], words[start + length - 1]
                 if first.group().lower() in STOPWORDS or last.group().lower() in STOPWORDS:

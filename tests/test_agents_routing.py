@@ -143,6 +143,40 @@ def test_a_tool_without_from_input_arguments_is_decoded_as_before(toy_embedder):
     assert routed.schema == {"anyOf": step_schema([write_note], 300)["anyOf"][:1]}
 
 
+def test_arguments_may_come_from_a_tools_result(toy_embedder):
+    @tool
+    def search(topic: str) -> str:
+        """Search the files about a topic.
+
+        Args:
+            topic: the topic
+        """
+        return "found in handbook.pdf on page 12"
+
+    @tool
+    def read_page(document: str, page: int) -> str:
+        """Read a page of a document.
+
+        Args:
+            document: the file name
+            page: the page number
+        """
+        return "text"
+
+    logps = [{"search": -1.0, "read_page": -5.0, "final_answer": -9.0},
+             {"search": -9.0, "read_page": -1.0, "final_answer": -9.0}]
+    model = ScoringModel(logps[0], [{"tool": "search", "arguments": {"topic": "refunds"}},
+                                    {"tool": "read_page", "arguments": {"document": "handbook.pdf", "page": 12}}])
+    model.score = lambda prompt, continuations: [logps[len(model.calls)][json.loads(c + "}")["tool"]]
+                                                 for c in continuations]
+    settings = Routing(embedder=toy_embedder, min_cosine=None, answer_cosine=-1.0)
+    result = Agent(model, [search, read_page], routing=settings, max_steps=2).run("What do the files say on refunds?")
+    assert [step.tool for step in result.steps] == ["search", "read_page"] and result.steps[1].error is None
+    properties = model.calls[1].options["json_schema"]["anyOf"][0]["properties"]["arguments"]["properties"]
+    assert "handbook.pdf" in properties["document"]["enum"] and "refunds" in properties["document"]["enum"]
+    assert properties["page"]["enum"] == [12]
+
+
 def test_spans_and_numbers_of_the_task():
     found = spans(["Email bob@example.com with the subject 'Report' now."], 3, 100)
     assert "bob@example.com" in found and "Report" in found and "subject 'Report" in found
