@@ -41,6 +41,7 @@ from pydantic import BaseModel
 from agents.approvals import Decision, PausedRun
 from agents.backends import embedded_llm, plain_messages
 from agents.context import fit_context
+from agents.routing import Routing, resolve, route
 from agents.steps import (
     RunResult,
     Step,
@@ -96,12 +97,15 @@ class Agent:
     take. max_string_length: the longest string (an argument, the answer) the model may write.
     max_observation_chars: a tool result longer than this is cut before the model sees it. sampling: the
     options of `model.stream` besides the step's token limit (temperature, top_p, seed, ...); greedy by default.
+    routing: the tool chosen first, then its arguments (agents.routing): a Routing, True, None/False (one
+    decoding of the whole step), or "auto", on for an in-process core.LLM (the embedded model) and off for others.
     """
 
     def __init__(self, model: ChatModel | None = None, tools: Iterable[Tool | Callable] = (),
                  instructions: str = DEFAULT_INSTRUCTIONS, *, max_steps: int = 8, max_tokens: int | None = None,
                  max_seconds: float | None = None, step_tokens: int = 512, max_string_length: int = 300,
-                 max_observation_chars: int = 2000, sampling: dict | None = None):
+                 max_observation_chars: int = 2000, sampling: dict | None = None,
+                 routing: Routing | bool | str | None = "auto"):
         for name, value in (("max_steps", max_steps), ("step_tokens", step_tokens),
                             ("max_string_length", max_string_length), ("max_observation_chars", max_observation_chars),
                             ("max_tokens", max_tokens), ("max_seconds", max_seconds)):
@@ -125,6 +129,8 @@ class Agent:
         self.schema = step_schema(list(self.tools.values()), max_string_length)
         self.answer_schema = step_schema([], max_string_length)  # after a repeated call: final_answer only
         self.system = system_prompt(instructions, list(self.tools.values()))
+        resolve(routing, None if routing == "auto" else model)  # a bad setting fails here
+        self._routing = routing
         self.messages: list[dict] = []  # the conversation so far, every run's; the system prompt is added per call
 
     @property
@@ -133,6 +139,11 @@ class Agent:
         if self._model is None:
             self._model = embedded_llm()
         return self._model
+
+    @property
+    def routing(self) -> Routing | None:
+        """The routing settings in force (None: off); "auto" decides by the model, so this may load it."""
+        return resolve(self._routing, self.model if self._routing == "auto" else None)
 
     @property
     def limits(self) -> dict:
@@ -222,12 +233,23 @@ class Agent:
         started = time.monotonic()
         repeated = bool(run.steps) and run.steps[-1].error is not None and run.steps[-1].error.kind == "repeated"
         messages, trimmed = self._fit(self.messages)
-        reply = self.model.stream(self._prompt(messages), json_schema=self.answer_schema if repeated else self.schema,
-                                  max_new_tokens=self.step_tokens, **self.sampling)
+        prompt, schema, routed = self._prompt(messages), self.answer_schema if repeated else self.schema, None
+        routing = None if repeated else self.routing
+        if routing is not None:
+            first = not any(s.error is None and s.tool not in (None, FINAL_ANSWER) for s in run.steps)
+            newest_first = self.messages[::-1]
+            earlier = [m["content"] for m in newest_first if m["role"] == "user" and m["content"] != run.task]
+            results = [m["content"] for m in newest_first
+                       if m["role"] == "tool" and m.get("name") and not m["content"].startswith("Error: ")]
+            routed = route(self.model, prompt, run.task, [*earlier, *results], list(self.tools.values()), routing,
+                           self.max_string_length, use_router=first)
+            schema = routed.schema
+        reply = self.model.stream(prompt, json_schema=schema, max_new_tokens=self.step_tokens, **self.sampling)
         text = "".join(reply)
         step = Step(len(run.steps) + 1, text, prompt_tokens=reply.prompt_tokens,
                     completion_tokens=reply.completion_tokens, finish_reason=reply.finish_reason,
-                    model_seconds=time.monotonic() - started, trimmed=trimmed)
+                    model_seconds=time.monotonic() - started, trimmed=trimmed,
+                    routing=None if routed is None else routed.record)
         run.steps.append(step)
         self.messages.append({"role": "assistant", "content": text})
         try:

@@ -39,7 +39,8 @@ MODEL_ERRORS = ("parse", "unknown_tool", "arguments")  # the output itself was n
 ERROR_KINDS = (*MODEL_ERRORS, "tool", "timeout", "rejected", "repeated")
 APPROVALS = ("pending", "approved", "edited", "rejected")
 STATUSES = ("answered", "stopped", "paused")
-_UNREPRODUCIBLE = ("model_seconds", "tool_seconds", "trimmed")  # timings; trimming counts the recorded model's tokens
+# Timings; trimming counts the recorded model's tokens, routing scores are the recorded model's (a replay runs without)
+_UNREPRODUCIBLE = ("model_seconds", "tool_seconds", "trimmed", "routing")
 
 
 class StepParseError(ValueError):
@@ -74,6 +75,7 @@ class Step:
     model_seconds: float = 0.0
     tool_seconds: float = 0.0
     trimmed: dict | None = None  # what was dropped from the prompt to fit the context (agents.context.fit_context)
+    routing: dict | None = None  # with routing on, the scores the tool was chosen by (agents.routing.Route.record)
 
     def __post_init__(self):
         assert self.approval is None or self.approval in APPROVALS, self.approval
@@ -173,14 +175,18 @@ def bounded(schema: dict, max_string_length: int) -> dict:
 def system_prompt(instructions: str, tools: list[Tool]) -> str:
     """The instructions, the tools as a JSON list (final_answer first) and the reply format.
 
+    A tool's examples (Tool.examples) follow its parameters as whole calls, under "examples": values a
+    call might take, not defaults (a parameter's default is only ever its schema's).
+
     The JSON tool list inside <tools> tags is the shape SmolLM2-Instruct saw in its function-calling
     training data (Argilla's Synth-APIGen); on the task set of agents.evaluate it picks the right tool
     more often this way than from a prose list, and larger models read it as well.
     """
-    listed = [(FINAL_ANSWER, FINAL_ANSWER_DESCRIPTION, FINAL_ANSWER_PARAMETERS),
-              *((t.name, t.description, t.parameters) for t in tools)]
-    specs = [{"name": name, "description": description, "parameters": _shown(parameters)}
-             for name, description, parameters in listed]
+    listed = [(FINAL_ANSWER, FINAL_ANSWER_DESCRIPTION, FINAL_ANSWER_PARAMETERS, ()),
+              *((t.name, t.description, t.parameters, t.examples) for t in tools)]
+    specs = [{"name": name, "description": description, "parameters": _shown(parameters),
+              **({"examples": [{"tool": name, "arguments": example} for example in examples]} if examples else {})}
+             for name, description, parameters, examples in listed]
     return (f"{instructions.strip()}\n\n"
             "You are given a task and a set of tools. Call the tool that achieves the task, with argument values "
             "taken from the task; you will then see its result. When you have the result, or when no tool fits, "

@@ -84,6 +84,7 @@ class Tool:
     requires_approval: bool = False
     timeout: float | None = DEFAULT_TIMEOUT_S
     isolated: bool = False
+    examples: tuple[dict, ...] = ()  # example arguments, shown to the model as examples (never as defaults)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
@@ -94,6 +95,11 @@ class Tool:
         if self.timeout is not None and not (isinstance(self.timeout, int | float) and self.timeout > 0):
             raise ToolDefinitionError(f"tool {self.name!r}: timeout must be a positive number of seconds, "
                                       f"got {self.timeout!r}")
+        for example in self.examples:
+            try:
+                self.validator(example)
+            except ToolArgumentError as error:
+                raise ToolDefinitionError(f"tool {self.name!r}: example {example!r} does not fit: {error}") from None
         if self.isolated:
             try:
                 check_isolatable(self.function)
@@ -169,9 +175,10 @@ def _in_thread(call: Callable[[], Any], timeout: float | None) -> Any:
 
 
 def tool(function: Callable | None = None, *, name: str | None = None, side_effects: bool = False,
-         requires_approval: bool = False, timeout: float | None = DEFAULT_TIMEOUT_S, isolated: bool = False):
+         requires_approval: bool = False, timeout: float | None = DEFAULT_TIMEOUT_S, isolated: bool = False,
+         examples: list[dict] | None = None):
     """`@tool` or `@tool(side_effects=True, requires_approval=True, timeout=10, isolated=True)`: a Tool from a
-    typed function.
+    typed function. `examples`: arguments of typical calls ({"city": "Oslo"}), each checked against the signature.
 
     Raises ToolDefinitionError for a signature the model could not be told about, or a function that
     cannot be isolated (see the module docstring).
@@ -184,7 +191,8 @@ def tool(function: Callable | None = None, *, name: str | None = None, side_effe
         description, documented = parse_docstring(function, tool_name)
         model, fields = arguments_model(function, tool_name, documented)
         return Tool(tool_name, description, tool_schema(model.model_json_schema(by_alias=True), tool_name), function,
-                    _validator(model, fields, tool_name), side_effects, requires_approval, timeout, isolated)
+                    _validator(model, fields, tool_name), side_effects, requires_approval, timeout, isolated,
+                    tuple(dict(example) for example in examples or ()))
 
     return make(function) if function is not None else make
 

@@ -7,8 +7,10 @@ into a known tool's valid call or a final answer; constrained decoding should ma
 and right-arguments rates (judged on each run's first step), steps and seconds per task, overall, per
 expected tool and per phrasing style. Tasks run in threads, so the engine decodes them as one batch:
 seconds per task are wall time inside that batch. The Agent settings come from `agent_options` alone and
-are written into the results.
-Run: .venv/bin/python -m bench.agents [--set all] [--model PATH] [--max-steps 2] [--workers 8]
+are written into the results. `--routing off` decodes each step as one constrained call over every tool (the
+agent before agents.routing); `on` (the default, as Agent's for a local model) chooses the tool first, then its
+arguments.
+Run: .venv/bin/python -m bench.agents [--set all] [--model PATH] [--max-steps 2] [--workers 8] [--routing on|off]
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import time
 
 from agents.evaluate import Outcome, evaluate, summary
+from agents.routing import Routing
 from agents.tasks import SETS
 from bench import results
 from core import LLM
@@ -27,7 +30,7 @@ COLUMNS = "tasks | valid steps | right tool | right arguments | steps / task | s
 
 def agent_options(args: argparse.Namespace) -> dict:
     """The settings every task's Agent gets: the one place a command-line option becomes an Agent setting."""
-    return {"max_steps": args.max_steps, **OPTIONS}
+    return {"max_steps": args.max_steps, "routing": Routing() if args.routing == "on" else None, **OPTIONS}
 
 
 def grouped(outcomes: list[Outcome], key) -> list[tuple[str, dict]]:
@@ -96,6 +99,7 @@ def main() -> None:
     parser.add_argument("--model", help="a .gguf file (default: the embedded SmolLM2)")
     parser.add_argument("--max-steps", type=int, default=2)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--routing", choices=("on", "off"), default="on")
     parser.add_argument("--note", default="", help="added under the setup, e.g. what else loaded the machine")
     args = parser.parse_args()
     llm = LLM.load(args.model)
@@ -109,9 +113,11 @@ def main() -> None:
              f"{args.workers} tasks at a time; "
              + "; ".join(f"{name}: {len(runs[name])} tasks in {walls[name]:.0f} s wall" for name in runs) + "."
              + (f"\n\n{args.note}" if args.note else ""))
+    recorded = {key: str(value) if key == "routing" else value for key, value in options.items()}
     results.write("agents", f"Agents: tool use on {args.model or 'the embedded SmolLM2-135M-Instruct'}",
                   markdown(runs, setup), {"model": llm.name, "set": args.set, "workers": args.workers,
-                                          "agent_options": options, "wall_seconds": walls, **data(runs)}, args.results)
+                                          "agent_options": recorded,
+                                          "wall_seconds": walls, **data(runs)}, args.results)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.engine import Engine, EngineConfig, GenerationStream
-from core.errors import ModelRequestError
+from core.errors import ContextLengthError, ModelRequestError
 from core.loading import load_model
 from core.model import Transformer
 from core.sampling import SamplingParams
@@ -98,3 +98,46 @@ class LLM:
         """All prompts submitted at once, so they decode together; outputs in prompt order."""
         streams = [self.stream(prompt, **options) for prompt in prompts]
         return ["".join(stream) for stream in streams]
+
+    def score(self, prompt: Prompt, continuations: list[str]) -> list[float]:
+        """The summed log-probability of each continuation's tokens right after `prompt`, in that order.
+
+        For choosing among a few given answers by what the model itself prefers (agents.routing scores
+        `{"tool": "<name>"` per tool). The prompt and the continuations' common leading tokens are run once
+        (the prompt's cached prefix reused, as a generation would), the rest of each continuation after it
+        in one batch. A continuation is tokenized on its own, so it should start where a reply starts.
+        Runs under the engine's lock: generations wait meanwhile.
+        """
+        import torch
+
+        from core.kv_cache import KVCache
+
+        if not continuations or not all(isinstance(c, str) and c for c in continuations):
+            raise ModelRequestError("give at least one continuation, each a non-empty string")
+        ids = self.prompt_ids(prompt)
+        tails = [self.tokenizer.encode(c, add_special_tokens=False, parse_special=False) for c in continuations]
+        if not ids or len(ids) + max(len(tail) for tail in tails) > self.context_length:
+            raise ContextLengthError(f"the prompt has {len(ids)} tokens, and with the longest continuation it "
+                                     f"passes the context of {self.context_length}")
+        shared = 0  # leading tokens every continuation has, leaving each at least one of its own
+        while shared < min(len(tail) for tail in tails) - 1 and len({tail[shared] for tail in tails}) == 1:
+            shared += 1
+        head, rests = ids + tails[0][:shared], [tail[shared:] for tail in tails]
+        engine, n, width = self.engine, len(head), max(len(rest) for rest in rests)
+        with torch.inference_mode(), engine._lock:
+            one = KVCache.allocate(self.model.config, 1, n, engine.dtype)
+            reused, k, v = engine.prefix_cache.lookup(ids)
+            if reused:
+                one.k[:, 0, :, :reused], one.v[:, 0, :, :reused] = k[:, :, :reused], v[:, :, :reused]
+            first = self.model(torch.tensor([head[reused:]]), torch.arange(reused, n)[None], kv_cache=one,
+                               logits_to_keep=shared + 1)[0]  # (shared + 1, vocab): from the prompt's last token
+            engine.prefix_cache.insert(ids, one.k[:, 0, :, :len(ids)], one.v[:, 0, :, :len(ids)])
+            batch = KVCache.allocate(self.model.config, len(rests), n + width, engine.dtype)
+            batch.k[:, :, :, :n], batch.v[:, :, :, :n] = one.k, one.v  # broadcast over the rows
+            tokens = torch.tensor([rest + [0] * (width - len(rest)) for rest in rests])  # padding after: never read
+            logits = self.model(tokens, torch.arange(n, n + width)[None].expand_as(tokens), kv_cache=batch)
+        first, rest_logps = torch.log_softmax(first, -1), torch.log_softmax(logits, -1)
+        common = float(sum(first[j, token] for j, token in enumerate(tails[0][:shared])))
+        return [common + float(first[shared, rest[0]] + sum(rest_logps[row, j - 1, rest[j]]
+                                                             for j in range(1, len(rest))))
+                for row, rest in enumerate(rests)]

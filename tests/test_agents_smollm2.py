@@ -48,7 +48,8 @@ def test_the_three_line_api_runs_on_the_embedded_model(llm):
 
 
 def first_step(model):
-    return Agent(model, TOOLS, **OPTIONS).run(TASK).steps[0]
+    """Without routing, which the local model gets by default and the others do not: one decoding, the same for all."""
+    return Agent(model, TOOLS, **OPTIONS, routing=None).run(TASK).steps[0]
 
 
 def test_a_remote_model_over_llmkit_serve_equals_the_local_model(llm, served_url):

@@ -1,0 +1,245 @@
+"""Routing: the tool chosen by the model's scores and the router's cosines, arguments held to spans of the task."""
+
+import json
+import random
+from typing import Annotated
+
+import pytest
+import torch
+
+from agents import Agent, ScriptedModel, read_trace, tool
+from agents.routing import FreeText, FromInput, Routing, from_input_parameters, numbers, of_kind, resolve, route, spans
+from agents.steps import step_schema
+from agents.tools import ToolDefinitionError
+from core import LLM
+
+from conftest import save_tiny_checkpoint
+
+
+@tool
+def get_weather(city: str) -> str:
+    """Get the current weather in a city.
+
+    Args:
+        city: the name of the city
+    """
+    return f"{city}: 18 degrees"
+
+
+@tool
+def convert(amount: float, currency: str) -> str:
+    """Convert an amount of money into euros.
+
+    Args:
+        amount: how much money
+        currency: the currency code of the amount
+    """
+    return f"{amount} {currency} is 3 EUR"
+
+
+@tool
+def write_note(text: str) -> str:
+    """Write a note.
+
+    Args:
+        text: the text of the note
+    """
+    return "noted"
+
+
+@tool
+def reply(body: Annotated[str, FromInput], title: Annotated[str, FreeText]) -> str:
+    """Reply to the user.
+
+    Args:
+        body: the body of the reply
+        title: a title
+    """
+    return "sent"
+
+
+TOOLS = [get_weather, convert, write_note]
+
+
+class ScoringModel(ScriptedModel):
+    """A ScriptedModel that also scores continuations, by the log-probabilities given per tool name."""
+
+    def __init__(self, logps: dict[str, float], outputs):
+        super().__init__(outputs)
+        self.logps, self.scored = logps, []
+
+    def score(self, prompt, continuations):
+        self.scored.append(continuations)
+        return [self.logps[json.loads(c + "}")["tool"]] for c in continuations]
+
+
+def chosen_by_formula(logps, cosines, strength):
+    return max(logps, key=lambda name: logps[name] + strength * cosines[name])
+
+
+def test_the_router_order_is_what_the_scores_say(toy_embedder, tmp_path):
+    logps = {"get_weather": -9.0, "convert": -3.0, "write_note": -4.0, "final_answer": -5.0}
+    task = "weather in Oslo: the city weather now"
+    # The model alone prefers convert; the router (bag of words) prefers get_weather, whose text shares words.
+    for weight, expected in ((0.0, "convert"), (1.0, "get_weather")):
+        model = ScoringModel(logps, [{"tool": expected, "arguments": {"city": "Oslo"} if expected == "get_weather"
+                                      else {"amount": 1, "currency": "Oslo"}}])
+        settings = Routing(weight=weight, temperature=0.05, embedder=toy_embedder, answer_cosine=0.0, min_cosine=None)
+        agent = Agent(model, TOOLS, routing=settings, max_steps=1)
+        step = agent.run(task, trace=tmp_path / f"{weight}.jsonl").steps[0]
+        scores = step.routing["scores"]
+        assert set(scores) == {*logps}
+        assert step.routing["chosen"] == step.tool == expected
+        cosines = {name: s["router"] or 0.0 for name, s in scores.items()}  # weight 0: the router is not asked
+        assert expected == chosen_by_formula(logps, cosines, weight / 0.05)
+        assert all(s["model"] == logps[name] for name, s in scores.items())
+        # The call is decoded under the chosen tool's schema alone.
+        branches = model.calls[0].options["json_schema"]["anyOf"]
+        assert [b["properties"]["tool"]["const"] for b in branches] == [expected]
+        recorded = read_trace(tmp_path / f"{weight}.jsonl").steps[0]
+        assert recorded.routing == step.routing  # the trace shows why the tool was chosen
+    assert cosines["get_weather"] > cosines["convert"] + 0.1
+
+
+def test_top_k_restricts_the_candidates_and_a_model_without_score_picks_by_choices(toy_embedder):
+    model = ScriptedModel(['{"tool": "get_weather"', {"tool": "get_weather", "arguments": {"city": "Oslo"}}])
+    agent = Agent(model, TOOLS, routing=Routing(embedder=toy_embedder, top_k=1, min_cosine=None),
+                  max_steps=1)
+    step = agent.run("the weather in the city of Oslo").steps[0]
+    assert model.calls[0].options["choices"] == ['{"tool": "get_weather"', '{"tool": "final_answer"']
+    assert step.tool == "get_weather" and step.arguments == {"city": "Oslo"}
+    assert set(step.routing["scores"]) == {"get_weather", "final_answer"}
+
+
+def test_self_check_answers_when_the_best_tool_is_far_from_the_task(toy_embedder):
+    logps = {"get_weather": -1.0, "convert": -9.0, "write_note": -9.0, "final_answer": -9.0}
+    model = ScoringModel(logps, [{"tool": "final_answer", "arguments": {"answer": "hello"}}])
+    settings = Routing(weight=0.0, embedder=toy_embedder, min_cosine=0.5)
+    result = Agent(model, TOOLS, routing=settings).run("say hello")
+    assert result.answer == "hello" and result.steps[0].routing["self_check"] is True
+    assert model.calls[0].options["json_schema"] == step_schema([], 300)
+
+
+def test_after_a_tool_result_the_model_decides_alone(toy_embedder):
+    logps = {"get_weather": -1.0, "convert": -9.0, "write_note": -9.0, "final_answer": -2.0}
+    model = ScoringModel(logps, [{"tool": "get_weather", "arguments": {"city": "Oslo"}},
+                                 {"tool": "get_weather", "arguments": {"city": "Oslo"}},
+                                 {"tool": "final_answer", "arguments": {"answer": "18"}}])
+    result = Agent(model, TOOLS, routing=Routing(embedder=toy_embedder, min_cosine=None)).run("weather in Oslo")
+    assert [s.tool for s in result.steps] == ["get_weather", "get_weather", "final_answer"]
+    assert result.steps[0].routing["scores"]["get_weather"]["router"] is not None
+    assert result.steps[1].routing["scores"]["get_weather"]["router"] is None  # no prior after the result
+    assert result.steps[2].routing is None  # after a repeated call: the answer only, no choice to make
+
+
+def test_a_tool_without_from_input_arguments_is_decoded_as_before(toy_embedder):
+    assert from_input_parameters(write_note, infer=True) == []
+    assert from_input_parameters(reply, infer=True) == ["body"]  # the markers win over the inference
+    assert from_input_parameters(get_weather, infer=False) == []
+    task = [{"role": "user", "content": "note: buy milk"}]
+    logps = {"get_weather": -9.0, "convert": -9.0, "write_note": -1.0, "final_answer": -9.0}
+    routed = route(ScoringModel(logps, []), task, "note: buy milk", [], TOOLS,
+                   Routing(weight=0.0, embedder=toy_embedder), 300, use_router=True)
+    assert routed.schema == {"anyOf": step_schema([write_note], 300)["anyOf"][:1]}
+
+
+def test_arguments_may_come_from_a_tools_result(toy_embedder):
+    @tool
+    def search(topic: str) -> str:
+        """Search the files about a topic.
+
+        Args:
+            topic: the topic
+        """
+        return "found in handbook.pdf on page 12"
+
+    @tool
+    def read_page(document: str, page: int) -> str:
+        """Read a page of a document.
+
+        Args:
+            document: the file name
+            page: the page number
+        """
+        return "text"
+
+    logps = [{"search": -1.0, "read_page": -5.0, "final_answer": -9.0},
+             {"search": -9.0, "read_page": -1.0, "final_answer": -9.0}]
+    model = ScoringModel(logps[0], [{"tool": "search", "arguments": {"topic": "refunds"}},
+                                    {"tool": "read_page", "arguments": {"document": "handbook.pdf", "page": 12}}])
+    model.score = lambda prompt, continuations: [logps[len(model.calls)][json.loads(c + "}")["tool"]]
+                                                 for c in continuations]
+    settings = Routing(embedder=toy_embedder, min_cosine=None, answer_cosine=-1.0)
+    result = Agent(model, [search, read_page], routing=settings, max_steps=2).run("What do the files say on refunds?")
+    assert [step.tool for step in result.steps] == ["search", "read_page"] and result.steps[1].error is None
+    properties = model.calls[1].options["json_schema"]["anyOf"][0]["properties"]["arguments"]["properties"]
+    assert "handbook.pdf" in properties["document"]["enum"] and "refunds" in properties["document"]["enum"]
+    assert properties["page"]["enum"] == [12]
+
+
+def test_spans_and_numbers_of_the_task():
+    found = spans(["Email bob@example.com with the subject 'Report' now."], 3, 100)
+    assert "bob@example.com" in found and "Report" in found and "subject 'Report" in found
+    assert not any(span.lower().startswith(("the ", "with ")) for span in found)
+    assert len(spans(["word " * 500], 5, 40)) <= 40
+    assert of_kind(found, "to: the recipient's email address") == ["bob@example.com"]
+    assert of_kind(found, "subject: the subject line") == found
+    assert of_kind(["Report"], "to: an email address") == ["Report"]  # none of the kind: all the phrases
+    assert numbers(["Convert 1,234 dollars and 2.5 euros, twice: 1,234"], integers=False) == [1234, 2.5]
+    assert numbers(["2.5 and 7"], integers=True) == [7]
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    save_tiny_checkpoint("llama", folder)
+    return LLM.load(str(folder))
+
+
+def test_score_is_the_summed_log_probability_of_each_continuation(tiny_llm):
+    prompt = [{"role": "user", "content": "The quick brown fox jumps over the lazy dog."}]
+    continuations = ['{"tool": "a"', "def main", "x"]
+    ids = tiny_llm.prompt_ids(prompt)
+    expected = []
+    for text in continuations:
+        tail = tiny_llm.tokenizer.encode(text, add_special_tokens=False, parse_special=False)
+        with torch.no_grad():
+            logits = tiny_llm.model(torch.tensor([ids + tail]), torch.arange(len(ids) + len(tail)))[0]
+        logps = torch.log_softmax(logits, -1)
+        expected.append(float(sum(logps[len(ids) + j - 1, token] for j, token in enumerate(tail))))
+    assert tiny_llm.score(prompt, continuations) == pytest.approx(expected, abs=1e-3)
+    assert tiny_llm.score(prompt, continuations) == pytest.approx(expected, abs=1e-3)  # its prefix cached now
+
+
+def test_arguments_from_the_input_can_only_be_spans_of_the_task(tiny_llm, toy_embedder):
+    rng = random.Random(0)
+    words = ["Oslo", "the", "rain", "New", "York", "dollars", "euro", "in", "of", "Paris", "bank", "x-ray"]
+    settings = Routing(weight=1000.0, temperature=0.01, answer_cosine=-1.0, embedder=toy_embedder, top_k=1)
+    for _ in range(12):
+        task = " ".join(rng.choice(words) if rng.random() < 0.8 else str(rng.randint(0, 999)) for _ in range(6))
+        task = f"convert {task}"
+        prompt = [{"role": "user", "content": task}]
+        routed = route(tiny_llm, prompt, task, [], [convert], settings, 40, use_router=True)
+        assert routed.tool == "convert"
+        text = tiny_llm.generate(prompt, json_schema=routed.schema, max_new_tokens=150, temperature=1.0,
+                                 seed=rng.randint(0, 10**6))
+        arguments = json.loads(text)["arguments"]
+        assert arguments["currency"] in spans([task], 5, 300) and arguments["currency"] in task
+        if numbers([task], integers=False):
+            assert arguments["amount"] in numbers([task], integers=False)
+
+
+def test_routing_is_on_for_the_local_model_only_and_examples_are_shown(tiny_llm):
+    assert resolve("auto", tiny_llm) == Routing() and resolve("auto", ScriptedModel([])) is None
+    assert resolve(False, tiny_llm) is None and resolve(True, ScriptedModel([])) == Routing()
+    with pytest.raises(ValueError):
+        Agent(ScriptedModel([]), TOOLS, routing="sometimes")
+
+    @tool(examples=[{"city": "Oslo"}])
+    def weather(city: str) -> str:
+        """The weather."""
+        return city
+
+    assert '"examples": [{"tool": "weather", "arguments": {"city": "Oslo"}}]' in Agent(tools=[weather]).system
+    with pytest.raises(ToolDefinitionError, match="example"):
+        tool(examples=[{"town": "Oslo"}])(weather.function)
