@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import string
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import llguidance
@@ -80,84 +80,114 @@ def _completes(matcher: llguidance.LLMatcher, tokens: list[int]) -> bool:
 
 @dataclass
 class _Finish:
-    """A search for tokens that take a matcher from where it stands to a complete output in at most `need`.
+    """A search for tokens that take a matcher from where it stands to a complete output, shortest first.
 
-    Depth first: forced bytes (llguidance's fast-forward tokens) are one move; elsewhere up to SEARCH_BRANCHES
-    allowed characters of CLOSING_ORDER, first to last, or the shortest allowed tokens when none is. The first
-    path closes what is open as soon as the grammar allows, which is nearly always shortest; the others are cut
-    once they are no shorter in bytes than the shortest complete text seen, whose own tokenisation is tried last.
-    The matcher is left as it was found.
+    The first path is greedy: the forced bytes (llguidance's fast-forward tokens) as one move, elsewhere the
+    first allowed character of CLOSING_ORDER (or, where none is, the allowed token of fewest bytes). It closes
+    what is open as soon as the grammar lets it, which is nearly always shortest; `improve` then tries, at
+    each choice along the best path so far, the other allowed characters followed greedily, and keeps what is
+    shorter (an empty array `[]` rather than `[""]`). A path's length is that of its text's own tokenisation
+    when that is shorter and also completes the output. The matcher is left as it was found.
     """
 
     matcher: llguidance.LLMatcher
     vocab: _Vocab
-    need: int
-    moves: int
-    first_only: bool  # the first complete text found decides (its path or its own tokens fit, or nothing does)
-    found: list[int] | None = None
-    shortest: bytes | None = None  # the shortest complete text seen, when its path was too many tokens
-    path: list[int] = field(default_factory=list)
-    text: bytearray = field(default_factory=bytearray)
+    moves: int  # tokens the search may take before it gives up
 
-    def run(self) -> list[int] | None:
-        self._visit(0)
-        if self.found is None and self.shortest is not None:
-            tokens = self.vocab.ll.tokenize_bytes(self.shortest)
-            if len(tokens) <= self.need and _completes(self.matcher, tokens):
-                self.found = tokens
-        return self.found
+    def first(self, need: int) -> list[int] | None:
+        """The greedy path's tokens if they are at most `need`, else None."""
+        path = self._greedy([])
+        tokens = None if path is None else self._tokens(path, need)
+        return tokens if tokens is not None and len(tokens) <= need else None
 
-    def shortest_tokens(self) -> int | None:
-        """After `run`: how many tokens the shortest complete text it saw takes, None when it saw none."""
-        if self.found is not None:
-            return len(self.found)
-        return None if self.shortest is None else len(self.vocab.ll.tokenize_bytes(self.shortest))
+    def shortest(self, need: int) -> list[int] | None:
+        """A finish in at most `need` tokens, or the shortest found when none fits; None when none completes."""
+        best = self._greedy([])
+        best_tokens = None if best is None else self._tokens(best, need)
+        improved = best is not None
+        while improved and len(best_tokens) > need and self.moves > 0:
+            improved = False
+            for at in (i for i, (_, choice) in enumerate(best) if choice):
+                for other in self._alternatives(best[:at], best[at][0]):
+                    path = self._greedy([*best[:at], (other, True)])
+                    tokens = None if path is None else self._tokens(path, need)
+                    if tokens is not None and len(tokens) < len(best_tokens):
+                        best, best_tokens, improved = path, tokens, True
+                        break
+                if improved or self.moves <= 0:
+                    break
+        return best_tokens
 
-    def _visit(self, depth: int) -> None:
-        if self.matcher.is_accepting():
-            if len(self.path) <= self.need:
-                self.found = list(self.path)
-            elif self.shortest is None or len(self.text) < len(self.shortest):
-                self.shortest = bytes(self.text)
-            if self.first_only:
-                self.moves = 0
-            return
-        if self.moves <= 0 or depth >= SEARCH_DEPTH or (
-                self.shortest is not None and len(self.text) + 1 >= len(self.shortest)):
-            return
+    def _greedy(self, prefix: list[tuple[list[int], bool]]) -> list[tuple[list[int], bool]] | None:
+        """`prefix` (moves from this state) and then greedy moves to a complete output; None past the limits."""
+        path, taken = list(prefix), self._enter(prefix)
+        try:
+            if taken is None:
+                return None
+            while not self.matcher.is_accepting():
+                move = self._move() if self.moves > 0 and len(path) < SEARCH_DEPTH else None
+                if move is None:
+                    return None
+                path.append(move)
+                taken += len(move[0])
+            return path
+        finally:
+            self.matcher.rollback(taken or 0)
+
+    def _enter(self, prefix: list[tuple[list[int], bool]]) -> int | None:
+        """Consume `prefix`'s tokens: how many, or None (and nothing consumed) when they are not all allowed."""
+        tokens = [token for move, _ in prefix for token in move]
+        consumed = self.matcher.try_consume_tokens(tokens)
+        if consumed == len(tokens):
+            return consumed
+        self.matcher.rollback(consumed)
+        return None
+
+    def _move(self) -> tuple[list[int], bool] | None:
+        """Take the next greedy move: (its tokens, whether it was a choice rather than forced)."""
         forced = self.matcher.compute_ff_tokens()
         if forced:
-            self._move(forced, depth)
-            return
+            taken = self.matcher.try_consume_tokens(forced)
+            self.moves -= max(taken, 1)
+            return (forced[:taken], False) if taken else None
+        self.moves -= 1
         # The first closer (`"`) is tried blind: it is usually allowed, and cheaper to try than a mask to compute.
-        moves = int(self._move([int(self.vocab.closers[0])], depth + 1))
-        for token in self._other_choices() if moves < SEARCH_BRANCHES else ():
-            if moves == SEARCH_BRANCHES or self.found is not None or self.moves <= 0:
-                return
-            moves += self._move([token], depth + 1)
+        first = int(self.vocab.closers[0])
+        if self.matcher.try_consume_tokens([first]) == 1:
+            return [first], True
+        choices = self._choices()
+        if choices and self.matcher.try_consume_tokens(choices[:1]) == 1:
+            return choices[:1], True
+        return None
 
-    def _move(self, tokens: list[int], depth: int) -> bool:
-        consumed = self.matcher.try_consume_tokens(tokens)
-        if consumed:
-            self.moves -= 1
-            size = len(self.text)
-            self.path += tokens[:consumed]
-            self.text += self.vocab.ll.decode_bytes(tokens[:consumed])
-            self._visit(depth)
-            del self.path[len(self.path) - consumed:], self.text[size:]
+    def _alternatives(self, prefix: list[tuple[list[int], bool]], taken: list[int]) -> list[list[int]]:
+        """The other first moves at the choice after `prefix`, up to SEARCH_BRANCHES - 1 of them."""
+        consumed = self._enter(prefix)
+        if consumed is None:
+            return []
+        try:
+            return [[token] for token in self._choices() if [token] != taken][:SEARCH_BRANCHES - 1]
+        finally:
             self.matcher.rollback(consumed)
-        return consumed > 0
 
-    def _other_choices(self) -> list[int]:
-        """The allowed closers after the first, in order; where none is, the allowed tokens of fewest bytes."""
+    def _choices(self) -> list[int]:
+        """The allowed closers, in order; where none is, the allowed tokens of fewest bytes."""
         words = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)
-        closers = self.vocab.closers[1:]
+        closers = self.vocab.closers
         allowed = closers[(words[closers >> 3] >> (closers & 7)) & 1 == 1]
         if len(allowed):
             return allowed.tolist()
         bits = np.unpackbits(words, bitorder="little")
         ids = [int(i) for i in np.flatnonzero(bits)[:512] if int(i) not in self.vocab.stop_ids]
         return sorted(ids, key=lambda i: len(self.vocab.ll.decode_bytes([i])))[:SEARCH_BRANCHES]
+
+    def _tokens(self, path: list[tuple[list[int], bool]], need: int) -> list[int]:
+        """The path's tokens; over `need`, its text's own tokenisation where that is shorter and completes too."""
+        tokens = [token for move, _ in path for token in move]
+        if len(tokens) <= need:
+            return tokens
+        retokenized = self.vocab.ll.tokenize_bytes(self.vocab.ll.decode_bytes(tokens))
+        return retokenized if len(retokenized) < len(tokens) and _completes(self.matcher, retokenized) else tokens
 
 
 class TokenConstraint:
@@ -229,15 +259,13 @@ class ConstraintState:
         Raises ValueError, naming both numbers, when the shortest output found takes more. A grammar whose
         shortest output the search cannot find within its limits is left unbudgeted (no error, no guarantee).
         """
-        search = _Finish(self._matcher, self._vocab, max_new_tokens, SEARCH_MOVES_FIRST, first_only=False)
-        plan = search.run()
-        if plan is not None:
-            self._budget, self._plan = max_new_tokens, plan
+        plan = _Finish(self._matcher, self._vocab, SEARCH_MOVES_FIRST).shortest(max_new_tokens)
+        if plan is None:
             return
-        shortest = search.shortest_tokens()
-        if shortest is not None:
+        if len(plan) > max_new_tokens:
             raise ValueError(f"max_new_tokens={max_new_tokens} cannot hold any output that matches "
-                             f"{self._description[:300]}: the shortest takes {shortest} tokens; allow at least that")
+                             f"{self._description}: the shortest takes {len(plan)} tokens; allow at least that")
+        self._budget, self._plan = max_new_tokens, plan
 
     def allowed(self, vocab_size: int) -> torch.Tensor:
         """Bool (vocab_size,), True = allowed next; the stop ids are allowed exactly when the output is complete.
@@ -302,7 +330,7 @@ class ConstraintState:
         free text leaves it valid, and trying it is cheaper than a search), else the first the search finds."""
         if len(self._plan) <= need and _completes(self._matcher, self._plan):
             return self._plan
-        return _Finish(self._matcher, self._vocab, need, SEARCH_MOVES_STEP + 2 * len(self._plan), first_only=True).run()
+        return _Finish(self._matcher, self._vocab, SEARCH_MOVES_STEP + 2 * len(self._plan)).first(need)
 
     @property
     def done(self) -> bool:
