@@ -263,8 +263,9 @@ class ConstraintState:
         if plan is None:
             return
         if len(plan) > max_new_tokens:
-            raise ValueError(f"max_new_tokens={max_new_tokens} cannot hold any output that matches "
-                             f"{self._description}: the shortest takes {len(plan)} tokens; allow at least that")
+            raise ValueError(f"a budget of {max_new_tokens} tokens (max_new_tokens; max_tokens on a server) cannot "
+                             f"hold any output that matches {self._description}: the shortest takes {len(plan)} "
+                             f"tokens; allow at least {len(plan)}")
         self._budget, self._plan = max_new_tokens, plan
 
     def allowed(self, vocab_size: int) -> torch.Tensor:
