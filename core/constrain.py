@@ -6,11 +6,13 @@ grammar once per `TokenConstraint.compile`; a sequence then pays only for its ma
 
 Does not touch logits or sample: the engine applies `ConstraintState.allowed` itself. Under a token budget
 (`ConstraintState.limit`) it keeps the output closable: free text (a JSON string without `maxLength`, a
-regex like `.*`) runs until the budget only just holds the shortest way to finish, which is then taken
-(close the string, the array, the object). The shortest finish is found by a small search over the
-matcher (`_finish`): depth first over the grammar's forced bytes and single-character tokens, closing
-characters (`"`, `]`, `}`) tried first, so its first path is almost always the shortest; it costs tens of
-microseconds a token, against milliseconds for the model's step.
+regex like `.*`) runs until the budget only just holds a way to finish, which is then taken (close the
+string, the array, the object). Each sequence holds such a finish (a plan); a sampled token is taken only
+if a finish from after it still fits, found by `_Finish`: a greedy path over the grammar's forced bytes and
+single-character tokens, closing characters (`"`, `]`, `}`) first. Before generating, the same search also
+tries the other characters at each choice, to find the shortest output and refuse a budget that cannot
+hold it. Per token this costs tens of microseconds (trying the plan in hand, and a search when the output's
+structure changed), against milliseconds for the model's step; without a budget, nothing.
 """
 
 from __future__ import annotations
@@ -37,13 +39,13 @@ JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separ
 # most briefly (a digit), then the rest of printable ASCII. Only characters that are one token count.
 _TRIED_FIRST = '"]})' + string.digits + ",:.-_@/ " + string.ascii_letters
 CLOSING_ORDER = _TRIED_FIRST + "".join(sorted(set(string.printable) - set(_TRIED_FIRST) - set("\r\x0b\x0c")))
-# Moves (tokens taken) a search for a finish may make: the first path, tried first, takes one per character
-# to write (a forced run counts once). Before generating, the search looks hard for the shortest; per token
-# it checks that some finish fits, a few paths at most, and a token it cannot prove finishable is refused.
+# Moves (tokens taken) a search for a finish may make: a path takes one per character it chooses and one per
+# forced run. Before generating, the search looks hard for the shortest; per token it follows the greedy path
+# only, and a token after which that path does not fit is refused (the plan in hand always fits).
 SEARCH_MOVES_FIRST = 2048
 SEARCH_MOVES_STEP = 32  # plus twice the tokens of the finish in hand
-SEARCH_BRANCHES = 3  # characters tried at each choice where the first does not lead to a short enough finish
-SEARCH_DEPTH = 200  # choices along one finish
+SEARCH_BRANCHES = 3  # characters tried at each choice when looking for the shortest
+SEARCH_DEPTH = 200  # moves along one finish
 RECHECKED = 32  # when a sampled token leaves no room to finish: how many of the likeliest allowed ones are checked
 
 
