@@ -60,6 +60,11 @@ class GenerationStream:
     finish_reason: "stop" (end of turn, a stop string, a complete constrained output), "length"
     (max_new_tokens or the context's end), "cancelled" (`cancel()` or a reader that stopped reading),
     "error" (the exception is raised to the reader).
+
+    A constrained output under max_new_tokens always matches: when the budget left only just holds the
+    shortest way to finish, it is finished ("stop", and `closed_early` is True: the constraint replaced a
+    token the sampler chose); "length" for a constrained output means it was complete but could have gone
+    on (a regex like `[0-9]+`). Without max_new_tokens only the context's end bounds it, and it is not guarded.
     """
 
     engine: Engine = field(repr=False)
@@ -74,6 +79,7 @@ class GenerationStream:
     cancelled: bool = False
     position: int = 0  # where the next fed token sits: during the prefill, the next prompt token
     last_token: int = 0
+    closed_early: bool = False  # the budget made the constraint refuse a sampled token at least once
 
     @property
     def prompt_tokens(self) -> int:
@@ -147,6 +153,11 @@ class Engine:
         if any(token_id >= vocab_size for token_id in params.logit_bias):
             raise ModelRequestError(f"logit_bias names token ids past the vocabulary of {vocab_size}: "
                                     f"{sorted(t for t in params.logit_bias if t >= vocab_size)[:5]}")
+        if constraint is not None and params.max_new_tokens is not None:
+            try:
+                constraint.limit(params.max_new_tokens)
+            except ValueError as error:  # not even the shortest output that matches fits
+                raise ModelRequestError(str(error)) from None
         generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
         stream = GenerationStream(self, prompt_ids, params, constraint, TextStream(self.tokenizer, params.stop),
                                   generator)
@@ -268,13 +279,19 @@ class Engine:
         """Sample the next token of one sequence, emit its text, and end the sequence when it is done."""
         if stream.cancelled:
             return self._finish(stream, "cancelled")
-        allowed = stream.constraint.allowed(logits.shape[-1]) if stream.constraint is not None else None
+        constraint = stream.constraint
+        allowed = constraint.allowed(logits.shape[-1]) if constraint is not None else None
         token = next_token(logits, stream.params, stream.prompt_ids, stream.generated, allowed, stream.generator)
+        if constraint is not None and token not in self.stop_ids and not constraint.advance(token):
+            # No room left to finish after that token: sample again among those that leave room.
+            stream.closed_early = True
+            allowed = constraint.within_budget(logits, allowed)
+            token = next_token(logits, stream.params, stream.prompt_ids, stream.generated, allowed, stream.generator)
+            if token not in self.stop_ids and not constraint.advance(token):
+                raise RuntimeError(f"token {token} was checked to fit the budget but does not")
         if token in self.stop_ids:
             return self._finish(stream, "stop")
         stream.generated.append(token)
-        if stream.constraint is not None:
-            stream.constraint.advance(token)
         delta = stream.text.push(token)
         if delta:
             stream.queue.put(delta)

@@ -77,6 +77,10 @@ class LLM:
 
         `sampling`: max_new_tokens, temperature (0 = greedy), top_k, top_p, min_p, repetition_penalty,
         logit_bias, stop, seed, logits_processor (see SamplingParams).
+
+        With `json_schema`, `choices` or `regex` and max_new_tokens, the output always matches: it is closed
+        in time (GenerationStream.closed_early), and a budget too small for the shortest match raises
+        ModelRequestError here, before any token.
         """
         params = SamplingParams(**sampling)
         constraint = None

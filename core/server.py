@@ -8,7 +8,8 @@ Bad input is answered with HTTP 400 (404 for an unknown model) in OpenAI's error
 is queued; a prompt, or prompt plus max_tokens, over the context with code "context_length_exceeded", as
 OpenAI does. A client that hangs up ends its generation, so its engine row frees for the next request.
 Output is constrained by `response_format` (json_schema, json_object) or by vLLM's `guided_choice` and
-`guided_regex`.
+`guided_regex`, and always matches within max_tokens (or the default budget): one that cannot hold the
+shortest match is answered with 400.
 
 Shared use: `ServerLimits` bounds each request (body bytes, prompt characters, max_tokens, wall time) and
 all of them (running and queued: 429 with Retry-After beyond them), each checked before the work it would
@@ -217,7 +218,8 @@ class _Reply:
 
 
 def _finish_reason(stream: GenerationStream) -> str:
-    # The engine's other reasons ("cancelled", "error") never reach a client that is still reading.
+    # The engine's other reasons ("cancelled", "error") never reach a client that is still reading. A
+    # response_format output closed early to fit max_tokens is complete and valid: "stop", as the engine says.
     return "length" if stream.finish_reason == "length" else "stop"
 
 
