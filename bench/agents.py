@@ -30,7 +30,7 @@ COLUMNS = "tasks | valid steps | right tool | right arguments | steps / task | s
 
 def agent_options(args: argparse.Namespace) -> dict:
     """The settings every task's Agent gets: the one place a command-line option becomes an Agent setting."""
-    return {"max_steps": args.max_steps, "routing": Routing() if args.routing == "on" else None, **OPTIONS}
+    return {"max_steps": args.max_steps, **OPTIONS}
 
 
 def grouped(outcomes: list[Outcome], key) -> list[tuple[str, dict]]:
@@ -66,7 +66,7 @@ def markdown(runs: dict[str, list[Outcome]], setup: str) -> str:
         overall = [(name, summary(outcomes)) for name, outcomes in runs.items()]
         lines += [*table("set", [*overall, ("all sets", summary(sum(runs.values(), [])))]), ""]
     for name, outcomes in runs.items():
-        tools = len(SETS[name].tools) if name in SETS else "?"
+        tools = len(SETS[name.split(",")[0]].tools)
         lines += [f"## {name} set: {len(outcomes)} tasks, {tools} tools", "", *table("expected tool", rows(outcomes))]
         if styles := style_rows(outcomes):
             lines += ["", *table("style", styles)]
@@ -99,21 +99,25 @@ def main() -> None:
     parser.add_argument("--model", help="a .gguf file (default: the embedded SmolLM2)")
     parser.add_argument("--max-steps", type=int, default=2)
     parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--routing", choices=("on", "off"), default="on")
+    parser.add_argument("--routing", choices=("on", "off", "both"), default="both",
+                        help="the agent with agents.routing, without it, or both in one run (the default)")
     parser.add_argument("--note", default="", help="added under the setup, e.g. what else loaded the machine")
     args = parser.parse_args()
     llm = LLM.load(args.model)
     options = agent_options(args)
     runs, walls = {}, {}
-    for name in SETS if args.set == "all" else [args.set]:
-        started = time.perf_counter()
-        runs[name] = evaluate(llm, SETS[name].tasks, workers=args.workers, tools=SETS[name].tools, **options)
-        walls[name] = time.perf_counter() - started
-    setup = (f"{llm.name}, float32, greedy, {', '.join(f'{k}={v}' for k, v in options.items())}, "
-             f"{args.workers} tasks at a time; "
+    for mode in ("on", "off") if args.routing == "both" else [args.routing]:
+        for name in SETS if args.set == "all" else [args.set]:
+            started = time.perf_counter()
+            label = f"{name}, routing {mode}"
+            runs[label] = evaluate(llm, SETS[name].tasks, workers=args.workers, tools=SETS[name].tools,
+                                   routing=Routing() if mode == "on" else None, **options)
+            walls[label] = time.perf_counter() - started
+    setup = (f"{llm.name}, float32, greedy, {', '.join(f'{k}={v}' for k, v in options.items())}, routing on: "
+             f"{Routing()}, {args.workers} tasks at a time; "
              + "; ".join(f"{name}: {len(runs[name])} tasks in {walls[name]:.0f} s wall" for name in runs) + "."
              + (f"\n\n{args.note}" if args.note else ""))
-    recorded = {key: str(value) if key == "routing" else value for key, value in options.items()}
+    recorded = options | {"routing": args.routing}
     results.write("agents", f"Agents: tool use on {args.model or 'the embedded SmolLM2-135M-Instruct'}",
                   markdown(runs, setup), {"model": llm.name, "set": args.set, "workers": args.workers,
                                           "agent_options": recorded,
