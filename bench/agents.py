@@ -64,7 +64,11 @@ def markdown(runs: dict[str, list[Outcome]], setup: str) -> str:
     lines = [setup, ""]
     if len(runs) > 1:
         overall = [(name, summary(outcomes)) for name, outcomes in runs.items()]
-        lines += [*table("set", [*overall, ("all sets", summary(sum(runs.values(), [])))]), ""]
+        agents = dict.fromkeys(name.partition(", ")[2] for name in runs)  # "routing on", "routing off", or ""
+        overall += [(f"all sets{', ' + agent if agent else ''}",
+                     summary([o for name, outcomes in runs.items() if name.partition(", ")[2] == agent
+                              for o in outcomes])) for agent in agents]
+        lines += [*table("set", overall), ""]
     for name, outcomes in runs.items():
         tools = len(SETS[name.split(",")[0]].tools)
         lines += [f"## {name} set: {len(outcomes)} tasks, {tools} tools", "", *table("expected tool", rows(outcomes))]
