@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.sqlite import set_wal
 from rag.chunking import Chunk, page_locator
 from rag.loaders import LoadReport
 
@@ -118,7 +118,7 @@ class MetadataStore:
         # has been seen to need more than sqlite3's default 5 s while two processes created one store).
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_SECONDS)
         try:
-            self._set_wal()
+            set_wal(self._db, self.path, BUSY_SECONDS)
             # FULL, not WAL's usual NORMAL: the collection saves the index right after a commit and relies on
             # that commit surviving a power cut (see rag.collection).
             self._db.execute("PRAGMA synchronous=FULL")
@@ -135,22 +135,6 @@ class MetadataStore:
         except BaseException:
             self._db.close()
             raise
-
-    def _set_wal(self) -> None:
-        """WAL mode, persistent: set once per file. Switching needs the file to itself, and SQLite answers "locked"
-        at once, without waiting as other statements do, while another process uses it (two processes creating
-        one store): so retry for up to BUSY_SECONDS."""
-        deadline = time.monotonic() + BUSY_SECONDS
-        while self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            try:
-                if self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
-                    return
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e):
-                    raise
-            if time.monotonic() > deadline:
-                raise sqlite3.OperationalError(f"{self.path}: database is locked (switching it to WAL)")
-            time.sleep(0.05)
 
     def _is_empty(self) -> bool:
         return self._db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0

@@ -8,6 +8,8 @@ import os
 import re
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -258,3 +260,38 @@ def local_http_server(handler, **attributes):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def running_app(command: list[str], log: Path):
+    """`llmkit COMMAND...` started on a free loopback port (its --port added) until the block ends, output in `log`;
+    yields its URL once it serves."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    llmkit = Path(sys.executable).parent / "llmkit"
+    with log.open("w") as out:
+        process = subprocess.Popen([str(llmkit), *command, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while "Running on local URL" not in log.read_text():
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium through Playwright (no browser download)."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.fail("the browser tests need Debian's chromium: sudo apt-get install chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, headless=True)
+        yield launched
+        launched.close()

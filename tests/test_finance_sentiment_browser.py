@@ -7,15 +7,14 @@ sentiment-app.png (1440 px wide; the README's docs/sentiment-app.png is a copy) 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
+
+from conftest import running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # Chromium, and the app on the shipped classifier
 
@@ -29,39 +28,11 @@ ARTICLE = ("Brokers split on regional lenders\n"
 SAMPLE_COMPANIES = ["Calder Pharmaceuticals Inc.", "Ashgrove Retail Group plc", "Norrland Freight Corp."]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("sentiment-app") / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen([str(LLMKIT), "sentiment-app", "--port", str(port), "--data-dir",
-                                    str(tmp_path_factory.mktemp("home"))], stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 300
-            while "Running on local URL" not in log.read_text():
-                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.5)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        pytest.fail("the browser tests need Debian's chromium: sudo apt-get install chromium")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, headless=True)
-        yield launched
-        launched.close()
+    with running_app(["sentiment-app", "--data-dir", str(tmp_path_factory.mktemp("home"))],
+                     tmp_path_factory.mktemp("sentiment-app") / "server.log") as url:
+        yield url
 
 
 @pytest.fixture
@@ -145,3 +116,16 @@ def test_bad_input_shows_a_clear_message(page):
     expect(warning.first).to_be_visible(timeout=30_000)  # a warning, and a line under the chart
     expect(page.locator("#chart-status")).to_contain_text("The start date 'soon' is not a date")
     page.screenshot(path=ARTIFACTS / "sentiment-app-errors.png", full_page=True)
+
+
+def test_on_a_phone_the_page_fits_the_screen(browser, server):
+    phone = {"width": 390, "height": 844}
+    page = browser.new_page(viewport=phone)
+    page.goto(server)
+    box = page.locator("#article textarea")
+    expect(box).to_be_visible(timeout=60_000)
+    assert box.bounding_box()["x"] + box.bounding_box()["width"] <= phone["width"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= phone["width"] + 1  # no sideways scrolling
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "sentiment-app-phone.png", full_page=True)
+    page.close()

@@ -7,19 +7,16 @@ $LLMKIT_TEST_ARTIFACTS): pdf-chat.png (1440 px wide) and pdf-chat-phone.png (390
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from apps.common import LIMITS
 
-from conftest import DEMO_PDFS
+from conftest import DEMO_PDFS, running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # Chromium, and the app on the real models
 
@@ -34,39 +31,11 @@ PASSAGE = "#page-view .page-passage, #page-view mark"  # on the page image, else
 LONG_ANSWER = "Explain in detail every step to run the entropy assessment tools, with all their options."
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("pdf-chat") / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen([str(LLMKIT), "pdf-chat", "--port", str(port), "--data-dir",
-                                    str(tmp_path_factory.mktemp("home"))], stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 300
-            while "Running on local URL" not in log.read_text():
-                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.5)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        pytest.fail("the browser tests need Debian's chromium: sudo apt-get install chromium")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, headless=True)
-        yield launched
-        launched.close()
+    with running_app(["pdf-chat", "--data-dir", str(tmp_path_factory.mktemp("home"))],
+                     tmp_path_factory.mktemp("pdf-chat") / "server.log") as url:
+        yield url
 
 
 def open_page(browser, server, viewport: dict):

@@ -23,7 +23,6 @@ import json
 import math
 import sqlite3
 import threading
-import time
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -34,6 +33,7 @@ from typing import TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from core.settings import data_dir
+from core.sqlite import set_wal
 
 SCHEMA_VERSION = 1  # PRAGMA user_version
 APPLICATION_ID = 0x4C4B4653  # PRAGMA application_id, "LKFS": an llmkit finance-sentiment store
@@ -143,22 +143,6 @@ class SentimentStoreError(ValueError):
     """The file is not a sentiment store this llmkit reads: damaged, another program's, or another version."""
 
 
-def _set_wal(db: sqlite3.Connection, path: Path) -> None:
-    """WAL mode, persistent: set once per file. SQLite answers "locked" at once, without waiting, while another
-    connection uses the file: retry for up to BUSY_SECONDS (as rag.store does)."""
-    deadline = time.monotonic() + BUSY_SECONDS
-    while db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-        try:
-            if db.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
-                return
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e):
-                raise
-        if time.monotonic() > deadline:
-            raise sqlite3.OperationalError(f"{path}: database is locked (switching it to WAL)")
-        time.sleep(0.05)
-
-
 class SentimentStore:
     """Scored articles by key. Any thread may use one store (a web app's workers do): a lock serialises them."""
 
@@ -175,7 +159,7 @@ class SentimentStore:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_SECONDS)
         try:
             with self._using() as db:
-                _set_wal(db, self.path)
+                set_wal(db, self.path, BUSY_SECONDS)
                 # NORMAL, not FULL: a power cut may lose the last puts, which a re-read of the feed scores again.
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA foreign_keys=ON")
