@@ -207,6 +207,8 @@ def _tokenizers(tokenizer_json: str, max_tokens: int):
     tokenizer = Tokenizer.from_str(tokenizer_json)
     tokenizer.enable_truncation(max_tokens)
     tokenizer.no_padding()
+    for each in (counter, tokenizer):
+        each.encode_special_tokens = True  # "[SEP]" in a document is text, not the separator token
     return counter, tokenizer
 
 

@@ -53,6 +53,14 @@ def test_labels_as_words_or_codes_and_a_bad_one_named(tmp_path):
         classifier.read_labelled(path)
 
 
+def test_control_tokens_written_in_a_text_stay_text():
+    _, path = classifier._embedded_tokenizer()
+    ids, mask = classifier._batch(classifier._tokenizer(path, 64), ["Profit [SEP] rose [CLS] [PAD] [MASK]"])
+    special = {101, 102, 0, 103}  # [CLS], [SEP], [PAD], [MASK] in all-MiniLM-L6-v2's vocabulary
+    assert ids[0, 0] == 101 and ids[0, mask[0].sum() - 1] == 102  # the model's own, at the ends
+    assert not special & set(ids[0, 1: mask[0].sum() - 1].tolist())
+
+
 def test_target_clauses_give_each_company_its_own_news():
     mentions = find_companies(PAIR, watchlist=WATCH)
     assert target_clauses(PAIR, mentions, "Harbor Bancorp") == "Kessler Brandt upgraded Harbor Bancorp to buy"

@@ -165,6 +165,7 @@ def _tokenizer(path: Path, max_tokens: int):
     tokenizer = Tokenizer.from_file(str(path))
     tokenizer.enable_truncation(max_tokens)
     tokenizer.no_padding()
+    tokenizer.encode_special_tokens = True  # "[SEP]" in a news text is text, not the separator token
     return tokenizer
 
 
