@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -22,3 +24,16 @@ def set_wal(db: sqlite3.Connection, path: Path, busy_seconds: float) -> None:
         if time.monotonic() > deadline:
             raise sqlite3.OperationalError(f"{path}: database is locked (switching it to WAL)")
         time.sleep(0.05)
+
+
+@contextmanager
+def immediate_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE (the write lock taken up front, so two writers wait rather than deadlock), then COMMIT, or
+    ROLLBACK on any exception. For a connection opened with isolation_level=None."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

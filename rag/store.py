@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.sqlite import set_wal
+from core.sqlite import immediate_transaction, set_wal
 from rag.chunking import Chunk, page_locator
 from rag.loaders import LoadReport
 
@@ -186,13 +186,8 @@ class MetadataStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         assert not self._db.in_transaction, "a write inside a snapshot() or another transaction"
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with immediate_transaction(self._db) as db:
+            yield db
 
     # --- writes ---------------------------------------------------------------------------------------------------
 

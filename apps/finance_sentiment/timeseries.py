@@ -33,7 +33,7 @@ from typing import TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from core.settings import data_dir
-from core.sqlite import set_wal
+from core.sqlite import immediate_transaction, set_wal
 
 SCHEMA_VERSION = 1  # PRAGMA user_version
 APPLICATION_ID = 0x4C4B4653  # PRAGMA application_id, "LKFS": an llmkit finance-sentiment store
@@ -155,7 +155,7 @@ class SentimentStore:
         self.path = Path(path) if path is not None else default_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        # Autocommit mode: every transaction is an explicit BEGIN ... COMMIT (see `_transaction`).
+        # Autocommit mode: every transaction is an explicit BEGIN ... COMMIT (core.sqlite.immediate_transaction).
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_SECONDS)
         try:
             with self._using() as db:
@@ -186,7 +186,7 @@ class SentimentStore:
     def _create_or_check(self) -> None:
         """Create the schema in an empty file (two connections creating one store: the second finds it done)."""
         if self._db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
-            with self._transaction() as db:
+            with immediate_transaction(self._db) as db:
                 if db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
@@ -202,16 +202,6 @@ class SentimentStore:
             raise SentimentStoreError(f"{self.path} is a sentiment store of schema version {version}; this llmkit "
                                       f"reads version {SCHEMA_VERSION}: upgrade llmkit, or move the file away")
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
     def put(self, article: StoredArticle, scored_json: str = "") -> None:
         """Store the article under its key, replacing what that key held: putting one article twice stores it once.
         `scored_json` (JSON, or "") holds the per-sentence details that `details(key)` gives back."""
@@ -221,7 +211,7 @@ class SentimentStore:
                article.url, article.score, article.label, scored_json)
         mentions = [(article.key, i, c.company, c.score, c.confidence, c.sentences)
                     for i, c in enumerate(article.companies)]
-        with self._using(), self._transaction() as db:
+        with self._using(), immediate_transaction(self._db) as db:
             db.execute("INSERT INTO articles (key, title, day, source, url, score, label, details) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET title = excluded.title, "
                        "day = excluded.day, source = excluded.source, url = excluded.url, score = excluded.score, "
