@@ -139,6 +139,8 @@ def test_bad_and_odd_input_gives_a_result_or_a_clear_error(shipped):
     article = analyzer.article(huge)
     assert len(article.sentences) == 400 and "only the first 100,000 of 1,120,000 characters" in article.notes[0]
     assert "only the first 400 sentences" in article.notes[1]
+    long_one = analyzer.score(["The meeting is on Tuesday " * 40_000 + "after the fraud."])[0]  # 1 MB, one text
+    assert not any("fraud" in reason for reason in long_one.reasons)  # read no further than the classifier
     odd = ("Die Aktie fiel um 5 Prozent.", "株価は5%下落した。", "\x00\x01binary\xff", "<p>Profit <b>rose</b></p>")
     for text in odd:
         assert analyzer.article(text).label in ("negative", "neutral", "positive")

@@ -21,7 +21,7 @@ from functools import cached_property
 import numpy as np
 
 from apps.finance_sentiment import lexicons, rules
-from apps.finance_sentiment.classifier import LABELS, SentenceClassifier, softmax
+from apps.finance_sentiment.classifier import LABELS, MAX_TEXT_CHARS, SentenceClassifier, softmax
 from apps.finance_sentiment.companies import Mention, find_companies
 
 RULE_WEIGHT = 3.0  # logits added to the rule's class: e^3 ≈ 20 times the odds
@@ -134,14 +134,15 @@ class Analyzer:
         logits = self.classifier.logits(texts) / self.classifier.temperature
         out = []
         for text, row in zip(texts, logits, strict=True):
-            found = rules.signals(text) if self.use_rule else []
+            read = text[:MAX_TEXT_CHARS]  # what the classifier reads: the rule and the lexicon read no more
+            found = rules.signals(read) if self.use_rule else []
             if found:
                 row = row.copy()
                 for signal in found:
                     row[signal.direction + 1] += self.rule_weight  # LABELS: negative, neutral, positive
             prediction = self.classifier.prediction(softmax(row[None, :])[0])
             reasons = [signal.reason for signal in found]
-            hits = lexicons.lm_hits(text)
+            hits = lexicons.lm_hits(read)
             if hits.positive:
                 reasons.append("positive words: " + ", ".join(hits.positive))
             if hits.negative:
