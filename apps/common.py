@@ -49,9 +49,10 @@ def add_model_flags(parser: argparse.ArgumentParser, model_name_help: str = MODE
     flags.add_argument("--model-name", help=model_name_help)
     if remote:
         flags.add_argument("--api-key", help=f"for a server URL: its API key (default: env {settings.MODEL_API_KEY})")
-    flags.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                       help="for a local model: float32 matches transformers exactly; float16 decodes ~3x faster "
-                       "on CPU, bfloat16 prefills and batches faster (see the README)")
+    flags.add_argument("--dtype", default="auto", choices=["auto", "int4", "float32", "bfloat16", "float16"],
+                       help="for a local model: auto is int4 (4-bit layers, bfloat16 activations) for a 4-bit GGUF "
+                       "on a CPU with bfloat16 instructions, else float32, which matches transformers exactly "
+                       "(see the README)")
 
 
 def add_server_flags(parser: argparse.ArgumentParser, port: int,
@@ -99,7 +100,7 @@ class AppSettings:
     model: str | None = None  # a core.load spec: .gguf file, checkpoint dir, HF id or server URL
     model_name: str | None = None
     api_key: str | None = None
-    dtype: str = "float32"
+    dtype: str = "auto"
     host: str = "127.0.0.1"
     port: int = 7860
     allow_model_switch: bool = False

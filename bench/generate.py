@@ -5,13 +5,14 @@ at batch 1 (32-token prompt, 128 new tokens, as 127 / (t(128 new) - t(1 new))), 
 batch 8, prefill of a 1,024-token prompt, time to first token on a 1,000-token shared prefix without
 and with a prefix-cache hit (ours only), cold start (process start to first token), peak RSS.
 Greedy tokens of the batch-1 run are compared across sides.
-Sides: ours in float32 (exact), float16 and bfloat16; transformers in float32 and bfloat16; llama.cpp
+Sides: ours as `LLM.load()` gives it (dtype "auto": int4 for this file, core.quant), in float32 (exact) and
+bfloat16 (float16 with --sides); transformers in float32 and bfloat16; llama.cpp
 (llama-cpp-python on the same GGUF, its own quantised kernels) when it is installed. It is not a
 dependency; on this machine its default native build dies with SIGILL, so build it with
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON
   -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
   .venv/bin/pip install llama-cpp-python
-Run: .venv/bin/python -m bench.generate [--repeats 3] [--sides ours,ours-fp16,ours-bf16,transformers,transformers-bf16]
+Run: .venv/bin/python -m bench.generate [--repeats 3] [--sides ours,ours-float32,ours-fp16,transformers,llama.cpp]
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ def prompts(tokenizer_encode, n_tokens: int, count: int, seed: int = 0) -> list[
     return [tokenizer_encode(text_of(2 * n_tokens, seed + i))[:n_tokens] for i in range(count)]
 
 
-DTYPES = {"ours": "float32", "ours-fp16": "float16", "ours-bf16": "bfloat16", "transformers": "float32",
-          "transformers-bf16": "bfloat16", "llama.cpp": "gguf"}
+DTYPES = {"ours": "auto", "ours-float32": "float32", "ours-bf16": "bfloat16", "transformers": "float32",
+          "transformers-bf16": "bfloat16", "llama.cpp": "gguf", "ours-fp16": "float16"}
+DEFAULT_SIDES = ("ours", "ours-float32", "ours-bf16", "transformers", "transformers-bf16", "llama.cpp")
 
 
 class Ours:
@@ -230,7 +232,7 @@ def main() -> None:
     parser.add_argument("--model", help="a .gguf file (default: the embedded SmolLM2)")
     parser.add_argument("--repeats", type=int, default=3)
     has_llama_cpp = importlib.util.find_spec("llama_cpp") is not None
-    parser.add_argument("--sides", default=",".join(side for side in DTYPES if side != "llama.cpp" or has_llama_cpp))
+    parser.add_argument("--sides", default=",".join(s for s in DEFAULT_SIDES if s != "llama.cpp" or has_llama_cpp))
     parser.add_argument("--side", help=argparse.SUPPRESS)  # internal: measure one side in this process
     args = parser.parse_args()
     if args.side:

@@ -34,6 +34,7 @@ from core.text_stream import TextStream
 from core.tokenizer import Tokenizer
 
 GiB = 2**30
+INITIAL_SLOTS = 256  # positions per row the KV cache starts with (see Engine._reserve)
 
 
 @dataclass
@@ -122,7 +123,7 @@ class Engine:
         self.model, self.tokenizer = model, tokenizer
         self.config = config or EngineConfig()
         self.max_seq_len = min(self.config.max_seq_len, model.config.max_seq_len)
-        self.dtype = model.tok_embeddings.weight.dtype
+        self.dtype = model.dtype
         needed = kv_cache_bytes(model.config, self.config.max_batch, self.max_seq_len, self.dtype)
         if needed > self.config.kv_cache_bytes:
             raise ValueError(
@@ -130,7 +131,7 @@ class Engine:
                 f"{needed / GiB:.2f} GiB, over the {self.config.kv_cache_bytes / GiB:.2f} GiB budget: "
                 "lower max_batch or max_seq_len, or raise kv_cache_bytes")
         self.prefix_cache = PrefixCache(self.config.prefix_cache_bytes)
-        self.cache: KVCache | None = None  # grown on demand up to max_batch rows, so a chat holds one
+        self.cache: KVCache | None = None  # grown on demand (rows up to max_batch, slots up to max_seq_len)
         self.rows: list[GenerationStream | None] = []
         self.stop_ids = frozenset(tokenizer.stop_ids)
         self._waiting: deque[GenerationStream] = deque()
@@ -223,17 +224,28 @@ class Engine:
         if len(self.rows) == self.config.max_batch:
             return None
         capacity = min(self.config.max_batch, max(1, 2 * len(self.rows)))
-        grown = KVCache.allocate(self.model.config, capacity, self.max_seq_len, self.dtype)
-        if self.cache is not None:
-            grown.k[:, : len(self.rows)] = self.cache.k
-            grown.v[:, : len(self.rows)] = self.cache.v
-        self.cache = grown
+        self._grow(capacity, self.cache.max_len if self.cache is not None else min(INITIAL_SLOTS, self.max_seq_len))
         self.rows += [None] * (capacity - len(self.rows))
         return self.rows.index(None)
+
+    def _reserve(self, length: int) -> None:
+        """Slots for `length` positions in every row: the cache doubles up to max_seq_len as sequences grow, so
+        its memory follows the longest sequence so far, not the context length."""
+        if length > self.cache.max_len:
+            self._grow(len(self.rows), min(self.max_seq_len, max(length, 2 * self.cache.max_len)))
+
+    def _grow(self, rows: int, length: int) -> None:
+        grown = KVCache.allocate(self.model.config, rows, length, self.dtype)
+        if self.cache is not None:
+            old_rows, old_length = self.cache.k.shape[1], self.cache.max_len
+            grown.k[:, :old_rows, :, :old_length] = self.cache.k
+            grown.v[:, :old_rows, :, :old_length] = self.cache.v
+        self.cache = grown
 
     def _reuse_prefix(self, stream: GenerationStream, row: int) -> None:
         reused, k, v = self.prefix_cache.lookup(stream.prompt_ids)
         if reused:
+            self._reserve(reused)
             self.cache.k[:, row, :, :reused] = k[:, :, :reused]
             self.cache.v[:, row, :, :reused] = v[:, :, :reused]
             stream.position = reused
@@ -251,6 +263,7 @@ class Engine:
     def _prefill(self, stream: GenerationStream, n: int) -> None:
         """Feed the next n prompt tokens; after the last, store the prompt's KV and sample the first token."""
         ids, start, row = stream.prompt_ids, stream.position, self.rows.index(stream)
+        self._reserve(start + n)
         cache = self.cache.rows(row, row + 1)
         tokens = torch.tensor([ids[start: start + n]])
         logits = self.model(tokens, torch.arange(start, start + n)[None], kv_cache=cache, logits_to_keep=1)[0, -1]
@@ -270,6 +283,7 @@ class Engine:
         tokens = torch.zeros((n, 1), dtype=torch.long)
         tokens[rows, 0] = torch.tensor([stream.last_token for stream in decoding])
         positions = torch.tensor([[s.position if s is not None else 0] for s in self.rows[:n]])  # (n, 1)
+        self._reserve(int(positions.max()) + 1)
         logits = self.model(tokens, positions, kv_cache=self.cache.rows(0, n))[:, -1]  # (n, vocab)
         for stream, row in zip(decoding, rows, strict=True):
             stream.position += 1

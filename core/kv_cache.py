@@ -36,7 +36,12 @@ class KVCache:
 
     def update(self, layer: int, positions: torch.Tensor, length: int, k: torch.Tensor, v: torch.Tensor):
         """Write k, v (B, Hkv, T, D) at positions (B, T); return slots [0, length) of this layer (B, Hkv, S, D)."""
-        rows = torch.arange(k.shape[0], device=k.device)[:, None].expand_as(positions)  # (B, T)
-        self.k[layer][rows, :, positions] = k.transpose(1, 2)  # indexed view is (B, T, Hkv, D)
-        self.v[layer][rows, :, positions] = v.transpose(1, 2)
+        if positions.shape == (1, 1):  # one sequence's decode step: a plain slot, not an indexed write
+            slot = int(positions)
+            self.k[layer, 0, :, slot] = k[0, :, 0]
+            self.v[layer, 0, :, slot] = v[0, :, 0]
+        else:
+            rows = torch.arange(k.shape[0], device=k.device)[:, None].expand_as(positions)  # (B, T)
+            self.k[layer][rows, :, positions] = k.transpose(1, 2)  # indexed view is (B, T, Hkv, D)
+            self.v[layer][rows, :, positions] = v.transpose(1, 2)
         return self.k[layer, :, :, :length], self.v[layer, :, :, :length]

@@ -37,11 +37,13 @@ class LLM:
         self.engine = Engine(model, tokenizer, engine)
 
     @classmethod
-    def load(cls, name: str | None = None, engine: EngineConfig | None = None, dtype: str = "float32") -> LLM:
+    def load(cls, name: str | None = None, engine: EngineConfig | None = None, dtype: str = "auto") -> LLM:
         """The embedded SmolLM2 by default; else a .gguf path, a checkpoint directory or a HF model id.
 
-        dtype "float32" computes what transformers computes; "bfloat16" and "float16" trade a little
-        accuracy for speed (see bench/results/generate.md for both).
+        dtype "auto" is the fastest representation that keeps the file's weights: "int4" (4-bit layers,
+        bfloat16 activations: core.quant) for a Q4_0 / Q4_1 GGUF on a CPU with bfloat16 instructions, else
+        "float32", which computes what transformers computes. "bfloat16" and "float16" trade a little
+        accuracy for speed. bench/results/generate.md and accuracy.md have the figures of each.
         """
         model, tokenizer, path = load_model(name, dtype)
         is_model_id = name is not None and not Path(name).expanduser().exists()

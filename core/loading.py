@@ -8,7 +8,13 @@ ModelLoadError naming the file and the field.
 Reading and dequantising a GGUF takes seconds; the converted form (float32 safetensors in our
 parameter names + tokenizer.json) loads in a fraction of that. It lives in the "converted" cache
 (`core.settings.cache_dir`: versioned, under the user's cache dir or LLMKIT_CACHE), keyed by the GGUF
-file's SHA-256, written and checked by core.disk_cache: a truncated or altered entry is rebuilt.
+file's SHA-256, written and checked by core.disk_cache: a truncated or altered entry is rebuilt. The int4
+representation (core.quant) has a cache of its own, "int4", built from the converted form and keyed also
+by torch's version (the packed layout is torch's): loading it reads 180 MB for SmolLM2, not 540, and never
+holds a float32 copy of the weights.
+
+dtype "auto" (the default) is the fastest representation that keeps the model's own weights: int4 for a
+GGUF whose linear layers are 4-bit (Q4_0, Q4_1) on a CPU with bfloat16 instructions, else float32.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from core import disk_cache, settings
+from core import disk_cache, quant, settings
 from core.config import ModelConfig, parameter_count
 from core.engine import EngineConfig
 from core.errors import ModelLoadError
@@ -31,23 +38,26 @@ from core.resolve import resolve_model
 from core.tokenizer import Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-CACHE = "converted"  # the settings.cache_dir kind
+REPRESENTATIONS = ("auto", "int4", *DTYPES)  # what `load_model(dtype=...)` takes
+CACHE, INT4_CACHE = "converted", "int4"  # the settings.cache_dir kinds
 _CONFIG_FILE, _WEIGHTS_FILE = "model_config.json", "weights.safetensors"
 MiB = 2**20
 
 
-def load_model(name: str | None = None, dtype: str = "float32") -> tuple[Transformer, Tokenizer, Path]:
+def load_model(name: str | None = None, dtype: str = "auto") -> tuple[Transformer, Tokenizer, Path]:
     """(model in eval mode, tokenizer, resolved path) for a model name (see core.resolve).
 
-    `dtype` is what weights and activations are computed in ("float32", "bfloat16", "float16"); norms
-    and softmax upcast internally and logits come out in float32 whatever it is.
+    `dtype`: "float32", "bfloat16" or "float16" computes weights and activations in that type (norms and
+    softmax upcast, logits come out in float32); "int4" is core.quant's representation (4-bit linear
+    layers, bfloat16 activations), lossless for a Q4_0 / Q4_1 GGUF and a rounding of anything else;
+    "auto" picks int4 where it is lossless and the CPU runs it fast, else float32.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if dtype not in REPRESENTATIONS:
+        raise ValueError(f"dtype must be one of {', '.join(REPRESENTATIONS)}, got {dtype!r}")
     path = resolve_model(name)
     if path.is_dir():
         model_type, config = read_hf_config(path)
-        check_memory(path, config, DTYPES[dtype])
+        check_memory(path, config, DTYPES.get(dtype, torch.float32))
         try:
             tokenizer = Tokenizer.from_dir(path)
         except FileNotFoundError as error:
@@ -55,10 +65,29 @@ def load_model(name: str | None = None, dtype: str = "float32") -> tuple[Transfo
         except Exception as error:  # the tokenizers library raises plain Exception on a file it cannot parse
             raise ModelLoadError(f"{path}: the tokenizer files cannot be read "
                                  f"({type(error).__name__}: {error})") from error
-        return build_model(config, read_hf_weights(path, model_type, config), DTYPES[dtype]), tokenizer, path
-    converted = disk_cache.ensure(settings.cache_dir(CACHE) / _file_digest(path),
-                                  lambda staging: _convert(path, staging))
+        model = build_model(config, read_hf_weights(path, model_type, config), DTYPES.get(dtype, torch.float32))
+        if dtype == "int4":  # a checkpoint's weights are rarely 4-bit, so "auto" keeps them in float32
+            quant.to_int4(model)
+        return model, tokenizer, path
+    digest = _file_digest(path)
+    converted = disk_cache.ensure(settings.cache_dir(CACHE) / digest, lambda staging: _convert(path, staging))
     config = ModelConfig.from_dict(json.loads((converted / _CONFIG_FILE).read_text()))
+    if dtype == "int4" or (dtype == "auto" and quant.bfloat16_kernels()):
+        check_memory(path, config, torch.float16)  # a bound: 4-bit layers plus two 16-bit output tables
+        packed = disk_cache.ensure(settings.cache_dir(INT4_CACHE) / f"{digest}-torch-{torch.__version__}",
+                                   lambda staging: _pack(converted, staging))
+        with safe_open(packed / _WEIGHTS_FILE, "pt") as file:
+            exact = file.metadata()["exact"] == "true"
+        if exact or dtype == "int4":
+            model, state = quant.int4_skeleton(Transformer(config)), load_file(packed / _WEIGHTS_FILE)
+            if config.tie_embeddings:
+                state["tok_embeddings.weight"] = state["output.weight"]
+            _assign(model, state)
+            if config.tie_embeddings:
+                model.tok_embeddings.weight = model.output.weight
+            return model, Tokenizer.from_dir(converted), path
+        dtype = "float32"  # its layers are not 4-bit: int4 would round them
+    dtype = "float32" if dtype == "auto" else dtype
     check_memory(path, config, torch.float32)  # the cache holds float32, read whole before the cast to `dtype`
     weights = load_file(converted / _WEIGHTS_FILE)
     return build_model(config, weights, DTYPES[dtype]), Tokenizer.from_dir(converted), path
@@ -86,12 +115,18 @@ def build_model(config: ModelConfig, state: dict[str, torch.Tensor], dtype=torch
     if config.tie_embeddings:
         state.pop("output.weight", None)  # some checkpoints save the tied copy; ours is re-tied below
         state = {**state, "output.weight": state.get("tok_embeddings.weight")}
+    _assign(model, state)
+    model.tie_weights()
+    return model
+
+
+def _assign(model: Transformer, state: dict[str, torch.Tensor]) -> None:
+    """Put `state`'s tensors in `model` (no copy), which must take every one; eval mode."""
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as error:
         raise ModelLoadError(f"the weights do not fit the model configuration: {error}") from error
-    model.tie_weights()
-    return model.eval()
+    model.eval()
 
 
 def _file_digest(path: Path) -> str:
@@ -112,3 +147,17 @@ def _convert(gguf_path: Path, staging: Path) -> None:
     gguf.tokenizer.save(staging)
     save_file({k: v.contiguous() for k, v in state.items()}, staging / _WEIGHTS_FILE,
               metadata={"source": str(gguf_path), "llmkit_cache_version": str(settings.CACHE_VERSIONS[CACHE])})
+
+
+def _pack(converted: Path, staging: Path) -> None:
+    """Write the int4 form of a converted entry into `staging`: the state dict of core.quant's representation
+    (the tied embedding saved once, as the output's float16 table), and whether it is lossless."""
+    config = ModelConfig.from_dict(json.loads((converted / _CONFIG_FILE).read_text()))
+    model = build_model(config, load_file(converted / _WEIGHTS_FILE))
+    exact = quant.to_int4(model)
+    state = model.state_dict()
+    if config.tie_embeddings:
+        state.pop("tok_embeddings.weight")
+    save_file({k: v.contiguous() for k, v in state.items()}, staging / _WEIGHTS_FILE,
+              metadata={"exact": str(exact).lower(), "torch": torch.__version__,
+                        "llmkit_cache_version": str(settings.CACHE_VERSIONS[INT4_CACHE])})

@@ -40,9 +40,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in float32 whatever the weights' dtype, as the reference implementations do.
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
@@ -79,11 +77,18 @@ class Attention(nn.Module):
     def forward(self, x, positions, rope, mask, kv_cache: KVCache | None, cache_len: int):
         c = self.config
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, c.n_heads, c.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.wk(x).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        v = self.wv(x).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if self.wk is None:  # core.quant fused the three projections into wq: one product, RoPE on q and k at once
+            qkv = self.wq(x).view(B, T, c.n_heads + 2 * c.n_kv_heads, c.head_dim).transpose(1, 2)
+            qk, v = qkv.split([c.n_heads + c.n_kv_heads, c.n_kv_heads], dim=1)
+            if rope is not None:
+                qk = apply_rope(qk, *rope)
+            q, k = qk.split([c.n_heads, c.n_kv_heads], dim=1)
+        else:
+            q = self.wq(x).view(B, T, c.n_heads, c.head_dim).transpose(1, 2)  # (B, H, T, D)
+            k = self.wk(x).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+            v = self.wv(x).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+            if rope is not None:
+                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer, positions, cache_len, k, v)  # (B, Hkv, S, D)
         # Grouped-query attention without copying K/V per query head: the n_rep query heads that share a
@@ -106,8 +111,10 @@ class FeedForward(nn.Module):
         self.w3 = Linear(config.dim, config.ffn_dim, bias=False) if config.activation == "swiglu" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.w3 is not None:
-            return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        if self.activation == "swiglu":
+            # core.quant fuses gate and up into w1 (w3 None): one product, halves split after
+            gate, up = self.w1(x).chunk(2, dim=-1) if self.w3 is None else (self.w1(x), self.w3(x))
+            return self.w2(F.silu(gate) * up)
         approximate = "tanh" if self.activation == "gelu_tanh" else "none"
         return self.w2(F.gelu(self.w1(x), approximate=approximate))
 
@@ -136,6 +143,12 @@ class Transformer(nn.Module):
         self.output = Linear(config.dim, config.vocab_size, bias=False)
         self.tie_weights()
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """What activations and the KV cache are in: the final norm's dtype (core.quant's int4 representation
+        keeps its embedding table in float16 and computes in bfloat16)."""
+        return self.norm.weight.dtype
+
     def tie_weights(self) -> None:
         """Share the output projection with the token embeddings when the checkpoint does (saves vocab x dim)."""
         if self.config.tie_embeddings:
@@ -159,7 +172,7 @@ class Transformer(nn.Module):
         if last >= limit or int(positions.min()) < 0:
             raise ValueError(f"positions must lie in [0, {limit}), got up to {last}")
         c = self.config
-        x = self.tok_embeddings(tokens)  # (B, T, dim)
+        x = self.tok_embeddings(tokens).to(self.dtype)  # (B, T, dim)
         if self.pos_embeddings is not None:
             x = x + self.pos_embeddings(positions)
         # Computed in float32 (as the reference does), then cast once for every layer to use.

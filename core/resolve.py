@@ -39,7 +39,7 @@ def is_url(spec: str | None) -> bool:
     return bool(spec) and spec.startswith(("http://", "https://"))
 
 
-def load(spec: str | None = None, *, dtype: str = "float32", model_name: str | None = None,
+def load(spec: str | None = None, *, dtype: str = "auto", model_name: str | None = None,
          api_key: str | None = None, context_length: int | None = None) -> LLM | RemoteLLM:
     """The model `spec` means: a core.LLM for a local one, a core.RemoteLLM for a server's URL.
 

@@ -27,7 +27,7 @@ def test_tiny_gguf_matches_transformers_reading_the_same_file(tmp_path, arch, qt
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path, _ = tiny_gguf(tmp_path, arch, qtype)
-    ours, tokenizer, _ = load_model(str(path))
+    ours, tokenizer, _ = load_model(str(path), dtype="float32")
     reference = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name).eval()
     text = "The quick brown fox jumps over the lazy dog"
     ids = tokenizer.encode(text)

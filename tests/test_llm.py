@@ -60,27 +60,6 @@ def test_malformed_messages_are_rejected(llm):
         llm.generate([{"text": "no role"}])
 
 
-@pytest.mark.parametrize(("dtype", "tolerance"), [("float16", 0.6), ("bfloat16", 2.5)])
-def test_reduced_precision_stays_close_to_float32(llm, dtype, tolerance):
-    """The accuracy that dtype costs stays bounded (bench/results/accuracy.md has the measured figures)."""
-    import torch
-
-    reduced = LLM.load(dtype=dtype)
-    assert reduced.model.output.weight.dtype == getattr(torch, dtype)
-    agree = total = 0
-    for prompt in ["The capital of France is", "def fibonacci(n):\n    ", "Once upon a time, in a land far away,",
-                   llm.tokenizer.apply_chat_template([{"role": "user", "content": "What is 2+2?"}])]:
-        ids = torch.tensor([llm.tokenizer.encode(prompt)])
-        with torch.inference_mode():
-            exact = llm.model(ids, torch.arange(ids.shape[1]))
-            approx = reduced.model(ids, torch.arange(ids.shape[1]))
-        assert approx.dtype == torch.float32
-        assert (exact - approx).abs().max().item() < tolerance
-        agree += (exact.argmax(-1) == approx.argmax(-1)).sum().item()
-        total += ids.shape[1]
-    assert agree / total >= 0.95
-
-
 def test_unknown_dtype_is_rejected():
     with pytest.raises(ValueError, match="dtype must be one of"):
-        LLM.load(dtype="int4")
+        LLM.load(dtype="int3")

@@ -35,7 +35,7 @@ PROMPTS = ["The capital of France is", "def add(a, b):", "Once upon a time, in a
 
 @pytest.fixture(scope="module")
 def ours(smollm2_path):
-    model, tokenizer, _ = load_model(str(smollm2_path))
+    model, tokenizer, _ = load_model(str(smollm2_path), dtype="float32")
     return model, tokenizer
 
 

@@ -1,0 +1,201 @@
+"""The "int4" representation: 4-bit linear layers through torch's CPU weight-only kernel, bfloat16 activations.
+
+Decoding one token reads every weight once, so on a CPU its speed is the weights' size: SmolLM2's 135M
+parameters are 540 MB in float32 and 60 MB in 4 bits. A Q4_0 / Q4_1 GGUF already holds its linear
+layers as 4-bit integers in groups of 32 along the input (w = d*q + m, q in 0..15), which is exactly
+what `torch.ops.aten._weight_int4pack_mm_for_cpu` computes with (w = (q - 8)*scale + zero). Its fast
+path wants bfloat16 activations (float32 or float16 ones take 20-40x longer), so this representation
+computes in bfloat16 with float32 norms, softmax and logits, like dtype="bfloat16".
+
+`int4_groups` finds a weight's groups again from its dequantised float32 values and says whether they
+are exact (for a Q4_1 or Q4_0 file they are: the group's extremes are q = 0 and 15, or -8). Only the
+scales and zeros are rounded, to bfloat16 (relative error 2^-9, against the 1/15 step of the grid).
+
+The output projection (the tied embedding: 28M of SmolLM2's parameters, Q8_0 in the file) stays 16-bit:
+int8 per output channel costs 4% of top-1 agreement there, float16 none. At one row a float16 product
+takes half bfloat16's time; from four rows on, bfloat16 takes a third of float16's (CPUs without
+AVX512-FP16 have no fast float16 matrix product). So `HalfOutput` keeps both and picks per call: one
+row per decode step at batch 1, many in a prefill or a batch.
+
+Needs a CPU with bfloat16 instructions (AVX512-BF16 or AMX): `bfloat16_kernels` says whether this one has
+them (elsewhere dtype="auto" stays float32).
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core import settings
+from core.model import Transformer
+
+GROUP = 32  # inputs per scale and zero: GGUF's block for Q4_0 / Q4_1
+CPU_FLAGS = "LLMKIT_CPU_FLAGS"  # overrides the flags read from /proc/cpuinfo (to test, or on an odd VM)
+BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+FLOAT16_ROWS = 2  # HalfOutput: up to this many rows in float16, more in bfloat16
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags: $LLMKIT_CPU_FLAGS (space-separated) if set, else /proc/cpuinfo's; empty elsewhere."""
+    forced = settings.env(CPU_FLAGS)
+    if forced is not None:
+        return frozenset(forced.lower().split())
+    if platform.system() != "Linux":
+        return frozenset()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def bfloat16_kernels() -> bool:
+    """Whether this CPU multiplies bfloat16 natively, which the int4 kernel's fast path needs."""
+    return bool(cpu_flags() & BFLOAT16_FLAGS)
+
+
+def int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """(q (N, K) int32 in 0..15, scale (N, K/GROUP), zero (N, K/GROUP), exact) with weight ~ (q - 8)*scale + zero.
+
+    Each group of GROUP inputs gets the grid through its minimum and maximum (Q4_1's), or, when that
+    does not reproduce the group, the symmetric grid whose step is its largest magnitude / 8 (Q4_0's).
+    `exact`: every weight is on its grid (to float32 rounding), as for weights read from a 4-bit file."""
+    n, k = weight.shape
+    if k % GROUP:
+        raise ValueError(f"int4 needs the input size to be a multiple of {GROUP}, got {k}")
+    groups = weight.float().view(n, k // GROUP, GROUP)
+    low, high = groups.amin(-1), groups.amax(-1)
+    scale = (high - low) / 15
+    zero = low + 8 * scale
+    q, error = _on_grid(groups, scale, zero)
+    # Q4_0: the value of largest magnitude is q = 0 (-8 steps); the grid has no zero offset.
+    extreme = torch.where(high.abs() > low.abs(), high, low)
+    sym_scale = -extreme / 8
+    sym_q, sym_error = _on_grid(groups, sym_scale, torch.zeros_like(sym_scale))
+    tolerance = 1e-6 * groups.abs().amax(-1).clamp_min(1e-30)
+    use_sym = (error > tolerance) & (sym_error <= tolerance)
+    q = torch.where(use_sym[..., None], sym_q, q)
+    scale, zero = torch.where(use_sym, sym_scale, scale), torch.where(use_sym, 0.0, zero)
+    exact = bool(((error <= tolerance) | use_sym).all())
+    return q.view(n, k), scale, zero, exact
+
+
+def _on_grid(groups, scale, zero) -> tuple[torch.Tensor, torch.Tensor]:
+    """q in 0..15 nearest to each value on the grid (q - 8)*scale + zero, and each group's largest error."""
+    step = torch.where(scale == 0, 1.0, scale)[..., None]
+    q = ((groups - zero[..., None]) / step + 8).round().clamp(0, 15)
+    error = ((q - 8) * scale[..., None] + zero[..., None] - groups).abs().amax(-1)
+    return q.to(torch.int32), error
+
+
+class Int4Linear(nn.Module):
+    """y = x W^T (+ b) with W in 4 bits, groups of GROUP inputs; x in bfloat16."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        # Filled by `from_weight` or by loading a state dict; the kernel's packed layout is torch's own.
+        self.register_buffer("packed", torch.empty(out_features, in_features // 2, dtype=torch.uint8))
+        self.register_buffer("scales_and_zeros", torch.empty(in_features // GROUP, out_features, 2,
+                                                             dtype=torch.bfloat16))
+        self.bias = nn.Parameter(torch.empty(out_features, dtype=torch.bfloat16)) if bias else None
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[Int4Linear, bool]:
+        """The layer, and whether it computes with `weight`'s exact values (see int4_groups)."""
+        q, scale, zero, exact = int4_groups(weight)
+        layer = cls(weight.shape[1], weight.shape[0], bias is not None)
+        layer.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+        layer.scales_and_zeros = torch.stack([scale, zero], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
+        if bias is not None:
+            layer.bias = nn.Parameter(bias.to(torch.bfloat16), requires_grad=False)
+        return layer, exact
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, self.in_features), self.packed, GROUP,
+                                                       self.scales_and_zeros)
+        y = y.view(*x.shape[:-1], self.out_features)
+        return y + self.bias if self.bias is not None else y
+
+
+class HalfOutput(nn.Module):
+    """The output projection in float16 for a row or two (a decode step), bfloat16 for more (see the module doc)."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=torch.float16), requires_grad=False)
+        self.weight_bf16 = nn.Parameter(torch.empty(out_features, in_features, dtype=torch.bfloat16),
+                                        requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[:-1].numel() <= FLOAT16_ROWS:
+            return F.linear(x.to(torch.float16), self.weight)
+        return F.linear(x.to(torch.bfloat16), self.weight_bf16)
+
+
+def to_int4(model: Transformer) -> bool:
+    """Turn `model` (float weights) into the int4 representation in place; True when every linear layer kept its
+    exact weights. The q, k and v projections become one layer, and SwiGLU's gate and up another (core.model
+    reads them so): fewer, larger products. Norms and the position table go to bfloat16; the token embedding
+    keeps float16 (a lookup needs no fast kernel), sharing the output's table when the checkpoint ties them."""
+    exact = True
+    for owner, fused in _fusions(model):
+        weight = torch.cat([getattr(owner, name).weight.detach() for name in fused])
+        biases = [getattr(owner, name).bias for name in fused]
+        bias = torch.cat([b.detach() for b in biases]) if biases[0] is not None else None
+        layer, layer_exact = Int4Linear.from_weight(weight, bias)
+        _replace(owner, fused, layer)
+        exact &= layer_exact
+    _half_tables(model, model.output.weight.detach(), model.tok_embeddings.weight.detach())
+    for parameter in model.parameters():
+        if parameter.dtype == torch.float32:
+            parameter.data = parameter.data.to(torch.bfloat16)
+    return exact
+
+
+def int4_skeleton(model: Transformer) -> Transformer:
+    """`model` (uninitialised) with the int4 representation's modules, for `load_state_dict(assign=True)`."""
+    for owner, fused in _fusions(model):
+        first = getattr(owner, fused[0])
+        out_features = sum(getattr(owner, name).out_features for name in fused)
+        _replace(owner, fused, Int4Linear(first.in_features, out_features, first.bias is not None))
+    _half_tables(model, None, None)
+    return model
+
+
+def _fusions(model: Transformer):
+    """(module, names of the linear layers that become one), for every linear layer of every block."""
+    for block in model.layers:
+        yield block.attn, ("wq", "wk", "wv")
+        yield block.attn, ("wo",)
+        ffn = block.ffn
+        yield (ffn, ("w1", "w3")) if ffn.w3 is not None else (ffn, ("w1",))
+        yield ffn, ("w2",)
+
+
+def _replace(owner: nn.Module, names: tuple[str, ...], layer: Int4Linear) -> None:
+    """`layer` in place of the first of `names`; the others None (core.model then splits the first's output)."""
+    setattr(owner, names[0], layer)
+    for name in names[1:]:
+        setattr(owner, name, None)
+
+
+def _half_tables(model: Transformer, output: torch.Tensor | None, embeddings: torch.Tensor | None) -> None:
+    """The output projection as a HalfOutput and the token embedding in float16, from these weights (or empty)."""
+    config = model.config
+    model.output = HalfOutput(config.dim, config.vocab_size)
+    if output is not None:
+        model.output.weight.data = output.to(torch.float16)
+        model.output.weight_bf16.data = output.to(torch.bfloat16)
+    if config.tie_embeddings:
+        model.tok_embeddings.weight = model.output.weight
+    else:
+        table = embeddings.to(torch.float16) if embeddings is not None else torch.empty(
+            config.vocab_size, config.dim, dtype=torch.float16)
+        model.tok_embeddings.weight = nn.Parameter(table, requires_grad=False)

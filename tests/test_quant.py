@@ -1,0 +1,164 @@
+"""The int4 representation (core.quant): exact on 4-bit weights, within its stated accuracy on SmolLM2, a cached
+decode that still equals a full forward, and float32 where the CPU lacks bfloat16 instructions."""
+
+import pytest
+import torch
+from gguf import GGMLQuantizationType as Q
+
+from bench.accuracy import BOUNDS, TEXTS, logit_figures
+from core import LLM, EngineConfig, quant
+from core.loading import load_model
+from core.model import Linear
+
+from conftest import save_tiny_checkpoint, tiny_bpe_tokenizer, tiny_hf_model
+from gguf_files import write_gguf
+
+NO_STOP = {2: -1e4}
+PROMPTS = ["The quick brown fox", "Pack my box with five dozen liquor jugs! The quick", "def", "lazy dog. " * 6]
+
+
+def grid_weight(symmetric: bool, rows: int = 48, groups: int = 6, seed: int = 0) -> torch.Tensor:
+    """Weights on a 4-bit grid per group of 32, as a Q4_0 (symmetric) or Q4_1 file dequantises to."""
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randint(0, 16, (rows, groups, quant.GROUP), generator=generator).float()
+    scale = torch.rand(rows, groups, 1, generator=generator) * 0.1 + 0.01
+    if symmetric:
+        q[..., 0] = 0  # Q4_0: the value of largest magnitude is q = 0, i.e. -8 steps
+        q = q.clamp(max=14)
+        return ((q - 8) * scale).view(rows, -1)
+    q[..., 0], q[..., 1] = 0, 15  # Q4_1: the group's minimum and maximum
+    minimum = torch.randn(rows, groups, 1, generator=generator) * 0.1
+    return (q * scale + minimum).view(rows, -1)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_weights_on_a_4bit_grid_are_found_exactly(symmetric):
+    weight = grid_weight(symmetric)
+    q, scale, zero, exact = quant.int4_groups(weight)
+    assert exact
+    assert int(q.min()) >= 0 and int(q.max()) <= 15
+    rebuilt = ((q.view(48, 6, 32) - 8) * scale[..., None] + zero[..., None]).view(48, -1)
+    assert (rebuilt - weight).abs().max().item() < 1e-6
+
+
+def test_other_weights_are_rounded_and_said_to_be():
+    weight = torch.randn(48, 192)
+    q, scale, zero, exact = quant.int4_groups(weight)
+    assert not exact
+    rebuilt = ((q.view(48, 6, 32) - 8) * scale[..., None] + zero[..., None]).view(48, -1)
+    step = scale.repeat_interleave(32, dim=1)
+    assert ((rebuilt - weight).abs() <= step / 2 + 1e-6).all()  # the nearest point of the group's grid
+
+
+def test_int4_linear_computes_with_its_weights():
+    weight, bias = grid_weight(False), torch.randn(48)
+    layer, exact = quant.Int4Linear.from_weight(weight, bias)
+    x = torch.randn(3, 5, 192)
+    got = layer(x.to(torch.bfloat16)).float()
+    expected = x @ weight.T + bias
+    assert exact and got.shape == (3, 5, 48)
+    # bfloat16 activations, scales and output: a relative error of a few 2^-8
+    assert (got - expected).abs().max().item() < 0.03 * expected.abs().max().item()
+
+
+def test_input_size_not_a_multiple_of_the_group_is_refused():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        quant.int4_groups(torch.randn(4, 40))
+
+
+@pytest.fixture(scope="module")
+def tiny_int4(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    save_tiny_checkpoint("llama", directory)
+    return load_model(str(directory), dtype="int4")[:2]
+
+
+@pytest.mark.parametrize("prefill_chunk", [256, 3])
+def test_int4_cached_batched_decoding_equals_full_recompute(tiny_int4, prefill_chunk):
+    """As tests/test_engine.py checks for float32, within bfloat16's rounding: the fused projections, the KV cache
+    in bfloat16 and the float16 / bfloat16 output tables give a step what a full forward gives."""
+    model, tokenizer = tiny_int4
+    assert isinstance(model.layers[0].attn.wq, quant.Int4Linear) and model.layers[0].attn.wk is None
+    assert model.dtype == torch.bfloat16
+    llm = LLM(model, tokenizer, engine=EngineConfig(max_seq_len=128, prefill_chunk=prefill_chunk))
+    recorded = {prompt: [] for prompt in PROMPTS}
+
+    def recorder(prompt):
+        return lambda ids, logits: recorded[prompt].append(logits.clone()) or logits
+
+    streams = [llm.stream(p, max_new_tokens=10, logit_bias=NO_STOP, logits_processor=recorder(p)) for p in PROMPTS]
+    for stream in streams:
+        "".join(stream)
+    for prompt, stream in zip(PROMPTS, streams, strict=True):
+        ids = stream.prompt_ids + stream.generated
+        with torch.no_grad():
+            full = llm.model(torch.tensor([ids]), torch.arange(len(ids)))[0]
+        steps = torch.stack(recorded[prompt])
+        assert len(steps) == 10
+        scale = full.abs().max().item()
+        assert (steps - full[len(stream.prompt_ids) - 1: -1]).abs().max().item() < 0.05 * scale, prompt
+
+
+def tiny_gguf(tmp_path, qtype):
+    tokenizer = tiny_bpe_tokenizer()
+    model = tiny_hf_model("llama", tokenizer.get_vocab_size())
+    return write_gguf(tmp_path / f"tiny-{qtype.name}.gguf", "llama", model, tokenizer, qtype)
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_1])
+def test_auto_keeps_a_4bit_file_in_4_bits_and_exact(tmp_path, monkeypatch, qtype):
+    monkeypatch.setenv(quant.CPU_FLAGS, "avx512f avx512_bf16")
+    path = tiny_gguf(tmp_path, qtype)
+    model, _, _ = load_model(str(path))
+    exact, _, _ = load_model(str(path), dtype="float32")
+    assert isinstance(model.layers[0].ffn.w1, quant.Int4Linear)
+    ids = torch.tensor([list(range(3, 40))])
+    with torch.inference_mode():
+        got, expected = model(ids, torch.arange(37)), exact(ids, torch.arange(37))
+    assert (got - expected).abs().max().item() < 0.05 * expected.abs().max().item()
+    # Its layers hold the file's weights: unpacking them by a product with the identity gives them back.
+    layer, reference = model.layers[0].attn.wo, exact.layers[0].attn.wo.weight
+    with torch.inference_mode():
+        unpacked = layer(torch.eye(reference.shape[1], dtype=torch.bfloat16)).float().T
+    assert (unpacked - reference).abs().max().item() <= 2**-7 * reference.abs().max().item()
+
+
+def test_auto_keeps_an_8bit_file_in_float32(tmp_path, monkeypatch):
+    monkeypatch.setenv(quant.CPU_FLAGS, "avx512f avx512_bf16")
+    model, _, _ = load_model(str(tiny_gguf(tmp_path, Q.Q8_0)))
+    assert model.dtype == torch.float32 and isinstance(model.layers[0].ffn.w1, Linear)
+
+
+def test_without_bfloat16_instructions_auto_is_float32(tmp_path, monkeypatch):
+    """The fallback: on a CPU without AVX512-BF16 / AMX the same file loads as float32, the exact path."""
+    monkeypatch.setenv(quant.CPU_FLAGS, "sse4_2 avx2 fma")
+    assert not quant.bfloat16_kernels()
+    model, _, _ = load_model(str(tiny_gguf(tmp_path, Q.Q4_1)))
+    assert model.dtype == torch.float32 and isinstance(model.layers[0].attn.wq, Linear)
+
+
+@pytest.fixture(scope="module")
+def float32_reference(smollm2_path):
+    return LLM.load(str(smollm2_path), dtype="float32")
+
+
+@pytest.mark.parametrize("representation", ["int4", "bfloat16", "float16"])
+def test_each_representation_within_its_stated_accuracy(float32_reference, smollm2_path, representation):
+    """bench/accuracy.py's figures, held to its BOUNDS."""
+    other = LLM.load(str(smollm2_path), dtype=representation)
+    token_lists = [float32_reference.tokenizer.encode(text) for text in TEXTS]
+    figures = logit_figures(float32_reference.model, other.model, token_lists)
+    bounds = BOUNDS[representation]
+    assert figures["top1"] >= bounds["top1"] and figures["mean_kl"] <= bounds["mean_kl"], figures
+
+
+def test_a_broken_int4_kernel_breaks_the_bounds(float32_reference, smollm2_path):
+    """The bounds are tight enough to catch a kernel that is slightly wrong: scales off by 3%."""
+    other = LLM.load(str(smollm2_path), dtype="int4")
+    for block in other.model.layers:
+        for layer in (block.attn.wq, block.attn.wo, block.ffn.w1, block.ffn.w2):
+            layer.scales_and_zeros[..., 0] *= 1.03
+    token_lists = [float32_reference.tokenizer.encode(text) for text in TEXTS]
+    figures = logit_figures(float32_reference.model, other.model, token_lists)
+    bounds = BOUNDS["int4"]
+    assert figures["top1"] < bounds["top1"] or figures["mean_kl"] > bounds["mean_kl"], figures
