@@ -248,11 +248,40 @@ def main() -> None:
         figures[side]["cold_start_s"] = statistics.median(cold_start(side, args.model) for _ in range(args.repeats))
         print(side, {k: v for k, v in figures[side].items() if k != "greedy_tokens"}, file=sys.stderr)
     tokens = {side: r.pop("greedy_tokens") for side, r in figures.items()}
-    same = {side: tokens[side] == tokens[next(iter(tokens))] for side in tokens}
+    reference = "ours-float32" if "ours-float32" in tokens else next(iter(tokens))
+    splits = divergences(args.model, tokens, reference)
+    same = {side: splits[side] is None for side in tokens}
+    shown = "; ".join(f"{side}: at token {d['step']}, {reference} {d['reference']} vs {d['other']}"
+                      for side, d in splits.items() if d is not None) or "none"
     body = (f"Torch threads default, median of {args.repeats}.\n\n{tables(figures)}\n\n"
-            f"Greedy batch-1 tokens (128, EOS suppressed) identical to {next(iter(tokens))}'s: {same}")
+            f"Greedy batch-1 tokens (128, EOS suppressed) identical to {reference}'s: {same}\n\n"
+            f"First divergences (token id, its probability under float32): {shown}")
     results.write("generate", f"Generation: {args.model or 'embedded SmolLM2-135M-Instruct Q4_1 GGUF'}", body,
-                  {"results": figures, "greedy_identical": same}, args.results)
+                  {"results": figures, "greedy_identical": same, "divergences": splits}, args.results)
+
+
+def divergences(model: str | None, tokens: dict[str, list[int]], reference: str) -> dict[str, dict | None]:
+    """Per side, None when its greedy tokens equal the reference's; else the first step where they differ, with
+    both tokens' probabilities under our float32 model there (a near-tie, or a real error?)."""
+    import torch
+
+    from core import LLM
+
+    exact = LLM.load(model, dtype="float32")
+    prompt = prompts(exact.tokenizer.encode, 32, 8)[0]
+    found = {}
+    for side, ids in tokens.items():
+        step = next((i for i, (a, b) in enumerate(zip(tokens[reference], ids, strict=False)) if a != b), None)
+        if step is None:
+            found[side] = None
+            continue
+        context = torch.tensor([prompt + tokens[reference][:step]])
+        with torch.inference_mode():
+            probs = torch.softmax(exact.model(context, torch.arange(context.shape[1]))[0, -1], -1)
+        theirs, ours = tokens[reference][step], ids[step]
+        found[side] = {"step": step, "reference": [theirs, round(float(probs[theirs]), 3)],
+                       "other": [ours, round(float(probs[ours]), 3)]}
+    return found
 
 
 if __name__ == "__main__":

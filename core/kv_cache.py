@@ -35,11 +35,11 @@ class KVCache:
         return KVCache(self.k[:, start:stop], self.v[:, start:stop])
 
     def update(self, layer: int, positions: torch.Tensor, length: int, k: torch.Tensor, v: torch.Tensor):
-        """Write k, v (B, Hkv, T, D) at positions (B, T); return slots [0, length) of this layer (B, Hkv, S, D)."""
-        if positions.shape == (1, 1):  # one sequence's decode step: a plain slot, not an indexed write
-            slot = int(positions)
-            self.k[layer, 0, :, slot] = k[0, :, 0]
-            self.v[layer, 0, :, slot] = v[0, :, 0]
+        """Write k, v (B, Hkv, T, D) at positions (B, T), the last of which is length - 1; return slots [0, length)
+        of this layer (B, Hkv, S, D)."""
+        if positions.shape == (1, 1):  # one sequence's decode step: a plain slot (its position is length - 1)
+            self.k[layer, 0, :, length - 1] = k[0, :, 0]
+            self.v[layer, 0, :, length - 1] = v[0, :, 0]
         else:
             rows = torch.arange(k.shape[0], device=k.device)[:, None].expand_as(positions)  # (B, T)
             self.k[layer][rows, :, positions] = k.transpose(1, 2)  # indexed view is (B, T, Hkv, D)

@@ -94,8 +94,9 @@ class Attention(nn.Module):
         # Grouped-query attention without copying K/V per query head: the n_rep query heads that share a
         # KV head become n_rep * T query rows of it (the mask arrives repeated to match).
         n_rep = c.n_heads // c.n_kv_heads
-        if mask is None:  # a prefill from position 0: SDPA's causal kernel skips the masked half of the scores
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=n_rep > 1)  # (B, H, T, D)
+        if mask is None:  # a prefill from position 0 (SDPA's causal kernel skips the masked half of the scores),
+            # or one sequence's decode step, whose one query sees every key
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=n_rep > 1)  # (B, H, T, D)
         else:
             q = q.reshape(B, c.n_kv_heads, n_rep * T, c.head_dim)  # (B, Hkv, n_rep*T, D)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, Hkv, n_rep*T, D)
@@ -184,7 +185,8 @@ class Transformer(nn.Module):
         T = tokens.shape[1]
         in_order = torch.arange(T, device=tokens.device).expand_as(positions)
         from_start = last + 1 == T and torch.equal(positions, in_order)
-        if c.attention == "causal" and from_start:
+        one_step = kv_cache is not None and tokens.shape == (1, 1)  # its query is the last position: sees all keys
+        if c.attention == "causal" and (from_start or one_step):
             mask = None  # plain causal attention, which SDPA computes with its own kernel
         else:
             allowed = attention_mask(c, positions, k_pos).repeat(1, 1, c.n_heads // c.n_kv_heads, 1)  # (B,1,n_rep*T,S)
