@@ -32,7 +32,7 @@ def test_settings_take_the_flags_over_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("LLMKIT_HOME", str(tmp_path / "from-env"))
     settings = AppSettings.from_args(parse())
     assert settings.data_dir == tmp_path / "from-env" and settings.port == 7000 and settings.host == "127.0.0.1"
-    assert (settings.model, settings.dtype) == (None, "float32")  # core.load reads LLMKIT_MODEL when it loads
+    assert (settings.model, settings.dtype) == (None, "auto")  # core.load reads LLMKIT_MODEL when it loads
     settings = AppSettings.from_args(parse("--data-dir", str(tmp_path / "flag"), "--port", "0", "--model", "m.gguf",
                                            "--dtype", "bfloat16"))
     assert (settings.data_dir, settings.port, settings.model, settings.dtype) == (tmp_path / "flag", 0, "m.gguf",

@@ -50,10 +50,11 @@ def write(module, title, body, data, tmp_path) -> str:
 
 
 def test_accuracy_table(tmp_path):
-    figures = {"float16": {"max_abs_logit_diff": 0.281, "top1_agree": 70, "positions": 71, "same_greedy": 5,
-                           "prompts": 6}}
+    split = {"step": 20, "float32": [11, 0.153], "other": [17, 0.141]}
+    figures = {"int4": {"top1": 0.988, "mean_kl": 0.00148, "max_abs_logit_diff": 2.336, "positions": 240,
+                        "divergences": [None, split, None]}}
     text = write(bench.accuracy, "Accuracy", bench.accuracy.table(figures), {"figures": figures}, tmp_path)
-    assert "| float16 | 0.281 | 70/71 | 5/6 |" in text
+    assert "| int4 | 98.8% of 240 | 0.00148 | 2.336 | 2/3 | 20: 0.15 / 0.14 |" in text
 
 
 def test_agents_tables(tmp_path):
