@@ -27,11 +27,12 @@ from apps.explorer.masks import MAX_LENGTH, MaskError, MaskSettings, mask_views
 
 CSS = """
 .explorer-pieces { line-height: 2.1; font-family: ui-monospace, monospace; font-size: 0.95em; }
-.explorer-token { border-radius: 3px; padding: 1px 2px; margin: 0 1px; color: #111; }
+.explorer-token { display: inline-block; border-radius: 3px; padding: 1px 2px; margin: 0 1px; color: #111; }
 .explorer-special { outline: 2px solid #7c3aed; font-weight: 600; }
 .explorer-count { color: #555; margin: 0 0 0.3em 0; }
 """
-DISTRIBUTION_HEADERS = ["rank", "token", "id", "probability", "top-k", "top-p", "min-p", "after the filters"]
+DISTRIBUTION_HEADERS = ["rank", "token", "id", "probability at the temperature", "top-k", "top-p", "min-p",
+                        "after the filters"]
 
 
 def query_choices(run: Run) -> list[tuple[str, int]]:
@@ -39,26 +40,25 @@ def query_choices(run: Run) -> list[tuple[str, int]]:
 
 
 def kv_markdown(shape: KVShape) -> str:
-    """The calculator's answer: what our cache allocates, against multi-head attention and a rolling window."""
+    """The calculator's answer as a table: what our cache allocates, against multi-head attention and a rolling
+    window, with the product it comes from."""
     memory = kv_memory(shape)
-    saving = memory.mha / memory.allocated
-    lines = [f"**Our KV cache allocates {human_bytes(memory.allocated)}** ({memory.allocated:,} bytes): 2 (keys and "
-             f"values) × {shape.n_layers} layers × {shape.batch} sequences × {shape.n_kv_heads} KV heads × "
-             f"{shape.context:,} tokens × {shape.head_dim} dims × {DTYPES[shape.dtype].itemsize} bytes "
-             f"({human_bytes(memory.per_token)} per token of one sequence).",
-             f"- With one KV head per query head (multi-head attention, {shape.n_heads} KV heads): "
-             f"{human_bytes(memory.mha)}"
-             + (f"; grouped-query attention saves {saving:.0f}×." if saving > 1 else ".")]
+    rows = [(f"**our KVCache** ({shape.n_kv_heads} KV heads, every slot of the context)", memory.allocated),
+            (f"multi-head attention ({shape.n_heads} KV heads, one per query head)", memory.mha)]
     if memory.rolling is not None:
-        lines.append(f"- The sliding window of {shape.window:,} does not shrink our cache (it allocates the whole "
-                     f"context and masks the rest); a rolling cache would need {human_bytes(memory.rolling)}.")
-    return "\n".join(lines)
+        rows.append((f"a rolling cache of the window's {min(shape.window, shape.context):,} slots (ours allocates "
+                     "the whole context and masks the rest)", memory.rolling))
+    table = "\n".join(f"| {what} | {human_bytes(count)} | {count:,} |" for what, count in rows)
+    return (f"| cache | memory | bytes |\n|---|---|---|\n{table}\n\n2 (keys and values) × {shape.n_layers} layers × "
+            f"{shape.batch} sequences × {shape.n_kv_heads} KV heads × {shape.context:,} tokens × {shape.head_dim} "
+            f"dims × {DTYPES[shape.dtype].itemsize} bytes: {human_bytes(memory.per_token)} per token of a sequence.")
 
 
 def build_demo(explorer) -> gr.Blocks:
     """The Gradio page over `explorer` (an `apps.explorer.app.Explorer`)."""
     config = explorer.model.config
     layer0 = min(DEFAULT_LAYER, config.n_layers - 1)
+    cache_dtype = str(explorer.model.dtype).removeprefix("torch.")  # the engine's cache holds the activations' dtype
     head0 = explorer.heads[DEFAULT_HEAD + 1] if config.n_heads > DEFAULT_HEAD else explorer.heads[0]
 
     def refused(error: ExplorerError, count: int):
@@ -186,8 +186,8 @@ def build_demo(explorer) -> gr.Blocks:
             masks_status = gr.Markdown(elem_id="masks-status")
             masks = gr.Plot(elem_id="masks")
         with gr.Tab("KV cache memory", elem_id="memory-tab"):
-            gr.Markdown("What `KVCache.allocate` holds for a model's attention shape (the loaded model's to "
-                        "start with).")
+            gr.Markdown("What `KVCache.allocate` holds for a model's attention shape: the loaded model's to start "
+                        "with, in the dtype its cache uses.")
             with gr.Row():
                 layers = gr.Number(value=config.n_layers, precision=0, label="Layers", elem_id="kv-layers")
                 heads = gr.Number(value=config.n_heads, precision=0, label="Query heads", elem_id="kv-heads")
@@ -197,7 +197,7 @@ def build_demo(explorer) -> gr.Blocks:
                 context = gr.Number(value=config.max_seq_len, precision=0, label="Context (tokens)",
                                     elem_id="kv-context")
                 batch = gr.Number(value=1, precision=0, label="Batch (sequences)", elem_id="kv-batch")
-                dtype = gr.Dropdown(list(DTYPES), value="float32", label="Cache dtype", elem_id="kv-dtype")
+                dtype = gr.Dropdown(list(DTYPES), value=cache_dtype, label="Cache dtype", elem_id="kv-dtype")
                 kv_window = gr.Number(value=0, precision=0, label="Sliding window (0: none)", elem_id="kv-window")
             memory = gr.Markdown(elem_id="kv-memory")
 
