@@ -3,6 +3,7 @@ to one under the causal mask, masks equal to core.attention's (and the fixed pat
 sampling filters as core.sampling.next_token draws, and a KV cache calculator equal to the bytes KVCache.allocate
 holds. A tiny random model for the mechanics; the embedded SmolLM2 for the claim the page opens with."""
 
+import copy
 import math
 import re
 
@@ -60,6 +61,13 @@ def test_a_chat_message_shows_the_template_and_its_control_tokens(explorer):
     specials = [piece for piece, special in zip(tokens.pieces, tokens.special, strict=True) if special]
     assert specials == ["<|im_start|>", "<|im_end|>", "<|im_start|>"]  # the typed <|im_end|> stays text
     assert tokens.html().count("explorer-special") == 3
+
+
+def test_a_model_without_a_chat_template_says_to_untick_the_box(explorer):
+    tokenizer = copy.copy(explorer.tokenizer)
+    tokenizer.chat_template = None
+    with pytest.raises(ExplorerError, match="no chat template.*untick “as a chat message”"):
+        Explorer(explorer.model, tokenizer).tokens(TEXT, as_chat=True)
 
 
 def test_typed_markup_stays_text(explorer):
