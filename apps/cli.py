@@ -32,6 +32,7 @@ from core.resolve import is_url, model_spec
 # (command, module, help): an app's command. The module is imported to build the parser, so it must not import
 # gradio or load anything at import; its run(args) does.
 APPS = (
+    ("explore", "apps.explorer", "the attention explorer web app (Gradio): tokens, attention maps, masks, sampling"),
     ("pdf-chat", "apps.pdf_chat", "the chat-with-your-PDFs web app (Gradio)"),
     ("sentiment", "apps.finance_sentiment.cli", "financial news sentiment: score, file, train, evaluate"),
     ("sentiment-app", "apps.finance_sentiment", "the financial news sentiment web app (Gradio)"),

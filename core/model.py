@@ -8,6 +8,8 @@ a file, and a freshly built Transformer holds uninitialised memory until they ar
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -74,7 +76,9 @@ class Attention(nn.Module):
         self.wv = Linear(config.dim, kv_dim, bias=config.qkv_bias)
         self.wo = Linear(config.dim, config.dim, bias=config.proj_bias)
 
-    def forward(self, x, positions, rope, mask, kv_cache: KVCache | None, cache_len: int):
+    def forward(self, x, positions, rope, mask, kv_cache: KVCache | None, cache_len: int, attentions=None):
+        """`attentions`: a list to append this layer's attention weights (B, H, T, S) to; they are then computed
+        explicitly, in float32, rather than by SDPA's fused kernel (which never holds them)."""
         c = self.config
         B, T, _ = x.shape
         if self.wk is None:  # core.quant fused the three projections into wq: one product, RoPE on q and k at once
@@ -94,7 +98,13 @@ class Attention(nn.Module):
         # Grouped-query attention without copying K/V per query head: the n_rep query heads that share a
         # KV head become n_rep * T query rows of it (the mask arrives repeated to match).
         n_rep = c.n_heads // c.n_kv_heads
-        if mask is None:  # a prefill from position 0 (SDPA's causal kernel skips the masked half of the scores),
+        if attentions is not None:  # softmax(QK^T / sqrt(D) + mask) V, as SDPA computes it, keeping the softmax
+            q = q.reshape(B, c.n_kv_heads, n_rep * T, c.head_dim)  # (B, Hkv, n_rep*T, D)
+            scores = q.float() @ k.float().transpose(-2, -1) / math.sqrt(c.head_dim) + mask  # (B, Hkv, n_rep*T, S)
+            weights = torch.softmax(scores, dim=-1)
+            attentions.append(weights.view(B, c.n_heads, T, -1))  # (B, H, T, S): row r*T + t is head kv*n_rep + r
+            y = weights.to(v.dtype) @ v  # (B, Hkv, n_rep*T, D)
+        elif mask is None:  # a prefill from position 0 (SDPA's causal kernel skips the masked half of the scores),
             # or one sequence's decode step, whose one query sees every key
             y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=n_rep > 1)  # (B, H, T, D)
         else:
@@ -128,8 +138,8 @@ class Block(nn.Module):
         self.ffn_norm = make_norm(config)
         self.ffn = FeedForward(config)
 
-    def forward(self, x, positions, rope, mask, kv_cache, cache_len):
-        x = x + self.attn(self.attn_norm(x), positions, rope, mask, kv_cache, cache_len)
+    def forward(self, x, positions, rope, mask, kv_cache, cache_len, attentions=None):
+        x = x + self.attn(self.attn_norm(x), positions, rope, mask, kv_cache, cache_len, attentions)
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -157,12 +167,16 @@ class Transformer(nn.Module):
 
     def forward(
         self, tokens: torch.Tensor, positions: torch.Tensor, kv_cache: KVCache | None = None,
-        logits_to_keep: int | None = None,
-    ) -> torch.Tensor:
+        logits_to_keep: int | None = None, return_attention: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits (B, T, vocab) in float32 for tokens (B, T) at positions (B, T) or (T,).
 
         `logits_to_keep`: only the last so many positions get logits (a prefill needs one; the output
         projection over a long prompt would otherwise cost as much as a few layers).
+        `return_attention`: (logits, one float32 tensor (B, H, T, S) per layer) with each query head's attention
+        weights over the S keys (the cache's slots 0..max(position) with a KV cache, else the tokens), each row
+        summing to one. They are computed explicitly, costing H x T x S floats per layer: for inspection
+        (apps.explorer), never in generation, whose path stays SDPA's.
         """
         if positions.dim() == 1:
             positions = positions[None].expand_as(tokens)
@@ -186,14 +200,16 @@ class Transformer(nn.Module):
         in_order = torch.arange(T, device=tokens.device).expand_as(positions)
         from_start = last + 1 == T and torch.equal(positions, in_order)
         one_step = kv_cache is not None and tokens.shape == (1, 1)  # its query is the last position: sees all keys
-        if c.attention == "causal" and (from_start or one_step):
+        if c.attention == "causal" and (from_start or one_step) and not return_attention:
             mask = None  # plain causal attention, which SDPA computes with its own kernel
         else:
             allowed = attention_mask(c, positions, k_pos).repeat(1, 1, c.n_heads // c.n_kv_heads, 1)  # (B,1,n_rep*T,S)
             # Additive form, built once: SDPA would otherwise convert a boolean mask again in every layer.
             mask = torch.zeros(allowed.shape, dtype=x.dtype).masked_fill_(~allowed, -torch.inf)
+        attentions = [] if return_attention else None
         for block in self.layers:
-            x = block(x, positions, rope, mask, kv_cache, last + 1)
+            x = block(x, positions, rope, mask, kv_cache, last + 1, attentions)
         if logits_to_keep is not None:
             x = x[:, -logits_to_keep:]
-        return self.output(self.norm(x)).float()
+        logits = self.output(self.norm(x)).float()
+        return (logits, attentions) if return_attention else logits
