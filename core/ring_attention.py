@@ -124,10 +124,12 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, diagonal: bool) -
         if diagonal:
             ahead = torch.arange(start, stop, device=q.device)[:, None] < torch.arange(n_keys, device=q.device)
             scores.masked_fill_(ahead, -torch.inf)
-        tile_lse = scores.logsumexp(-1)  # finite: every query sees at least one key
-        probs = scores.sub_(tile_lse[..., None]).exp_().view(B, Hkv, n_rep * (stop - start), n_keys)
-        out[:, :, :, start:stop] = (probs @ v[:, :, :n_keys]).view(B, Hkv, n_rep, stop - start, D)
-        lse[..., start:stop] = tile_lse
+        top = scores.amax(-1, keepdim=True)  # finite: every query sees at least one key
+        probs = scores.sub_(top).exp_()  # in place: one pass of exp over the tile, normalised after the product
+        total = probs.sum(-1, keepdim=True)
+        tile = (probs.view(B, Hkv, n_rep * (stop - start), n_keys) @ v[:, :, :n_keys]).view(B, Hkv, n_rep, -1, D)
+        out[:, :, :, start:stop] = tile / total
+        lse[..., start:stop] = (top + total.log()).squeeze(-1)
     return out, lse
 
 
