@@ -98,21 +98,24 @@ def table(rows: list[dict]) -> str:
 
 
 NOTE = """\
-RSS growth is what the prefill itself took on top of the process (torch, the weights); a process's peak RSS adds
-those. "forward" is `model(tokens, positions)` on one process (SDPA's fused causal kernel), the reference the
-logits are compared with. The ring's attention is plain float32 matrix products in query tiles of 512 positions,
-merged by log-sum-exp, so that it runs unchanged on any backend.
+RSS growth is what the prefill itself took on top of the process (torch, the weights, read in by an 8-token forward
+first); a process's peak RSS adds those, and for SmolLM2 is mostly its float32 weights (540 MB, in every process).
+The growth is a lower bound: the allocator reuses memory freed before (loading SmolLM2 frees more than its prefill
+takes on 4 processes). "forward" is `model(tokens, positions)` on one process (SDPA's fused causal kernel), the
+reference the logits are compared with. The ring's attention is plain float32 matrix products in query tiles of
+512 positions merged by log-sum-exp, which run unchanged on any backend but take up to twice SDPA's time on one
+process; a fused kernel that returns the log-sum-exp (flash-attention's, on GPUs) would close that gap.
 
-Every process runs one torch thread. This machine has 2 cores (shared with other work while this ran): 2
-processes can at best halve the time of 1, and 4 processes share the same 2 cores, so time cannot fall beyond P = 2
-here; memory per process shows the design at every P. Each step a rank attends its 2 chunks of T/(2P) queries
-to one received block of T/P keys with the masked half skipped, so attention work per rank is ~T^2/(2P^2) per step
-and ~T^2/(2P) over the P steps, balanced across ranks by the zigzag layout; memory per rank is O(T/P) (its tokens'
-activations, two key/value blocks, one score tile). On P GPUs (NCCL) the prediction is attention time falling as
-1/P and memory per GPU as 1/P for the activations (the weights stay replicated), as long as each step's compute
-hides the transfer of the next key/value block: per step a rank does ~1152 (T/P)^2 flops (SmolLM2's 9 heads x
-64 dims) and sends 768 (T/P) bytes (3 key/value heads, bfloat16), so at ~200 TFLOP/s and ~200 GB/s NVLink the
-transfer is hidden once T/P exceeds ~700 tokens."""
+Every process runs one torch thread. This machine has 2 cores, shared with other work while this ran (load average
+{load}): 2 processes can at best halve the time of 1, and 4 share the same 2 cores, so wall time here says little;
+memory per process shows the design. Each step a rank attends its 2 chunks of T/(2P) queries to one received block
+of T/P keys with the masked half skipped, so its attention work is ~T^2/(2P^2) query-key pairs per step and
+~T^2/(2P) over the P steps, the same on every rank (zigzag layout); its memory is O(T/P): its tokens' activations,
+two key/value blocks, one score tile. On P GPUs (NCCL) the prediction is attention time falling as 1/P and
+activation memory per GPU as 1/P (the weights stay replicated), as long as each step's compute hides the transfer
+of the next key/value block: per step a rank does ~1152 (T/P)^2 flops (SmolLM2's 9 heads x 64 dims) and sends
+768 (T/P) bytes (3 key/value heads, bfloat16), so at ~200 TFLOP/s and ~200 GB/s (NVLink) the transfer is hidden
+once T/P exceeds ~700 tokens."""
 
 
 def main() -> None:
@@ -122,11 +125,14 @@ def main() -> None:
     parser.add_argument("--smollm2-tokens", type=int, default=2048, help="SmolLM2's prompt length; 0 skips it")
     args = parser.parse_args()
     procs = [int(p) for p in args.procs.split(",")]
+    load_before = os.getloadavg()[0]
     rows = [row for n in map(int, args.tokens.split(",")) for row in run("tiny", n, procs)]
     if args.smollm2_tokens:
         rows += run("SmolLM2", args.smollm2_tokens, procs)
-    results.write("ring", "Ring attention: a prefill split over P processes (gloo, CPU)", table(rows) + "\n\n" + NOTE,
-                  {"tiny_config": TINY.to_dict(), "rows": rows}, args.results)
+    load = f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    results.write("ring", "Ring attention: a prefill split over P processes (gloo, CPU)",
+                  table(rows) + "\n\n" + NOTE.format(load=load),
+                  {"tiny_config": TINY.to_dict(), "rows": rows, "load": load}, args.results)
 
 
 if __name__ == "__main__":

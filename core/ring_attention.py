@@ -240,10 +240,10 @@ def run_ranks(fn, world: int, *args, timeout_s: float = 60.0, backend: str | Non
                 for rank, process in enumerate(processes):
                     if process.exitcode is not None and rank not in outcomes:
                         outcomes[rank] = False, f"exited with code {process.exitcode} without a result"
+    finally:  # every result is in (or this process is interrupted): the ranks may go
         collected.set()
-    finally:
         for process in processes:
-            process.join(timeout=timeout_s)
+            process.join(timeout=10)
             if process.is_alive():
                 process.kill()
     errors = {rank: value for rank, (ok, value) in outcomes.items() if not ok}

@@ -12,6 +12,7 @@ import bench.agents
 import bench.generate
 import bench.load
 import bench.rag
+import bench.ring
 from agents.evaluate import TASKS, Outcome
 from agents.steps import Step
 from agents.tasks import EXTENDED_TASKS
@@ -33,7 +34,7 @@ def test_the_writer_heads_both_files_with_the_run(tmp_path, monkeypatch, capsys)
     assert {"date", "machine", "cores", "python", "torch"} <= saved["run"].keys()
 
 
-@pytest.mark.parametrize("module", [bench.accuracy, bench.agents, bench.generate, bench.load, bench.rag])
+@pytest.mark.parametrize("module", [bench.accuracy, bench.agents, bench.generate, bench.load, bench.rag, bench.ring])
 def test_every_benchmark_is_a_module_that_takes_the_results_folder(module, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["x", "--help"])
     with pytest.raises(SystemExit) as exit:
@@ -55,6 +56,13 @@ def test_accuracy_table(tmp_path):
                         "divergences": [None, split, None]}}
     text = write(bench.accuracy, "Accuracy", bench.accuracy.table(figures), {"figures": figures}, tmp_path)
     assert "| int4 | 98.8% of 240 | 0.00148 | 2.336 | 2/3 | 20: 0.15 / 0.14 |" in text
+
+
+def test_ring_table(tmp_path):
+    rows = [{"model": "tiny", "tokens": 16384, "procs": 4, "ring": True, "seconds": 37.16, "peak_mb": 510.2,
+             "growth_mb": 269.4, "max_abs_logit_diff": 4.11e-06, "same_top1": True}]
+    text = write(bench.ring, "Ring", bench.ring.table(rows), {"rows": rows}, tmp_path)
+    assert "| tiny | 16,384 | ring, 4 processes | 37.16 | 510 | 269 | 4.11e-06 | yes |" in text
 
 
 def test_agents_tables(tmp_path):
