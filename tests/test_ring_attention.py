@@ -69,7 +69,9 @@ def rank_checks() -> dict:
     return {"attention": attention_errors(), "logits": logits}
 
 
-@pytest.mark.parametrize("world", [1, 2, 3, 4])
+# Each spawn takes seconds: the fast suite keeps P = 2 (communication, padding, GQA, both masks), `slow` adds the rest.
+@pytest.mark.parametrize("world", [pytest.param(1, marks=pytest.mark.slow), 2, pytest.param(3, marks=pytest.mark.slow),
+                                   pytest.param(4, marks=pytest.mark.slow)])
 def test_ring_equals_one_process(world):
     ranks = run_ranks(rank_checks, world)
     for rank, result in enumerate(ranks):
@@ -121,7 +123,7 @@ def fail_on_some_ranks(stuck: bool, timeout_s: float):
     ring_attention(x, x, x, layout)
 
 
-@pytest.mark.parametrize("stuck", [False, True], ids=["raises-and-dies", "stuck"])
+@pytest.mark.parametrize("stuck", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["raises-and-dies", "stuck"])
 def test_a_failing_rank_makes_every_rank_raise(stuck):
     started = time.monotonic()
     with pytest.raises(RanksFailed) as failed:
