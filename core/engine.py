@@ -243,12 +243,20 @@ class Engine:
         self.cache = grown
 
     def _reuse_prefix(self, stream: GenerationStream, row: int) -> None:
-        reused, k, v = self.prefix_cache.lookup(stream.prompt_ids)
+        whole = self.prefix_cache.whole(stream.prompt_ids)
+        if whole is not None:  # this very prompt ran before: decoding starts from that run's logits, no prefill
+            k, v, logits = whole
+            reused = stream.prompt_tokens
+        else:
+            reused, k, v = self.prefix_cache.lookup(stream.prompt_ids)
         if reused:
             self._reserve(reused)
             self.cache.k[:, row, :, :reused] = k[:, :, :reused]
             self.cache.v[:, row, :, :reused] = v[:, :, :reused]
             stream.position = reused
+        if whole is not None:
+            self._prefilling.remove(stream)
+            self._advance(stream, logits.clone())
 
     def _prefill_chunk(self) -> None:
         """Feed at most `prefill_chunk` prompt tokens in all, to the earliest admitted prompts first."""
@@ -271,7 +279,7 @@ class Engine:
         if stream.prefilling:
             return
         self._prefilling.remove(stream)
-        self.prefix_cache.insert(ids, cache.k[:, 0, :, : len(ids)], cache.v[:, 0, :, : len(ids)])
+        self.prefix_cache.insert(ids, cache.k[:, 0, :, : len(ids)], cache.v[:, 0, :, : len(ids)], logits)
         self._advance(stream, logits)
 
     def _decode_step(self, decoding: list[GenerationStream]) -> None:

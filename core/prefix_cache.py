@@ -3,7 +3,9 @@
 Causal attention makes the KV of the first m tokens depend on those m tokens only, so any stored
 prompt that shares m leading tokens with a new one saves m tokens of prefill: a system prompt, a
 RAG context, an agent's tool list. Entries are whole prompts, evicted least-recently-used to stay
-within a byte budget.
+within a byte budget. An entry also keeps its prompt's last logits: the same prompt again then needs no
+prefill at all, and starts from exactly the logits the first run had (in int4 or bfloat16 a prefill split
+differently rounds differently, which could change a seeded sample).
 
 A lookup runs under the engine's lock, so it costs O(prompt length), not O(entries): every entry is
 indexed under the hash of each of its leading whole blocks of BLOCK tokens, a lookup walks the new
@@ -45,7 +47,7 @@ class PrefixCache:
     def __init__(self, budget_bytes: int):
         self.budget_bytes = budget_bytes
         self.used_bytes = 0
-        self._entries: OrderedDict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, ...], tuple[torch.Tensor, ...]] = OrderedDict()  # k, v[, logits]
         self._index: dict[int, dict[tuple[int, ...], None]] = {}  # block hash -> entries under it, oldest first
         self.hits = self.tokens_reused = 0
 
@@ -70,26 +72,42 @@ class PrefixCache:
         self._entries.move_to_end(candidate)
         self.hits += 1
         self.tokens_reused += shared
-        return shared, *self._entries[candidate]
+        k, v = self._entries[candidate][:2]
+        return shared, k, v
 
-    def insert(self, prompt_ids: list[int], k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store copies of k, v (L, Hkv, len(prompt_ids), D) for this prompt."""
+    def whole(self, prompt_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(k, v, last logits) when exactly this prompt was stored with its logits, else None."""
+        entry = self._entries.get(tuple(prompt_ids))
+        if entry is None or len(entry) < 3:
+            return None
+        self._entries.move_to_end(tuple(prompt_ids))
+        self.hits += 1
+        self.tokens_reused += len(prompt_ids)
+        return entry
+
+    def insert(self, prompt_ids: list[int], k: torch.Tensor, v: torch.Tensor, logits: torch.Tensor | None = None):
+        """Store copies of k, v (L, Hkv, len(prompt_ids), D) for this prompt, and of its last logits if given."""
         key = tuple(prompt_ids)
-        size = 2 * k.numel() * k.element_size()
+        entry = (k, v) if logits is None else (k, v, logits)
+        size = _bytes(entry)
         if size > self.budget_bytes or key in self._entries or len(key) < BLOCK:
             return
         while self.used_bytes + size > self.budget_bytes:
             self._evict_oldest()
-        self._entries[key] = (k.clone(), v.clone())
+        self._entries[key] = tuple(t.clone() for t in entry)
         self.used_bytes += size
         for chained in block_hashes(prompt_ids):
             self._index.setdefault(chained, {})[key] = None
 
     def _evict_oldest(self) -> None:
-        key, (old_k, _) = self._entries.popitem(last=False)
-        self.used_bytes -= 2 * old_k.numel() * old_k.element_size()
+        key, entry = self._entries.popitem(last=False)
+        self.used_bytes -= _bytes(entry)
         for chained in block_hashes(key):
             holders = self._index[chained]
             del holders[key]
             if not holders:
                 del self._index[chained]
+
+
+def _bytes(tensors: tuple[torch.Tensor, ...]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)

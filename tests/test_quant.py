@@ -162,3 +162,15 @@ def test_a_broken_int4_kernel_breaks_the_bounds(float32_reference, smollm2_path)
     figures = logit_figures(float32_reference.model, other.model, token_lists)
     bounds = BOUNDS["int4"]
     assert figures["top1"] < bounds["top1"] or figures["mean_kl"] > bounds["mean_kl"], figures
+
+
+def test_the_same_prompt_again_samples_the_same_text(tiny_int4):
+    """A prompt run before starts from its stored KV and last logits, with no prefill: a seed reproduces its text
+    even though a prefill split differently would round differently in bfloat16."""
+    llm = LLM(*tiny_int4, engine=EngineConfig(max_seq_len=128))
+    prompt = "Pack my box with five dozen liquor jugs! " * 2
+    first = llm.generate(prompt, max_new_tokens=24, temperature=1.0, seed=5, logit_bias=NO_STOP)
+    reused_before = llm.engine.prefix_cache.tokens_reused
+    again = llm.generate(prompt, max_new_tokens=24, temperature=1.0, seed=5, logit_bias=NO_STOP)
+    assert again == first
+    assert llm.engine.prefix_cache.tokens_reused - reused_before == llm.count_tokens(prompt)
