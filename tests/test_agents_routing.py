@@ -62,15 +62,17 @@ TOOLS = [get_weather, convert, write_note]
 
 
 class ScoringModel(ScriptedModel):
-    """A ScriptedModel that also scores continuations, by the log-probabilities given per tool name."""
+    """A ScriptedModel that also scores continuations: a tool's start by the log-probabilities given per tool name,
+    a call with arguments by `arguments(continuation)` (0 for each by default)."""
 
-    def __init__(self, logps: dict[str, float], outputs):
+    def __init__(self, logps: dict[str, float], outputs, arguments=lambda continuation: 0.0):
         super().__init__(outputs)
-        self.logps, self.scored = logps, []
+        self.logps, self.arguments, self.scored = logps, arguments, []
 
     def score(self, prompt, continuations):
         self.scored.append(continuations)
-        return [self.logps[json.loads(c + "}")["tool"]] for c in continuations]
+        return [self.arguments(c) if '"arguments"' in c else self.logps[json.loads(c + "}")["tool"]]
+                for c in continuations]
 
 
 def chosen_by_formula(logps, cosines, strength):
@@ -169,7 +171,7 @@ def test_arguments_may_come_from_a_tools_result(toy_embedder):
                                     {"tool": "read_page", "arguments": {"document": "handbook.pdf", "page": 12}}])
     model.score = lambda prompt, continuations: [logps[len(model.calls)][json.loads(c + "}")["tool"]]
                                                  for c in continuations]
-    settings = Routing(embedder=toy_embedder, min_cosine=None, answer_cosine=-1.0)
+    settings = Routing(embedder=toy_embedder, min_cosine=None, answer_cosine=-1.0, scored_values=0)  # enums kept
     result = Agent(model, [search, read_page], routing=settings, max_steps=2).run("What do the files say on refunds?")
     assert [step.tool for step in result.steps] == ["search", "read_page"] and result.steps[1].error is None
     properties = model.calls[1].options["json_schema"]["anyOf"][0]["properties"]["arguments"]["properties"]
