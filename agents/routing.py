@@ -74,6 +74,10 @@ _KINDS = ((re.compile(r"\b(e-?mail|mail address)"), re.compile(r"[^@\s]+@[^@\s]+
 _OPERATORS = r"\*\*|//|[-+*/%^]"
 _LISTED_OPERATOR = re.compile(rf"(?<!\S)({_OPERATORS})(?=[\s,.;]|$)")  # "+ - * / // % **" in a description
 _OPERATOR_BETWEEN_NUMBERS = re.compile(rf"(?<=[\d)])\s*({_OPERATORS})\s*(?=[\d(])")  # "23*19", "(3 + 4) * 5"
+# A quoted passage: the quote opens after a space, a colon or the start and closes before a space, punctuation or
+# the end, so that "What's the time in Rome? I'm late" quotes nothing.
+_QUOTED = re.compile(r"""(?:(?<=[\s:(])|^)(?:'([^'\n]{2,400}?)'|"([^"\n]{2,400}?)"|"""
+                     r"\u2018([^\u2019\n]{2,400}?)\u2019|\u201c([^\u201d\n]{2,400}?)\u201d)(?=[\s.,;:!?)]|$)")
 MAX_TEXT_CHARS = 4000  # of the task and turns read for spans: a pasted document is not a list of choices
 
 
@@ -91,8 +95,8 @@ class Routing:
     always is. embedder: a rag Embedder (None: the embedded MiniLM, loaded on first use). lexical: how much the
     words a task shares with a tool's text add to its cosine (`lexical_scores`), per unit of their rarity among the
     tools (0: cosine alone). scored_values: an argument with at most this many values to choose from (an enum, a
-    Literal, one from the input) gets the value the model scores best (`score_arguments`), not a greedy decoding's
-    (0: all decoded).
+    Literal, one from the input) gets the value the model scores best (`score_arguments`, over the `beam` likeliest
+    calls so far), not a greedy decoding's (0: all decoded).
     """
 
     weight: float = 2.0
@@ -106,10 +110,11 @@ class Routing:
     max_span_words: int = 5
     max_spans: int = 300
     scored_values: int = 24
+    beam: int = 3
     embedder: Any = None
 
     def __post_init__(self):
-        if self.temperature <= 0 or min(self.weight, self.lexical, self.scored_values) < 0 or (
+        if self.temperature <= 0 or min(self.weight, self.lexical, self.scored_values) < 0 or self.beam < 1 or (
                 self.top_k is not None and self.top_k < 1):
             raise ValueError(f"routing needs temperature > 0, weight >= 0 and top_k >= 1, got {self}")
 
@@ -162,7 +167,7 @@ def route(model, prompt: list[dict], task: str, texts: list[str], tools: list[To
     if settings.from_input:
         tool_ = dataclasses.replace(tool_, parameters=spans_schema(tool_, [task, *texts], settings))
     if settings.scored_values > 1 and hasattr(model, "score"):
-        parameters, record["arguments"] = score_arguments(model, prompt, tool_, settings.scored_values)
+        parameters, record["arguments"] = score_arguments(model, prompt, tool_, settings.scored_values, settings.beam)
         tool_ = dataclasses.replace(tool_, parameters=parameters)
     return Route(chosen, {"anyOf": step_schema([tool_], max_string_length)["anyOf"][:1]}, record)
 
@@ -357,13 +362,17 @@ def _short_value(name: str, schema: dict) -> bool:
 
 
 def spans(texts: list[str], max_words: int, limit: int) -> list[str]:
-    """The phrases of `texts`: runs of 1 to `max_words` words as written (the characters between them kept), none
-    starting or ending with a stop word, each once, at most `limit`: a text's before the next text's, shorter runs
-    first within each."""
+    """The phrases of `texts`: what each quotes ('...', "...", of any length), then runs of 1 to `max_words` words as
+    written (the characters between them kept), none starting or ending with a stop word; each once, at most
+    `limit`: a text's before the next text's, shorter runs first within each."""
     from rag.words import STOPWORDS  # here, not at the top: `import agents` stays free of bm25s
 
     found: dict[str, None] = {}
     for text in texts:
+        for match in _QUOTED.finditer(text[:MAX_TEXT_CHARS]):
+            if len(found) >= limit:
+                return list(found)
+            found.setdefault(next(group for group in match.groups() if group is not None).strip(), None)
         words = list(_WORD.finditer(text[:MAX_TEXT_CHARS]))
         for length in range(1, max_words + 1):
             for start in range(len(words) - length + 1):
@@ -412,7 +421,8 @@ def spans_schema(tool_: Tool, texts: list[str], settings: Routing) -> dict:
         if name in names:
             kind = schema.get("type")
             if kind == "string":
-                phrases = phrases if phrases is not None else spans(texts, settings.max_span_words, settings.max_spans)
+                if phrases is None:
+                    phrases = not_naming(tool_, spans(texts, settings.max_span_words, settings.max_spans))
                 values: list = of_kind(phrases, f"{name} {schema.get('description', '')}")
             else:
                 values = numbers(texts, integers=kind == "integer")
@@ -426,6 +436,18 @@ def spans_schema(tool_: Tool, texts: list[str], settings: Routing) -> dict:
         if values:
             properties[name] = {**schema, "enum": values}
     return {**tool_.parameters, "properties": properties} if properties else tool_.parameters
+
+
+def not_naming(tool_: Tool, phrases: list[str]) -> list[str]:
+    """The phrases that say more than the tool's own words ("web" of search_web, "weather" of get_weather): those
+    are how a task names the tool, not what to call it with. All of them when every phrase would go."""
+    vocabulary = _lexical_terms(tool_text(tool_), _LISTED_OPERATOR)
+    kept = []
+    for phrase in phrases:
+        terms = _lexical_terms(phrase, _OPERATOR_BETWEEN_NUMBERS)
+        if not terms or not all(any(_close(term, word) for word in vocabulary) for term in terms):
+            kept.append(phrase)
+    return kept or phrases
 
 
 def arithmetic_parameters(tool_: Tool, infer: bool) -> list[str]:
@@ -493,33 +515,44 @@ def _parses(text: str) -> bool:
     return True
 
 
-def score_arguments(model, prompt: list[dict], tool_: Tool, limit: int) -> tuple[dict, dict]:
+def score_arguments(model, prompt: list[dict], tool_: Tool, limit: int, beam: int = 3) -> tuple[dict, dict]:
     """`tool_.parameters` with its leading arguments that have at most `limit` values to choose from (an `enum`)
-    held to the value the model scores best, and the scores (value: log-probability) per argument scored.
+    held to the values the model scores best together, and the scores (value: log-probability of the call up to
+    it) per argument scored, as the best call so far saw them.
 
-    Each argument's values are scored in the call as written so far (`core.LLM.score`), the value followed by
-    what closes it, so that a value the model would go on from ("the Tour" of "the Tour de France") loses to one
-    it would end. A greedy decoding instead takes the likeliest first token and is held to the values that start
-    with it. Scoring stops at the first argument without such an enum; the decoder writes the rest.
+    Each value is scored in the call as written so far (`core.LLM.score`), followed by what closes it, so that a
+    value the model would go on from ("the Tour" of "the Tour de France") loses to one it would end; a greedy
+    decoding instead takes the likeliest first token and is held to the values that start with it. The `beam`
+    likeliest calls so far are carried on to the next argument, and the likeliest whole call wins: taking each
+    argument's best alone, the 135M model gives "from" the currency named last ("GBP in JPY": from JPY), and then
+    has to give "to" the other one; scored together, from GBP to JPY is likelier. A string another argument took
+    is not offered again ("translate spanish into spanish"). Scoring stops at the first argument without such an
+    enum; the decoder writes the rest.
     """
     properties = dict(tool_.parameters.get("properties", {}))
-    written = f'{{"tool": {json.dumps(tool_.name)}, "arguments": {{'
+    beams = [(0.0, f'{{"tool": {json.dumps(tool_.name)}, "arguments": {{', ())]  # log-probability, text, values
     scores: dict[str, dict] = {}
-    names = list(properties)
+    names, scored = list(properties), []
     for index, name in enumerate(names):
         values = properties[name].get("enum")
         if not isinstance(values, list) or not values or len(values) > limit:
             break
         field = f"{', ' if index else ''}{json.dumps(name)}: "
         closer = ", " if index + 1 < len(names) else "}}"
-        if len(values) > 1:
-            logps = model.score(prompt, [written + field + json.dumps(v, ensure_ascii=False) + closer
-                                         for v in values])
-            scores[name] = {json.dumps(v, ensure_ascii=False): round(lp, 4) for v, lp in zip(values, logps,
-                                                                                              strict=True)}
-            best = values[max(range(len(values)), key=lambda i: logps[i])]
-        else:
-            best = values[0]
-        properties[name] = {**properties[name], "enum": [best]}
-        written += field + json.dumps(best, ensure_ascii=False)
+        extended = []
+        for rank, (logp, written, chosen) in enumerate(beams):
+            offered = [v for v in values if not (isinstance(v, str) and v in chosen)] or values
+            texts = [json.dumps(v, ensure_ascii=False) for v in offered]
+            if len(values) == 1:
+                extended.append((logp, written + field + texts[0], (*chosen, offered[0])))
+                continue
+            logps = model.score(prompt, [written + field + text + closer for text in texts])
+            if rank == 0:
+                scores[name] = {text: round(lp, 4) for text, lp in zip(texts, logps, strict=True)}
+            extended += [(lp, written + field + text, (*chosen, v))
+                         for v, text, lp in zip(offered, texts, logps, strict=True)]
+        beams = sorted(extended, key=lambda b: -b[0])[:max(beam, 1)]
+        scored.append(name)
+    for name, value in zip(scored, beams[0][2], strict=True):
+        properties[name] = {**properties[name], "enum": [value]}
     return {**tool_.parameters, "properties": properties}, scores
