@@ -4,29 +4,41 @@ One constrained decoding over every tool's schema lets a 135M model mix the deci
 calculator for a weather question, the docstring's example city for a currency one. With routing,
 each step of an `Agent(routing=Routing(...))`:
 
-1. scores every candidate, the tools and `final_answer`, by the model's log-probability of the reply
+1. scores the candidates, the tools and `final_answer`, by the model's log-probability of the reply
    starting `{"tool": "<name>"` (`core.LLM.score`: one forward over the prompt, whose prefix is cached,
-   and one batch over the candidates). At a run's first decision the router adds its prior: the cosine
-   of the task to each tool's text (name, description, argument descriptions, examples) under the
-   embedded MiniLM, as `weight * log_softmax(cosine / temperature)`; final_answer gets a fixed cosine,
-   the bar a tool must clear. Self-check: a chosen tool whose cosine is under `min_cosine` is not called,
-   the agent answers. A model without `score` (a remote one) picks by constrained `choices` among the
-   router's best `top_k` instead. On the task set of agents.evaluate the router alone picks better than
-   the model alone (81% against 47%), and the two together best (91%; bench/agents_routing.py).
-2. decodes the chosen tool's call alone, under its schema, where every argument "from the input" is an
-   `enum` of what the task, the user's earlier turns and the tools' results so far say (in that order of
-   preference, up to `max_spans`; a file name a search found can be read next): their phrases (runs of up
-   to `max_span_words` words, never starting or ending with a stop word) for a string, only the email
-   addresses (URLs) for one described as an email address (a URL), the numbers written there for a
-   number. A parameter is from the input when annotated `Annotated[str, FromInput]`, or, with
+   and one batch over the candidates). At a run's first decision the router adds its prior and keeps only
+   its best `top_k` tools as candidates (final_answer always is). The router's score of a tool is the
+   cosine of the task to the tool's text (name, description, argument descriptions, examples) under the
+   embedded MiniLM, plus `lexical` times the words the two share, weighted by rarity (`lexical_scores`):
+   MiniLM blurs tools that differ in a word ("internet" or "documents", "currency" or "unit"), which a
+   task often says. The prior is `weight * log_softmax(score / temperature)`, added to the model's
+   log-probabilities; final_answer gets a fixed score, the bar a tool must clear. Self-check: a chosen
+   tool whose score is under `min_cosine` is not called, the agent answers. A model without `score` (a
+   remote one) picks by constrained `choices` among the router's best `top_k` instead. A tool that needs a
+   number of the input (a from-input number, an arithmetic argument) is no candidate when there is none.
+2. builds the chosen tool's call under its schema, where every argument "from the input" is an `enum` of
+   what the task, the user's earlier turns and the tools' results so far say (in that order of
+   preference, up to `max_spans`; a file name a search found can be read next): their quoted passages and
+   phrases (runs of up to `max_span_words` words, never starting or ending with a stop word; none made
+   only of the tool's own words: "web" is how a task names search_web, not what to search) for a string,
+   only the email addresses (URLs) for one described as an email address (a URL), the numbers written
+   there for a number. A parameter is from the input when annotated `Annotated[str, FromInput]`, or, with
    `infer_from_input`, when it is a plain string or number whose name and description do not say it is
    free text (a body, an expression, ...); `Annotated[str, FreeText]` keeps one free. One with nothing
-   to choose from (no number in the task) stays free.
+   to choose from (no number in the task) stays free. An arithmetic argument (`Annotated[str, Arithmetic]`,
+   or inferred from "expression", "arithmetic", ...) is an enum of `expressions` over the task's numbers;
+   an enum (a Literal) the task names values of is held to those ("in fahrenheit"). Then the leading
+   arguments with at most `scored_values` values are chosen by the model's scores of the whole call so
+   far (`score_arguments`, a beam of `beam` calls), not by greedy decoding; when that chose every
+   argument, the call is written as it is, with nothing left to decode (`Route.call`).
 
-The step records the scores (`Step.routing`), so a trace shows why a tool was chosen.
+The step records the scores (`Step.routing`: the tools', and the arguments' under "arguments"), so a
+trace shows why a tool and its arguments were chosen. Figures: bench/results/agents.md (whole runs),
+bench/results/agents_routing.txt (the tool choice alone, per setting).
 
-Does not: score arguments (they are decoded, greedy), or route later steps with the router (after a
-tool's result the model's own scores decide: the task's words still point at the tool just used).
+Does not: route later steps with the router (after a tool's result the model's own scores decide: the
+task's words still point at the tool just used), offer a value the task does not write (a ticker for a
+company's name, "USD" for "US dollars"), or constrain free text (a body, a text to translate).
 """
 
 from __future__ import annotations
@@ -83,20 +95,21 @@ MAX_TEXT_CHARS = 4000  # of the task and turns read for spans: a pasted document
 
 @dataclass
 class Routing:
-    """Settings; the defaults are what bench/agents_routing.py measured on the embedded SmolLM2.
+    """Settings; the defaults are what bench/agents_routing.py (the tool) and bench/agents.py (whole runs) measured
+    on the embedded SmolLM2.
 
-    weight, temperature: the router's prior, `weight * log_softmax(cosine / temperature)`, added to the
-    model's log-probabilities (weight 0: the model alone). For the choice only weight / temperature counts
-    (the softmax's normaliser is the same for every candidate): 40 means a cosine 0.1 higher is worth 4
-    nats of the model's. answer_cosine: the cosine final_answer gets in the router, i.e. how close a tool
-    must be to the task to beat answering (None: final_answer's description is embedded as a tool's is).
-    min_cosine: the self-check; a chosen tool whose cosine is below it is not called, the agent answers
-    instead (None: off). top_k: only the router's best k tools are candidates (None: all); final_answer
-    always is. embedder: a rag Embedder (None: the embedded MiniLM, loaded on first use). lexical: how much the
-    words a task shares with a tool's text add to its cosine (`lexical_scores`), per unit of their rarity among the
-    tools (0: cosine alone). scored_values: an argument with at most this many values to choose from (an enum, a
-    Literal, one from the input) gets the value the model scores best (`score_arguments`, over the `beam` likeliest
-    calls so far), not a greedy decoding's (0: all decoded).
+    weight, temperature: the router's prior, `weight * log_softmax(score / temperature)`, added to the model's
+    log-probabilities (weight 0: the model alone). For the choice only weight / temperature counts (the
+    softmax's normaliser is the same for every candidate): 40 means a score 0.1 higher is worth 4 nats of the
+    model's. lexical: how much the words a task shares with a tool's text add to its cosine (`lexical_scores`),
+    per unit of their rarity among the tools (0: cosine alone). top_k: only the router's best k tools are
+    candidates (None: all); final_answer always is. answer_cosine: the score final_answer gets in the router,
+    i.e. how close a tool must be to the task to beat answering (None: final_answer's description is embedded
+    as a tool's is). min_cosine: the self-check; a chosen tool whose router score is below it is not called,
+    the agent answers instead (None: off). scored_values: an argument with at most this many values to choose
+    from (an enum, a Literal, one from the input) gets the value the model scores best (`score_arguments`, over
+    the `beam` likeliest calls so far), not a greedy decoding's (0: all decoded). embedder: a rag Embedder
+    (None: the embedded MiniLM, loaded on first use).
     """
 
     weight: float = 2.0
@@ -125,7 +138,8 @@ class Route:
 
     tool: str
     schema: dict
-    record: dict  # {"scores": {name: {"model", "router", "total"}}, "chosen": name, "self_check": bool}
+    record: dict  # {"scores": {name: {"model", "router", "total"}}, "chosen": name, "self_check": bool, "arguments"}
+    call: str | None = None  # the whole call, when scoring chose every argument: nothing is left to decode
 
 
 def resolve(setting: Any, model: Any) -> Routing | None:
@@ -150,6 +164,8 @@ def is_local(model: Any) -> bool:
 def route(model, prompt: list[dict], task: str, texts: list[str], tools: list[Tool], settings: Routing,
           max_string_length: int, use_router: bool) -> Route:
     """Choose the step's tool (see the module docstring) and the schema of its call."""
+    fillable = [t for t in tools if can_fill(t, [task, *texts], settings)] if settings.from_input else tools
+    tools = fillable or tools
     names = [t.name for t in tools]
     asked = use_router and (settings.weight > 0 or settings.min_cosine is not None)
     cosines = router_cosines(task, tools, settings) if asked else {}
@@ -166,10 +182,27 @@ def route(model, prompt: list[dict], task: str, texts: list[str], tools: list[To
     tool_ = next(t for t in tools if t.name == chosen)
     if settings.from_input:
         tool_ = dataclasses.replace(tool_, parameters=spans_schema(tool_, [task, *texts], settings))
+    call = None
     if settings.scored_values > 1 and hasattr(model, "score"):
         parameters, record["arguments"] = score_arguments(model, prompt, tool_, settings.scored_values, settings.beam)
         tool_ = dataclasses.replace(tool_, parameters=parameters)
-    return Route(chosen, {"anyOf": step_schema([tool_], max_string_length)["anyOf"][:1]}, record)
+        properties = parameters.get("properties", {})
+        if all(len(schema.get("enum", ())) == 1 for schema in properties.values()):
+            arguments = {name: schema["enum"][0] for name, schema in properties.items()}
+            call = json.dumps({"tool": chosen, "arguments": arguments}, ensure_ascii=False)
+    return Route(chosen, {"anyOf": step_schema([tool_], max_string_length)["anyOf"][:1]}, record, call)
+
+
+def can_fill(tool_: Tool, texts: list[str], settings: Routing) -> bool:
+    """Whether `texts` have a value for each required argument of `tool_` that must be a number of theirs (a number
+    from the input, an arithmetic one): a tool to convert an amount is no answer to a task that gives none."""
+    required = set(tool_.parameters.get("required", ()))
+    properties = tool_.parameters.get("properties", {})
+    numeric = [name for name in from_input_parameters(tool_, settings.infer_from_input)
+               if properties[name].get("type") in ("integer", "number")]
+    needed = [*numeric, *arithmetic_parameters(tool_, settings.infer_from_input)]
+    return all(numbers(texts, integers=properties[name].get("type") == "integer") for name in needed
+               if name in required)
 
 
 def relevances(cosines: dict[str, float], lexical: dict[str, float], settings: Routing) -> dict[str, float]:

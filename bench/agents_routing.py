@@ -59,15 +59,16 @@ def main() -> None:
 def report(rows: list) -> None:
     """Only weight / temperature matters to the choice (the prior's log-normaliser is the same for every
     candidate), so the sweep is over that strength, the lexical weight, the cosine final_answer gets and
-    min_cosine. Each cell: original / extended."""
+    min_cosine. Each cell: original / extended. top_k is not swept: on these rows 3 picks as None does."""
     alone = dict(answer_cosine=None, min_cosine=None)  # final_answer's description embedded, no self-check
 
     def both(settings: Routing) -> str:
         return f"{accuracy(rows, settings, 'original'):4.0%}/{accuracy(rows, settings, 'extended'):4.0%}"
 
-    print(f"model alone: {both(Routing(weight=0, **alone))}; router alone: "
-          f"{both(Routing(weight=1000, temperature=1, **alone))}; "
-          f"lexical router alone: {both(Routing(weight=1000, temperature=1, lexical=1, **alone))}")
+    print(f"model alone: {both(Routing(weight=0, **alone))}; router alone, cosine only: "
+          f"{both(Routing(weight=1000, temperature=1, lexical=0, **alone))}; with lexical=0.1: "
+          f"{both(Routing(weight=1000, temperature=1, lexical=0.1, **alone))}; lexical mostly (lexical=1): "
+          f"{both(Routing(weight=1000, temperature=1, lexical=1, **alone))}")
     strengths = (10, 20, 40, 60, 100)
     print("strength (weight / temperature): " + " ".join(f"{s:>9}" for s in strengths))
     for lexical, answer_cosine, min_cosine in itertools.product((0, 0.02, 0.05, 0.1), (0.15, 0.2, 0.25, 0.3),

@@ -17,6 +17,7 @@ from agents.routing import (
     FromInput,
     Routing,
     arithmetic_parameters,
+    can_fill,
     expressions,
     from_input_parameters,
     lexical_scores,
@@ -101,12 +102,13 @@ def chosen_by_formula(logps, cosines, strength):
 
 def test_the_router_order_is_what_the_scores_say(toy_embedder, tmp_path):
     logps = {"get_weather": -9.0, "convert": -3.0, "write_note": -4.0, "final_answer": -5.0}
-    task = "weather in Oslo: the city weather now"
+    task = "weather in Oslo: the city weather now, 2 days"
     # The model alone prefers convert; the router (bag of words) prefers get_weather, whose text shares words.
     for weight, expected in ((0.0, "convert"), (1.0, "get_weather")):
         model = ScoringModel(logps, [{"tool": expected, "arguments": {"city": "Oslo"} if expected == "get_weather"
                                       else {"amount": 1, "currency": "Oslo"}}])
-        settings = Routing(weight=weight, temperature=0.05, embedder=toy_embedder, answer_cosine=0.0, min_cosine=None)
+        settings = Routing(weight=weight, temperature=0.05, embedder=toy_embedder, answer_cosine=0.0, min_cosine=None,
+                           scored_values=0)  # the call decoded: the scripted one
         agent = Agent(model, TOOLS, routing=settings, max_steps=1)
         step = agent.run(task, trace=tmp_path / f"{weight}.jsonl").steps[0]
         scores = step.routing["scores"]
@@ -147,7 +149,8 @@ def test_after_a_tool_result_the_model_decides_alone(toy_embedder):
     model = ScoringModel(logps, [{"tool": "get_weather", "arguments": {"city": "Oslo"}},
                                  {"tool": "get_weather", "arguments": {"city": "Oslo"}},
                                  {"tool": "final_answer", "arguments": {"answer": "18"}}])
-    result = Agent(model, TOOLS, routing=Routing(embedder=toy_embedder, min_cosine=None)).run("weather in Oslo")
+    settings = Routing(embedder=toy_embedder, min_cosine=None, scored_values=0)
+    result = Agent(model, TOOLS, routing=settings).run("weather in Oslo")
     assert [s.tool for s in result.steps] == ["get_weather", "get_weather", "final_answer"]
     assert result.steps[0].routing["scores"]["get_weather"]["router"] is not None
     assert result.steps[1].routing["scores"]["get_weather"]["router"] is None  # no prior after the result
@@ -371,6 +374,17 @@ def test_arithmetic_arguments_are_expressions_over_the_numbers_of_the_task():
                 assert float(number) in found or number == "100", (task, expression)  # 100: of a percentage
 
 
+def test_a_tool_that_needs_a_number_of_the_task_is_no_candidate_without_one(toy_embedder):
+    assert not can_fill(calculate, ["what can you do?"], Routing()) and can_fill(calculate, ["2 + 2?"], Routing())
+    assert not can_fill(convert, ["convert dollars"], Routing()) and can_fill(convert, ["", "it costs 3"], Routing())
+    assert can_fill(get_weather, ["hello"], Routing())  # a string: the task's phrases
+    logps = {"get_weather": -9.0, "convert": -1.0, "write_note": -5.0, "final_answer": -9.0}
+    model = ScoringModel(logps, [{"tool": "write_note", "arguments": {"text": "x"}}])
+    step = Agent(model, TOOLS, routing=Routing(embedder=toy_embedder, min_cosine=None), max_steps=1).run(
+        "convert my dollars").steps[0]
+    assert "convert" not in step.routing["scores"] and step.tool == "write_note"
+
+
 def test_an_enum_is_held_to_the_values_the_task_names():
     @tool
     def weather(city: str, unit: Literal["celsius", "fahrenheit"] = "celsius") -> str:
@@ -444,6 +458,16 @@ def test_arguments_are_scored_together():
     together, _ = score_arguments(ScoringModel({}, [], arguments), [], tool_, 24, beam=2)
     assert [alone["properties"][name]["enum"] for name in ("source", "target")] == [["JPY"], ["GBP"]]
     assert [together["properties"][name]["enum"] for name in ("source", "target")] == [["GBP"], ["JPY"]]
+
+
+def test_a_call_whose_arguments_were_all_scored_is_not_decoded(toy_embedder):
+    logps = {"get_weather": -1.0, "convert": -9.0, "write_note": -9.0, "final_answer": -9.0}
+    model = ScoringModel(logps, [], lambda continuation: -1.0 if "Bergen" in continuation else -2.0)
+    step = Agent(model, TOOLS, routing=Routing(embedder=toy_embedder, min_cosine=None), max_steps=1).run(
+        "weather in Oslo or Bergen").steps[0]
+    assert model.calls == [] and step.output == '{"tool": "get_weather", "arguments": {"city": "Bergen"}}'
+    assert step.tool == "get_weather" and step.arguments == {"city": "Bergen"} and step.completion_tokens > 0
+    assert step.routing["arguments"]["city"]['"Bergen"'] == -1.0
 
 
 def test_scored_arguments_on_a_real_model_are_among_the_values(tiny_llm, toy_embedder):
