@@ -244,8 +244,11 @@ class Agent:
             routed = route(self.model, prompt, run.task, [*earlier, *results], list(self.tools.values()), routing,
                            self.max_string_length, use_router=first)
             schema = routed.schema
-        reply = self.model.stream(prompt, json_schema=schema, max_new_tokens=self.step_tokens, **self.sampling)
-        text = "".join(reply)
+        if routed is not None and routed.call is not None:  # scoring chose the whole call: nothing to decode
+            text, reply = routed.call, _Written(self.model.count_tokens(prompt), _tokens(self.model, routed.call))
+        else:
+            reply = self.model.stream(prompt, json_schema=schema, max_new_tokens=self.step_tokens, **self.sampling)
+            text = "".join(reply)
         step = Step(len(run.steps) + 1, text, prompt_tokens=reply.prompt_tokens,
                     completion_tokens=reply.completion_tokens, finish_reason=reply.finish_reason,
                     model_seconds=time.monotonic() - started, trimmed=trimmed,
@@ -350,6 +353,23 @@ class Agent:
                                                 "seconds": seconds, "prompt_tokens": result.prompt_tokens,
                                                 "completion_tokens": result.completion_tokens})
         return result
+
+
+@dataclass
+class _Written:
+    """What a step records of a reply the agent wrote itself (a call chosen whole by agents.routing's scores)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"
+
+
+def _tokens(model: ChatModel, text: str) -> int:
+    """The tokens of `text` in `model`'s tokenizer (an in-process model's), else its words."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        return len(text.split())
+    return len(tokenizer.encode(text, add_special_tokens=False, parse_special=False))
 
 
 def checked_history(history: list[dict]) -> list[dict]:

@@ -1,14 +1,35 @@
 """Routing: the tool chosen by the model's scores and the router's cosines, arguments held to spans of the task."""
 
+import ast
+import dataclasses
 import json
 import random
-from typing import Annotated
+import re
+from typing import Annotated, Literal
 
 import pytest
 import torch
 
 from agents import Agent, ScriptedModel, read_trace, tool
-from agents.routing import FreeText, FromInput, Routing, from_input_parameters, numbers, of_kind, resolve, route, spans
+from agents.routing import (
+    Arithmetic,
+    FreeText,
+    FromInput,
+    Routing,
+    arithmetic_parameters,
+    can_fill,
+    expressions,
+    from_input_parameters,
+    lexical_scores,
+    not_naming,
+    numbers,
+    of_kind,
+    resolve,
+    route,
+    score_arguments,
+    spans,
+    spans_schema,
+)
 from agents.steps import step_schema
 from agents.tools import ToolDefinitionError
 from core import LLM
@@ -62,15 +83,17 @@ TOOLS = [get_weather, convert, write_note]
 
 
 class ScoringModel(ScriptedModel):
-    """A ScriptedModel that also scores continuations, by the log-probabilities given per tool name."""
+    """A ScriptedModel that also scores continuations: a tool's start by the log-probabilities given per tool name,
+    a call with arguments by `arguments(continuation)` (0 for each by default)."""
 
-    def __init__(self, logps: dict[str, float], outputs):
+    def __init__(self, logps: dict[str, float], outputs, arguments=lambda continuation: 0.0):
         super().__init__(outputs)
-        self.logps, self.scored = logps, []
+        self.logps, self.arguments, self.scored = logps, arguments, []
 
     def score(self, prompt, continuations):
         self.scored.append(continuations)
-        return [self.logps[json.loads(c + "}")["tool"]] for c in continuations]
+        return [self.arguments(c) if '"arguments"' in c else self.logps[json.loads(c + "}")["tool"]]
+                for c in continuations]
 
 
 def chosen_by_formula(logps, cosines, strength):
@@ -79,12 +102,13 @@ def chosen_by_formula(logps, cosines, strength):
 
 def test_the_router_order_is_what_the_scores_say(toy_embedder, tmp_path):
     logps = {"get_weather": -9.0, "convert": -3.0, "write_note": -4.0, "final_answer": -5.0}
-    task = "weather in Oslo: the city weather now"
+    task = "weather in Oslo: the city weather now, 2 days"
     # The model alone prefers convert; the router (bag of words) prefers get_weather, whose text shares words.
     for weight, expected in ((0.0, "convert"), (1.0, "get_weather")):
         model = ScoringModel(logps, [{"tool": expected, "arguments": {"city": "Oslo"} if expected == "get_weather"
                                       else {"amount": 1, "currency": "Oslo"}}])
-        settings = Routing(weight=weight, temperature=0.05, embedder=toy_embedder, answer_cosine=0.0, min_cosine=None)
+        settings = Routing(weight=weight, temperature=0.05, embedder=toy_embedder, answer_cosine=0.0, min_cosine=None,
+                           scored_values=0)  # the call decoded: the scripted one
         agent = Agent(model, TOOLS, routing=settings, max_steps=1)
         step = agent.run(task, trace=tmp_path / f"{weight}.jsonl").steps[0]
         scores = step.routing["scores"]
@@ -125,7 +149,8 @@ def test_after_a_tool_result_the_model_decides_alone(toy_embedder):
     model = ScoringModel(logps, [{"tool": "get_weather", "arguments": {"city": "Oslo"}},
                                  {"tool": "get_weather", "arguments": {"city": "Oslo"}},
                                  {"tool": "final_answer", "arguments": {"answer": "18"}}])
-    result = Agent(model, TOOLS, routing=Routing(embedder=toy_embedder, min_cosine=None)).run("weather in Oslo")
+    settings = Routing(embedder=toy_embedder, min_cosine=None, scored_values=0)
+    result = Agent(model, TOOLS, routing=settings).run("weather in Oslo")
     assert [s.tool for s in result.steps] == ["get_weather", "get_weather", "final_answer"]
     assert result.steps[0].routing["scores"]["get_weather"]["router"] is not None
     assert result.steps[1].routing["scores"]["get_weather"]["router"] is None  # no prior after the result
@@ -169,7 +194,7 @@ def test_arguments_may_come_from_a_tools_result(toy_embedder):
                                     {"tool": "read_page", "arguments": {"document": "handbook.pdf", "page": 12}}])
     model.score = lambda prompt, continuations: [logps[len(model.calls)][json.loads(c + "}")["tool"]]
                                                  for c in continuations]
-    settings = Routing(embedder=toy_embedder, min_cosine=None, answer_cosine=-1.0)
+    settings = Routing(embedder=toy_embedder, min_cosine=None, answer_cosine=-1.0, scored_values=0)  # enums kept
     result = Agent(model, [search, read_page], routing=settings, max_steps=2).run("What do the files say on refunds?")
     assert [step.tool for step in result.steps] == ["search", "read_page"] and result.steps[1].error is None
     properties = model.calls[1].options["json_schema"]["anyOf"][0]["properties"]["arguments"]["properties"]
@@ -186,6 +211,18 @@ def test_spans_and_numbers_of_the_task():
     assert of_kind(found, "subject: the subject line") == found
     assert of_kind(["Report"], "to: an email address") == ["Report"]  # none of the kind: all the phrases
     assert numbers(["Convert 1,234 dollars and 2.5 euros, twice: 1,234"], integers=False) == [1234, 2.5]
+    task = "Count the words in: 'The quick brown fox jumps over the lazy dog.' What's up? I'm \"here\""
+    quoted = spans([task], 3, 100)
+    assert quoted[:2] == ["The quick brown fox jumps over the lazy dog.", "here"]  # a quote whole, whatever its length
+    assert not any(span.startswith("s up") for span in quoted)  # an apostrophe opens no quote
+
+
+def test_phrases_that_only_name_the_tool_are_not_its_arguments():
+    phrases = spans(["Search the internet for reviews of the Framework laptop"], 5, 300)
+    kept = not_naming(search_internet, phrases)
+    assert "Framework laptop" in kept and "internet" not in kept and "Search the internet" not in kept
+    assert "internet for reviews" in kept  # says more than the tool's words
+    assert not_naming(search_internet, ["internet", "search"]) == ["internet", "search"]  # nothing else: all kept
     assert numbers(["2.5 and 7"], integers=True) == [7]
 
 
@@ -243,3 +280,205 @@ def test_routing_is_on_for_the_local_model_only_and_examples_are_shown(tiny_llm)
     assert '"examples": [{"tool": "weather", "arguments": {"city": "Oslo"}}]' in Agent(tools=[weather]).system
     with pytest.raises(ToolDefinitionError, match="example"):
         tool(examples=[{"town": "Oslo"}])(weather.function)
+
+
+@tool
+def search_internet(query: str) -> str:
+    """Search the internet and return the top pages.
+
+    Args:
+        query: the words to search for
+    """
+    return "pages"
+
+
+@tool
+def search_files(query: str) -> str:
+    """Search the company's documents and return the passages that match.
+
+    Args:
+        query: the words to search for
+    """
+    return "passages"
+
+
+@tool
+def calculate(expression: str) -> str:
+    """Evaluate an arithmetic expression.
+
+    Args:
+        expression: the arithmetic to do, with numbers, + - * / ** and parentheses
+    """
+    return "0"
+
+
+def test_the_lexical_score_ranks_first_the_tool_whose_text_has_the_tasks_words():
+    tools = [search_internet, search_files, get_weather, calculate]
+    for task, expected in (("look it up on the internet: the next eclipse", "search_internet"),
+                           ("check our internal docs for the expense policy", "search_files"),  # docs: documents
+                           ("serch the internt for flights", "search_internet"),  # typos
+                           ("whats the wheather in Oslo", "get_weather"),
+                           ("23*19?", "calculate")):  # an operator between numbers is a word of calculate's
+        scores = lexical_scores(task, tools)
+        assert max(scores, key=scores.get) == expected and sorted(scores.values())[-2] < scores[expected], task
+    scores = lexical_scores("search for the answer", tools)  # a word both search tools have counts less ...
+    assert scores["search_internet"] == scores["search_files"] > 0
+    rare = lexical_scores("the internet", tools)["search_internet"]
+    assert rare > scores["search_internet"]  # ... than one only one tool has
+    assert set(lexical_scores("hello there", tools).values()) == {0}
+    assert lexical_scores("expense report", [calculate, get_weather]) == {"calculate": 0, "get_weather": 0}
+
+
+def test_the_lexical_weight_can_overrule_the_cosine(toy_embedder):
+    logps = {"search_internet": -5.0, "search_files": -5.0, "final_answer": -9.0}
+    model = ScoringModel(logps, [{"tool": "search_internet", "arguments": {"query": "eclipse"}}])
+    settings = Routing(embedder=toy_embedder, lexical=1.0, answer_cosine=-1.0, min_cosine=None)
+    step = Agent(model, [search_files, search_internet], routing=settings, max_steps=1).run(
+        "look up the eclipse on the internet").steps[0]
+    scores = step.routing["scores"]
+    assert step.routing["chosen"] == "search_internet"
+    assert scores["search_internet"]["router"] > scores["search_files"]["router"] + 1.0
+
+
+def test_arithmetic_arguments_are_expressions_over_the_numbers_of_the_task():
+    assert arithmetic_parameters(calculate, infer=True) == ["expression"]
+    assert arithmetic_parameters(calculate, infer=False) == []
+    assert arithmetic_parameters(write_note, infer=True) == []
+
+    @tool
+    def compute(formula: Annotated[str, FreeText], sum_: Annotated[str, Arithmetic]) -> str:
+        """Compute.
+
+        Args:
+            formula: a formula
+            sum_: what to add
+        """
+        return "0"
+
+    assert arithmetic_parameters(compute, infer=True) == ["sum_"]
+    assert expressions(["Calculate (3 + 4) * 5."])[0] == "(3 + 4) * 5"  # written out: first
+    assert "144 / 12" in expressions(["Divide 144 by 12."]) and "sqrt(81)" in expressions(["The root of 81?"])
+    assert "80 * (15 / 100)" in expressions(["What is 15% of 80?"])
+    assert expressions(["Say hello."]) == []
+    rng = random.Random(1)
+    allowed = re.compile(r"sqrt\(|[-+*/%() ]|\*\*|\d+(\.\d+)?")  # % only as the task writes it
+    for _ in range(200):
+        words = [rng.choice(["what", "is", "of", "times", "%", "divided", "(", ")", "+", "x"]) if rng.random() < 0.6
+                 else str(rng.choice([rng.randint(0, 999), round(rng.uniform(0, 99), 2)])) for _ in range(8)]
+        task = " ".join(words)
+        found = numbers([task], integers=False)
+        for expression in expressions([task]):
+            ast.parse(expression, mode="eval")
+            assert re.fullmatch(f"(?:{allowed.pattern})+", expression), expression
+            for number in re.findall(r"\d+(?:\.\d+)?", expression):
+                assert float(number) in found or number == "100", (task, expression)  # 100: of a percentage
+
+
+def test_a_tool_that_needs_a_number_of_the_task_is_no_candidate_without_one(toy_embedder):
+    assert not can_fill(calculate, ["what can you do?"], Routing()) and can_fill(calculate, ["2 + 2?"], Routing())
+    assert not can_fill(convert, ["convert dollars"], Routing()) and can_fill(convert, ["", "it costs 3"], Routing())
+    assert can_fill(get_weather, ["hello"], Routing())  # a string: the task's phrases
+    logps = {"get_weather": -9.0, "convert": -1.0, "write_note": -5.0, "final_answer": -9.0}
+    model = ScoringModel(logps, [{"tool": "write_note", "arguments": {"text": "x"}}])
+    step = Agent(model, TOOLS, routing=Routing(embedder=toy_embedder, min_cosine=None), max_steps=1).run(
+        "convert my dollars").steps[0]
+    assert "convert" not in step.routing["scores"] and step.tool == "write_note"
+
+
+def test_an_enum_is_held_to_the_values_the_task_names():
+    @tool
+    def weather(city: str, unit: Literal["celsius", "fahrenheit"] = "celsius") -> str:
+        """The weather.
+
+        Args:
+            city: the city
+            unit: the unit
+        """
+        return city
+
+    def unit_enum(task):
+        return spans_schema(weather, [task], Routing())["properties"]["unit"]["enum"]
+
+    assert unit_enum("weather in Oslo in Fahrenheit?") == ["fahrenheit"]
+    assert unit_enum("weather in Oslo") == ["celsius", "fahrenheit"]  # named none: all
+    assert unit_enum("celsius or fahrenheit in Oslo") == ["celsius", "fahrenheit"]
+    assert unit_enum("weather in fahrenheitville") == ["celsius", "fahrenheit"]  # a whole word only
+
+
+def test_short_enums_get_the_value_the_model_scores_best():
+    @tool
+    def weather(city: str, unit: Literal["celsius", "fahrenheit"], note: str) -> str:
+        """The weather.
+
+        Args:
+            city: the city
+            unit: the unit
+            note: a note
+        """
+        return city
+
+    def arguments(continuation):  # prefers Oslo (any unit), then fahrenheit after it
+        return (-1.0 if '"city": "Oslo"' in continuation else -5.0) + (-1.0 if "fahrenheit" in continuation else -3.0)
+
+    model = ScoringModel({}, [], arguments)
+    parameters = spans_schema(weather, ["Oslo or Bergen weather"], Routing())
+    scored, scores = score_arguments(model, [], dataclasses.replace(weather, parameters=parameters), 24)
+    assert scored["properties"]["city"]["enum"] == ["Oslo"] and scored["properties"]["unit"]["enum"] == ["fahrenheit"]
+    assert "enum" not in scored["properties"]["note"]  # free text: decoded
+    assert scores["city"]['"Oslo"'] > scores["city"]['"Bergen"'] and set(scores) == {"city", "unit"}
+    assert all(c.startswith('{"tool": "weather", "arguments": {"city": "Oslo", "unit": ') for c in model.scored[1])
+    model.arguments = lambda continuation: -1.0 if continuation.count('"Oslo"') == 2 else -5.0
+    twice, _ = score_arguments(model, [], dataclasses.replace(weather, parameters={
+        **parameters, "properties": {**parameters["properties"], "note": parameters["properties"]["city"]}}), 24)
+    assert twice["properties"]["note"]["enum"] != ["Oslo"]  # one string is not taken for two arguments
+    few, _ = score_arguments(model, [], dataclasses.replace(weather, parameters=parameters), 1)
+    assert few == parameters  # more values than the limit: nothing scored, the decoder chooses
+
+
+def test_arguments_are_scored_together():
+    @tool
+    def exchange(source: str, target: str) -> str:
+        """Exchange money.
+
+        Args:
+            source: the currency to sell
+            target: the currency to buy
+        """
+        return "done"
+
+    def arguments(continuation):  # source JPY is likelier alone, but source GBP then target JPY is likelier together
+        source = json.loads(continuation.split('"source": ')[1].split(",")[0].removesuffix("}}"))
+        target = continuation.split('"target": ')[1].removesuffix("}}") if '"target"' in continuation else None
+        return {"JPY": -1.0, "GBP": -2.0}[source] + {None: 0.0, '"JPY"': -0.5, '"GBP"': -3.0}[target]
+
+    parameters = {**exchange.parameters, "properties": {name: {**schema, "enum": ["GBP", "JPY"]}
+                                                        for name, schema in exchange.parameters["properties"].items()}}
+    tool_ = dataclasses.replace(exchange, parameters=parameters)
+    alone, _ = score_arguments(ScoringModel({}, [], arguments), [], tool_, 24, beam=1)
+    together, _ = score_arguments(ScoringModel({}, [], arguments), [], tool_, 24, beam=2)
+    assert [alone["properties"][name]["enum"] for name in ("source", "target")] == [["JPY"], ["GBP"]]
+    assert [together["properties"][name]["enum"] for name in ("source", "target")] == [["GBP"], ["JPY"]]
+
+
+def test_a_call_whose_arguments_were_all_scored_is_not_decoded(toy_embedder):
+    logps = {"get_weather": -1.0, "convert": -9.0, "write_note": -9.0, "final_answer": -9.0}
+    model = ScoringModel(logps, [], lambda continuation: -1.0 if "Bergen" in continuation else -2.0)
+    step = Agent(model, TOOLS, routing=Routing(embedder=toy_embedder, min_cosine=None), max_steps=1).run(
+        "weather in Oslo or Bergen").steps[0]
+    assert model.calls == [] and step.output == '{"tool": "get_weather", "arguments": {"city": "Bergen"}}'
+    assert step.tool == "get_weather" and step.arguments == {"city": "Bergen"} and step.completion_tokens > 0
+    assert step.routing["arguments"]["city"]['"Bergen"'] == -1.0
+
+
+def test_scored_arguments_on_a_real_model_are_among_the_values(tiny_llm, toy_embedder):
+    settings = Routing(weight=1000.0, temperature=0.01, answer_cosine=-1.0, embedder=toy_embedder, top_k=1)
+    task = "convert 12 dollars in Oslo"
+    prompt = [{"role": "user", "content": task}]
+    routed = route(tiny_llm, prompt, task, [], [convert], settings, 40, use_router=True)
+    properties = routed.schema["anyOf"][0]["properties"]["arguments"]["properties"]
+    assert properties["amount"]["enum"] == [12] and len(properties["currency"]["enum"]) == 1
+    offered = not_naming(convert, spans([task], 5, 300))
+    assert properties["currency"]["enum"][0] in offered and "convert" not in offered
+    assert set(routed.record["arguments"]["currency"]) == {json.dumps(v) for v in offered}
+    arguments = json.loads(tiny_llm.generate(prompt, json_schema=routed.schema, max_new_tokens=200))["arguments"]
+    assert arguments == {"amount": 12, "currency": properties["currency"]["enum"][0]}
