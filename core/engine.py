@@ -131,7 +131,7 @@ class Engine:
                 f"{needed / GiB:.2f} GiB, over the {self.config.kv_cache_bytes / GiB:.2f} GiB budget: "
                 "lower max_batch or max_seq_len, or raise kv_cache_bytes")
         self.prefix_cache = PrefixCache(self.config.prefix_cache_bytes)
-        self.cache: KVCache | None = None  # grown on demand (rows up to max_batch, slots up to max_seq_len)
+        self.cache: KVCache | None = None  # grown on demand (rows up to max_batch, slots up to max_seq_len), freed idle
         self.rows: list[GenerationStream | None] = []
         self.stop_ids = frozenset(tokenizer.stop_ids)
         self._waiting: deque[GenerationStream] = deque()
@@ -182,6 +182,8 @@ class Engine:
             if decoding:
                 self._guarded(decoding, self._decode_step, decoding)
             self._sweep()
+            if not self._waiting and not any(self.rows):  # idle: give the KV cache back; the next request regrows it
+                self.cache, self.rows = None, []
 
     def drop_cancelled(self) -> None:
         """Free the rows and queue places of cancelled requests now, unless a step is running (it will)."""
