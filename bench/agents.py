@@ -23,6 +23,7 @@ from agents.routing import Routing
 from agents.tasks import SETS
 from bench import results
 from core import LLM
+from core.quant import Int4Linear
 
 OPTIONS = dict(step_tokens=160, max_string_length=40)  # as in tests/test_agents_smollm2.py
 COLUMNS = "tasks | valid steps | right tool | right arguments | steps / task | s / task"
@@ -117,7 +118,8 @@ def main() -> None:
             runs[label] = evaluate(llm, SETS[name].tasks, workers=args.workers, tools=SETS[name].tools,
                                    routing=Routing() if mode == "on" else None, **options)
             walls[label] = time.perf_counter() - started
-    setup = (f"{llm.name}, float32, greedy, {', '.join(f'{k}={v}' for k, v in options.items())}, routing on: "
+    representation = "int4" if isinstance(llm.model.layers[0].attn.wq, Int4Linear) else str(llm.model.dtype)[6:]
+    setup = (f"{llm.name}, {representation}, greedy, {', '.join(f'{k}={v}' for k, v in options.items())}, routing on: "
              f"{Routing()}, {args.workers} tasks at a time; "
              + "; ".join(f"{name}: {len(runs[name])} tasks in {walls[name]:.0f} s wall" for name in runs) + "."
              + (f"\n\n{args.note}" if args.note else ""))
