@@ -14,7 +14,6 @@ from conftest import save_tiny_checkpoint, tiny_bpe_tokenizer, tiny_hf_model
 from gguf_files import write_gguf
 
 NO_STOP = {2: -1e4}
-PROMPTS = ["The quick brown fox", "Pack my box with five dozen liquor jugs! The quick", "def", "lazy dog. " * 6]
 
 
 def grid_weight(symmetric: bool, rows: int = 48, groups: int = 6, seed: int = 0) -> torch.Tensor:
@@ -73,30 +72,11 @@ def tiny_int4(tmp_path_factory):
     return load_model(str(directory), dtype="int4")[:2]
 
 
-@pytest.mark.parametrize("prefill_chunk", [256, 3])
-def test_int4_cached_batched_decoding_equals_full_recompute(tiny_int4, prefill_chunk):
-    """As tests/test_engine.py checks for float32, within bfloat16's rounding: the fused projections, the KV cache
-    in bfloat16 and the float16 / bfloat16 output tables give a step what a full forward gives."""
-    model, tokenizer = tiny_int4
+def test_int4_model_fuses_its_projections(tiny_int4):
+    model, _ = tiny_int4
     assert isinstance(model.layers[0].attn.wq, quant.Int4Linear) and model.layers[0].attn.wk is None
-    assert model.dtype == torch.bfloat16
-    llm = LLM(model, tokenizer, engine=EngineConfig(max_seq_len=128, prefill_chunk=prefill_chunk))
-    recorded = {prompt: [] for prompt in PROMPTS}
-
-    def recorder(prompt):
-        return lambda ids, logits: recorded[prompt].append(logits.clone()) or logits
-
-    streams = [llm.stream(p, max_new_tokens=10, logit_bias=NO_STOP, logits_processor=recorder(p)) for p in PROMPTS]
-    for stream in streams:
-        "".join(stream)
-    for prompt, stream in zip(PROMPTS, streams, strict=True):
-        ids = stream.prompt_ids + stream.generated
-        with torch.no_grad():
-            full = llm.model(torch.tensor([ids]), torch.arange(len(ids)))[0]
-        steps = torch.stack(recorded[prompt])
-        assert len(steps) == 10
-        scale = full.abs().max().item()
-        assert (steps - full[len(stream.prompt_ids) - 1: -1]).abs().max().item() < 0.05 * scale, prompt
+    assert isinstance(model.layers[0].ffn.w1, quant.Int4Linear) and model.layers[0].ffn.w3 is None
+    assert model.dtype == torch.bfloat16 and model.output.weight.dtype == torch.float16
 
 
 def tiny_gguf(tmp_path, qtype):
