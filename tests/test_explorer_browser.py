@@ -1,9 +1,9 @@
 """The attention explorer end to end: `llmkit explore` on loopback with the embedded SmolLM2, driven by a real headless
 Chromium (Debian's): the page opens on the classic example's map, a typed text gets its tokens and its map, the
-chat template shows when asked, the sampling and mask tabs answer.
+chat template shows when asked, the sampling and mask tabs answer, and on a phone (390 px) nothing scrolls sideways.
 
 Saves screenshots to test-artifacts/ (or $LLMKIT_TEST_ARTIFACTS): explorer.png (1440 px wide, the page as it opens;
-the README's docs/explorer.png is a copy), explorer-masks.png and explorer-next-token.png.
+the README's docs/explorer.png is a copy), explorer-masks.png, explorer-next-token.png and explorer-phone.png.
 """
 
 from __future__ import annotations
@@ -86,3 +86,16 @@ def test_an_empty_text_says_so(page):
     page.fill("#text textarea", "")
     page.click("#show")
     expect(page.locator("#status")).to_contain_text("Type a text first.", timeout=30_000)
+
+
+def test_on_a_phone_the_page_fits_the_screen(browser, server):
+    phone = {"width": 390, "height": 844}
+    page = browser.new_page(viewport=phone)
+    page.goto(server)
+    expect(page.locator("#attention-map .js-plotly-plot")).to_be_visible(timeout=120_000)
+    box = page.locator("#text textarea")
+    assert box.bounding_box()["x"] + box.bounding_box()["width"] <= phone["width"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= phone["width"] + 1  # no sideways scrolling
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "explorer-phone.png", full_page=True)
+    page.close()
