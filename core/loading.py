@@ -77,15 +77,10 @@ def load_model(name: str | None = None, dtype: str = "auto") -> tuple[Transforme
         packed = disk_cache.ensure(settings.cache_dir(INT4_CACHE) / f"{digest}-torch-{torch.__version__}",
                                    lambda staging: _pack(converted, staging))
         with safe_open(packed / _WEIGHTS_FILE, "pt") as file:
-            exact = file.metadata()["exact"] == "true"
-        if exact or dtype == "int4":
-            model, state = quant.int4_skeleton(Transformer(config)), load_file(packed / _WEIGHTS_FILE)
-            if config.tie_embeddings:
-                state["tok_embeddings.weight"] = state["output.weight"]
-            _assign(model, state)
-            if config.tie_embeddings:
-                model.tok_embeddings.weight = model.output.weight
-            return model, Tokenizer.from_dir(converted), path
+            if dtype == "int4" or file.metadata()["exact"] == "true":
+                names = file.keys()  # a safetensors file: no dict to iterate
+                state = {name: file.get_tensor(name) for name in names}
+                return _assign(quant.int4_skeleton(Transformer(config)), state), Tokenizer.from_dir(converted), path
         dtype = "float32"  # its layers are not 4-bit: int4 would round them
     dtype = "float32" if dtype == "auto" else dtype
     check_memory(path, config, torch.float32)  # the cache holds float32, read whole before the cast to `dtype`
@@ -111,22 +106,20 @@ def check_memory(path: Path, config: ModelConfig, dtype: torch.dtype) -> None:
 def build_model(config: ModelConfig, state: dict[str, torch.Tensor], dtype=torch.float32) -> Transformer:
     """A Transformer holding `state` in `dtype`: no random init, and tensors already in `dtype` are not copied."""
     state = {name: value.to(dtype) for name, value in state.items()}
-    model = Transformer(config)  # uninitialised; its tensors are replaced, not written, below
-    if config.tie_embeddings:
-        state.pop("output.weight", None)  # some checkpoints save the tied copy; ours is re-tied below
+    return _assign(Transformer(config), state)  # uninitialised; its tensors are replaced, not written
+
+
+def _assign(model: Transformer, state: dict[str, torch.Tensor]) -> Transformer:
+    """`model` (eval mode) holding `state`'s tensors, no copy; it must take every one. A tied checkpoint's output
+    table is its embedding table (some save the tied copy too; ours is re-tied)."""
+    if model.config.tie_embeddings:
         state = {**state, "output.weight": state.get("tok_embeddings.weight")}
-    _assign(model, state)
-    model.tie_weights()
-    return model
-
-
-def _assign(model: Transformer, state: dict[str, torch.Tensor]) -> None:
-    """Put `state`'s tensors in `model` (no copy), which must take every one; eval mode."""
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as error:
         raise ModelLoadError(f"the weights do not fit the model configuration: {error}") from error
-    model.eval()
+    model.tie_weights()
+    return model.eval()
 
 
 def _file_digest(path: Path) -> str:
@@ -151,13 +144,13 @@ def _convert(gguf_path: Path, staging: Path) -> None:
 
 def _pack(converted: Path, staging: Path) -> None:
     """Write the int4 form of a converted entry into `staging`: the state dict of core.quant's representation
-    (the tied embedding saved once, as the output's float16 table), and whether it is lossless."""
+    (the tied table saved once, as the embedding), and whether it is lossless."""
     config = ModelConfig.from_dict(json.loads((converted / _CONFIG_FILE).read_text()))
     model = build_model(config, load_file(converted / _WEIGHTS_FILE))
     exact = quant.to_int4(model)
     state = model.state_dict()
     if config.tie_embeddings:
-        state.pop("tok_embeddings.weight")
+        state.pop("output.weight")  # `_assign` re-ties it to the embedding table
     save_file({k: v.contiguous() for k, v in state.items()}, staging / _WEIGHTS_FILE,
               metadata={"exact": str(exact).lower(), "torch": torch.__version__,
                         "llmkit_cache_version": str(settings.CACHE_VERSIONS[INT4_CACHE])})

@@ -47,7 +47,7 @@ APP_NAME = "llmkit"
 CACHE_VERSIONS = {
     # Each entry a folder with a core.disk_cache manifest (v2: manifests, fsync before the rename).
     "converted": 2,  # core.loading: GGUF files converted to float32 safetensors + tokenizer.json
-    "int4": 1,  # core.loading: a converted entry in core.quant's int4 representation (torch's packed layout)
+    "int4": 2,  # core.loading: a converted entry in core.quant's int4 representation (torch's packed layout)
     "embeddings-onnx": 2,  # rag.embeddings: the embedding model exported to ONNX and quantised to int8
     "sentiment-onnx": 1,  # apps.finance_sentiment.classifier: the sentiment classifier, likewise
 }
