@@ -177,8 +177,12 @@ class Dovecot:
 
     def add_user(self) -> MailUser:
         """A new user whose mailbox (INBOX, Sent, Drafts) is empty: the static passdb takes any name with the
-        session's password, and a name not used before has no maildir yet."""
-        return MailUser(f"user{next(self.users)}", PASSWORD, "127.0.0.1", self.port)
+        session's password, and a name not used before has no maildir yet. It logs in once, so the maildir
+        exists before a test's first delivery (a delivery racing the creation can miss IDLE's notice)."""
+        user = MailUser(f"user{next(self.users)}", PASSWORD, "127.0.0.1", self.port)
+        with self.client(user) as client:
+            client.select_folder("INBOX")
+        return user
 
     def client(self, user: MailUser):
         from imapclient import IMAPClient
@@ -292,3 +296,56 @@ def smtp_sink():
     sink.start()
     yield sink
     sink.stop()
+
+
+# --- what the email bot's tests build on these servers ----------------------------------------------------------
+
+PASSWORD_ENV = "LLMKIT_TEST_MAIL_PASSWORD"
+CUSTOMER = "Anna Schmidt <anna@customer.test>"
+
+
+def account_table(user: MailUser, sink: SmtpSink, **extra) -> dict:
+    """The [[accounts]] table of a config for `user` on the test Dovecot and `sink`, plain on loopback."""
+    return {"name": "work", "address": user.address, "imap_host": user.host, "imap_port": user.port,
+            "imap_security": "plain", "smtp_host": sink.host, "smtp_port": sink.port, "smtp_security": "plain",
+            "user": user.name, "password_env": PASSWORD_ENV, **extra}
+
+
+def bot_config(user: MailUser, sink: SmtpSink, state_dir, policy=None, limits=None, **top):
+    """A parsed Config (apps.email_bot.config) for the bot on these servers; fast polling, short IDLE."""
+    from apps.email_bot.config import parse_config
+
+    return parse_config({"accounts": [account_table(user, sink)], "state_dir": str(state_dir),
+                         "policy": {"signature": "The support team", **(policy or {})},
+                         "limits": {"idle_seconds": 5.0, "poll_seconds": 0.5, **(limits or {})}, **top})
+
+
+def question(text: str, subject: str = "Question", sender: str = CUSTOMER, to: str = "support@example.test",
+             message_id: str | None = None, **headers) -> bytes:
+    """A customer's message as bytes (headers given as keyword arguments, `_` for `-`)."""
+    from email.message import EmailMessage
+    from email.policy import SMTP
+    from email.utils import make_msgid
+
+    message = EmailMessage(policy=SMTP)
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = "Mon, 02 Mar 2026 10:00:00 +0000"
+    message["Message-ID"] = message_id or make_msgid(domain="customer.test")
+    for name, value in headers.items():
+        message[name.replace("_", "-")] = value
+    message.set_content(text)
+    return message.as_bytes()
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = "the condition"):
+    """Poll `predicate` until it returns something truthy (returned); AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
