@@ -66,6 +66,7 @@ _GREETING = re.compile(r"^(hi|hello|hey|dear|hallo|bonjour|hola|guten tag)\b", r
 _FRAME_LINE = re.compile(r"^\s*((hi|hello|hey|dear|hallo|bonjour|hola|guten tag)\b[^.!?\n]{0,40}|(best|regards|kind "
                          r"regards|best regards|thanks|thank you|cheers|sincerely|mit freundlichen grüßen|cordialement|"
                          r"saludos)\b[^.!?\n]{0,60})[,.!]?\s*$", re.I)
+_HEADING = re.compile(r"[ \t#]*([^\W_][^.!?:;,]{0,50}?[^\s.!?:;,])\s*")  # "Refunds", "## Shipping costs"
 _ADDRESS_IN_TEXT = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _SENTENCE_WITH_ADDRESS = re.compile(r"[^.!?\n]*[\w.+-]+@[\w-]+(?:\.[\w-]+)+[^!?\n]*?(?:[.!?](?=\s|$)|$)", re.M)
 _NAME = re.compile(r"[^\W\d_][^\W\d_'\-]{0,29}")
@@ -221,6 +222,7 @@ class _Finder:
 
     def _keep(self, collection: str, kind: str, found: list[Source]) -> None:
         for source in found:
+            source.text = _end_headings(source.text)
             if kind != "knowledge_base":  # another customer's reply: its greeting, sign-off and addresses go
                 kept = "\n".join(line for line in source.text.splitlines() if not _FRAME_LINE.match(line))
                 source.text = _SENTENCE_WITH_ADDRESS.sub("", kept)
@@ -274,6 +276,20 @@ class _Finder:
                 f"{question.replace('<', '(').replace('>', ')')}\n</email>")
         with contextlib.suppress(ModelRequestError):  # the email's own query is searched whatever the agent did
             agent.run(task)
+
+
+def _end_headings(text: str) -> str:
+    """`text` with a full stop after each heading, so that "Refunds" does not start the sentence below it: a line
+    of at most five words without closing punctuation, after a blank line, a sentence's end or nothing, and before a
+    capitalised line (a prose line cut by wrapping is left alone)."""
+    lines = text.split("\n")
+    for n, line in enumerate(lines):
+        heading = _HEADING.fullmatch(line)
+        before = lines[n - 1].rstrip() if n else ""
+        after = lines[n + 1].lstrip(" #") if n + 1 < len(lines) else ""
+        if (heading and len(line.split()) <= 5 and (not before or before[-1] in ".!?:") and after[:1].isupper()):
+            lines[n] = heading.group(1) + "."
+    return "\n".join(lines)
 
 
 def _source_dict(finder: _Finder, candidate, used: bool) -> dict:

@@ -121,6 +121,15 @@ def log_rows(ledger: Ledger) -> list[list]:
     return [[i.id, i.state, i.reason or "", i.sender, i.subject, _when(i.updated_at)] for i in items]
 
 
+def counts_line(ledger: Ledger) -> str:
+    """"2 waiting for approval · 1 approved · ..." from the ledger's counts, the states with items only."""
+    counts = ledger.counts()
+    named = {"drafted": "waiting for approval", "approved": "approved", "sending": "sending", "sent": "sent",
+             "rejected": "rejected", "skipped": "skipped", "quarantined": "quarantined", "failed": "failed"}
+    parts = [f"{counts[state]} {name}" for state, name in named.items() if counts.get(state)]
+    return " · ".join(parts) or "No mail yet."
+
+
 def item_status(item: Item | None) -> str:
     """HTML of an item's heading: its id, state, triage label and reason."""
     if item is None:
@@ -188,7 +197,7 @@ def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None
         return item_status(item), item.original, item.draft or "", sources_html(item.sources)
 
     def refresh(id):
-        return (table(queue_rows(ledger), QUEUE_COLUMNS), gr.update(choices=choices(), value=id),
+        return (counts_line(ledger), table(queue_rows(ledger), QUEUE_COLUMNS), gr.update(choices=choices(), value=id),
                 table(log_rows(ledger), LOG_COLUMNS), *show(id))
 
     def act(action, id, *args):
@@ -201,12 +210,15 @@ def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None
             gr.Warning(str(error))
         return refresh(id)
 
-    def pick(event: gr.SelectData, rows):
+    def pick(rows, event):
+        """The id in the clicked row of the queue table."""
         row = event.index[0] if isinstance(event.index, list | tuple) else event.index
         try:
             return int(rows.iloc[row, 0]) if hasattr(rows, "iloc") else int(rows["data"][row][0])
         except (ValueError, TypeError, IndexError, KeyError):
             return None
+
+    pick.__annotations__ = {"event": gr.SelectData}  # how gradio knows to pass the click (not a postponed string)
 
     def tried(text):
         try:
@@ -217,9 +229,10 @@ def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None
         return try_it_markdown(result), result.get("draft") or "", sources_html(result.get("sources") or [])
 
     with gr.Blocks(title="llmkit email: approval queue") as demo:
-        gr.HTML(f"<style>{CSS}</style>", visible=True, padding=False)
+        gr.HTML(f"<style>{CSS}</style>")  # here, not in launch(css=): the service mounts the page in its own app
         gr.Markdown("## Email approval queue\nDrafts wait here until a person approves them; the service sends "
                     "approved replies. A reply only ever goes to the original sender.")
+        counts = gr.Markdown(elem_id="counts")
         with gr.Tab("Queue"):
             queue = gr.Dataframe(headers=QUEUE_COLUMNS, interactive=False, elem_id="queue", wrap=True)
             with gr.Row():
@@ -229,6 +242,7 @@ def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None
             with gr.Row():
                 original = gr.Textbox(label="Original", lines=14, max_lines=30, interactive=False, elem_id="original")
                 draft = gr.Textbox(label="Draft (edit before approving)", lines=14, max_lines=30, elem_id="draft")
+            gr.Markdown("**Sources of the draft**")
             sources = gr.HTML(elem_id="sources")
             with gr.Row():
                 approve_button = gr.Button("Approve and send", variant="primary", elem_id="approve")
@@ -248,7 +262,7 @@ def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None
             try_draft = gr.Textbox(label="Draft", lines=10, interactive=False, elem_id="try-draft")
             try_sources = gr.HTML(elem_id="try-sources")
 
-        shown = [queue, chosen, log, status, original, draft, sources]
+        shown = [counts, queue, chosen, log, status, original, draft, sources]
         demo.load(refresh, [chosen], shown)
         refresh_button.click(refresh, [chosen], shown)
         chosen.change(show, [chosen], [status, original, draft, sources])
