@@ -205,16 +205,24 @@ def _part_text(part: Message) -> str:
     return decode_bytes(data, charset)
 
 
+BLOCKS = ["p", "div", "br", "li", "tr", "table", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "hr"]
+
+
 def html_to_text(html: str) -> str:
-    """An HTML body as the text a reader sees: scripts, styles and head dropped, blocks on their own lines."""
+    """An HTML body as the text a reader sees: scripts, styles and head dropped, each block on its own lines,
+    inline markup (<b>, <a>, <span>) inside its sentence."""
     from bs4 import BeautifulSoup  # only for HTML mail
 
     soup = BeautifulSoup(html[:MAX_HTML_CHARS], "html.parser")
     for tag in soup(["script", "style", "head", "title", "noscript"]):
         tag.decompose()
-    for tag in soup.find_all("blockquote"):  # quoted history in HTML replies: keep it marked as a quote
-        tag.insert_before("\n> ")
-    return soup.get_text("\n")
+    for tag in soup.find_all("blockquote"):  # quoted history in HTML replies: mark it as a quote
+        for line in tag.find_all(string=True):
+            line.replace_with("\n".join("> " + part for part in str(line).split("\n")))
+    for tag in soup.find_all(BLOCKS):
+        tag.insert_before("\n")
+        tag.insert_after("\n")
+    return soup.get_text()
 
 
 def body_text(message: Message) -> tuple[str, list[str]]:
@@ -279,19 +287,48 @@ def clean_text(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
+ATTRIBUTION = re.compile(r"(wrote|writes|schrieb|a écrit|escribió|ha scritto|schreef|napisał|skrev|kirjoitti|"
+                         r"написал\w*|napsal\w*)\s*:\s*$", re.I)
+SEPARATOR = re.compile(r"^\s*-{2,}\s*(forwarded message|original message|weitergeleitete nachricht|"
+                       r"ursprüngliche nachricht|message transféré|message d'origine|mensaje original|"
+                       r"mensaje reenviado|messaggio originale|messaggio inoltrato)\s*-*\s*$", re.I)
+
+
+def _drop_quoted(text: str) -> str:
+    """Lines quoted with ">" removed wherever they are (bottom-posting and inline answers keep their new text), with
+    the attribution line that introduces a quoted block ("On Mon, Bob wrote:", "Am ... schrieb Bob:", wrapped
+    over two lines or not)."""
+    lines = text.split("\n")
+    keep = [not line.lstrip().startswith(">") for line in lines]
+    for i in range(len(lines)):
+        if keep[i] or (i and not keep[i - 1]):
+            continue
+        j = i - 1  # the quoted block starts at i: look back past blank lines for its attribution
+        while j >= 0 and not lines[j].strip():
+            j -= 1
+        if j >= 0 and ATTRIBUTION.search(lines[j]):
+            keep[j] = False
+            if j and lines[j - 1].strip() and len(lines[j].split()) <= 3:  # "... Bob <bob@x>" / "wrote:"
+                keep[j - 1] = False
+    return "\n".join(line for line, kept in zip(lines, keep, strict=True) if kept)
+
+
 def strip_reply(text: str) -> str:
-    """The latest reply of a body: the quoted history ("On ... wrote:", "-----Original Message-----", "> " lines)
-    and the signature removed by mail-parser-reply. Its whole text when stripping would leave nothing (a forward
-    with no words of its own, a signature-only heuristic gone wrong): better too much than nothing."""
+    """The latest reply of a body: lines quoted with ">" and their attribution dropped, then the quoted history of
+    top-posted replies ("On ... wrote:", "-----Original Message-----", Outlook's From:/Sent: block) and the
+    signature removed by mail-parser-reply. Forwarded history is kept when the sender wrote nothing of their own
+    above it (a bare forward asks about what it forwards). When stripping would leave nothing, the whole text:
+    better too much than nothing."""
     from mailparser_reply import EmailReplyParser
 
+    unquoted = _drop_quoted(text)
     try:
-        reply = EmailReplyParser(languages=list(REPLY_LANGUAGES)).read(text)
+        reply = EmailReplyParser(languages=list(REPLY_LANGUAGES)).read(unquoted)
         latest = reply.replies[0].body if reply.replies else ""
-    except Exception:  # noqa: BLE001 - a regex library on hostile text: keep the whole text instead
-        latest = text
-    lines = latest.split("\n")
-    while lines and (lines[-1].startswith(">") or not lines[-1].strip()):  # a trailing quote without a header
-        lines.pop()
+    except Exception:  # noqa: BLE001 - a regex library on hostile text: keep the text unstripped instead
+        latest = unquoted
+    lines = [line for line in latest.split("\n") if not SEPARATOR.match(line)]
     latest = "\n".join(lines).strip()
-    return latest or text
+    if not latest or (len(latest.split()) < 2 and SEPARATOR.search(text)):  # nothing left, or a bare forward
+        return text
+    return latest
