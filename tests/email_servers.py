@@ -6,11 +6,12 @@ so an empty mailbox, by taking a name not used before. The SMTP sink is
 aiosmtpd's in-process Controller; it keeps what it accepts and can be told to answer 451 / 550 / 421 to the next
 transactions, or be stopped, so the service's retry and failure paths run against a real SMTP conversation.
 
-Test modules import the fixtures by name: `from email_servers import dovecot, mail_user, smtp_sink  # noqa: F401`.
+tests/conftest.py loads this module as a plugin, so its fixtures are there for every test module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pwd
@@ -97,6 +98,16 @@ def wait_listening(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
+def _children(pid: int) -> list[int]:
+    """The PIDs whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
 @dataclass
 class MailUser:
     """One mailbox on the test Dovecot: what an account in the bot's config needs to reach it."""
@@ -151,15 +162,20 @@ class Dovecot:
             raise RuntimeError(f"{error}; dovecot log:\n{self.log()}") from None
 
     def stop(self) -> None:
-        """SIGTERM the master: it ends every IMAP session (clients see the connection drop) and exits."""
+        """SIGTERM the master and then its children: every IMAP session ends (clients see the connection drop).
+        The master alone would leave its imap processes serving their connections (seen with Dovecot 2.3)."""
         if self.process is None:
             return
+        children = _children(self.process.pid)
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         self.process = None
 
     def restart(self) -> None:

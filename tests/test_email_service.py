@@ -13,17 +13,7 @@ from email import message_from_bytes
 from email.policy import default as default_policy
 
 import pytest
-from email_servers import (  # noqa: F401 - fixtures
-    PASSWORD,
-    PASSWORD_ENV,
-    bot_config,
-    dovecot,
-    free_port,
-    mail_user,
-    question,
-    smtp_sink,
-    wait_for,
-)
+from email_servers import PASSWORD, PASSWORD_ENV, bot_config, free_port, question, wait_for
 
 from apps.email_bot import ui
 from apps.email_bot.service import JsonLog, Service, start_http, status
