@@ -187,6 +187,15 @@ class Dovecot:
         subprocess.run([str(DOVEADM), "-c", str(self.conf), "kick", user.name], check=True,
                        capture_output=True, timeout=10)
 
+    def renumber(self, user: MailUser) -> None:
+        """Give the user's INBOX a new UIDVALIDITY (its messages get new UIDs), as a server rebuilding its index
+        does: drop the maildir's UID list and index, and the user's sessions."""
+        maildir = self.root / "mail" / user.name / "Maildir"
+        for name in ("dovecot-uidlist", "dovecot.index", "dovecot.index.log", "dovecot.index.cache"):
+            (maildir / name).unlink(missing_ok=True)
+        time.sleep(1.05)  # UIDVALIDITY is the time in seconds: the next one must differ
+        self.kick(user)
+
     def log(self) -> str:
         path = self.root / "dovecot.log"
         return path.read_text(errors="replace") if path.exists() else ""

@@ -16,7 +16,7 @@ import pytest
 from email_servers import PASSWORD, PASSWORD_ENV, bot_config, free_port, question, wait_for
 
 from apps.email_bot import ui
-from apps.email_bot.service import JsonLog, Service, start_http, status
+from apps.email_bot.service import JsonLog, Service, build_queue_ui, start_http, status
 from core import ScriptedModel
 from rag import Collection, TextItem
 
@@ -191,3 +191,42 @@ def test_log_lines_are_json_and_never_hold_the_password(run_service, dovecot, ma
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert {"start", "seen", "state", "sending", "probe"} <= {line["event"] for line in lines}
     assert PASSWORD not in stream.getvalue() and "[redacted]" in lines[-1]["detail"]
+
+
+def test_without_idle_the_mailbox_is_polled(run_service, dovecot, mail_user):
+    service = run_service(use_idle=False)
+    wait_for(lambda: service.watches[0].last_poll, what="the first poll")
+    dovecot.deliver(mail_user, question("How long does express delivery take?", "Delivery"))
+    (item,) = item_in(service, "drafted")
+    assert item.subject == "Delivery"
+
+
+def test_a_uidvalidity_change_resyncs_by_message_id_and_answers_nothing_twice(run_service, dovecot, mail_user):
+    service = run_service()
+    dovecot.deliver(mail_user, question("How long does express delivery take?", "Delivery"))
+    dovecot.deliver(mail_user, question("I am out of office.", "Away", Auto_Submitted="auto-replied"))
+    wait_for(lambda: service.ledger.counts()["drafted"] == 1 and service.ledger.counts()["skipped"] == 1)
+    (old,) = {item.uidvalidity for item in service.ledger.items()}
+    dovecot.renumber(mail_user)
+    dovecot.deliver(mail_user, question("How do I reset my password?", "Password"))
+    items = wait_for(lambda: len(found := service.ledger.items()) == 3 and found[0].state == "drafted" and found)
+    assert {item.uidvalidity for item in items} == {items[0].uidvalidity} != {old}
+    assert sorted((item.subject, item.state) for item in items) == [("Away", "skipped"), ("Delivery", "drafted"),
+                                                                    ("Password", "drafted")]
+    for item in items[1:]:
+        assert "re-synced by Message-ID" in service.ledger.events(item.id)[-1]["reason"]
+
+
+@pytest.mark.slow  # imports gradio
+def test_the_queue_ui_is_served_beside_healthz(run_service):
+    service = run_service()
+    port = free_port()
+    server = start_http(service, port, ui=build_queue_ui(service))
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as response:
+            assert response.status == 200 and "gradio" in response.read().decode().lower()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+            assert json.load(response)["ok"]
+    finally:
+        server.should_exit = True
+        server.thread.join(10)
