@@ -136,8 +136,6 @@ def rule_triage(email: Email, our_addresses: set[str], follow_ups: bool = False)
         return _skip(f"no-reply sender ({sender})")
     if AUTO_SUBJECT.match(email.subject):
         return _skip(f"automatic reply subject ({email.subject[:60]!r})")
-    if headers.get("x-llmkit"):
-        return _skip("one of our own replies (X-LLMkit header)")
     our_domains = {address.rpartition("@")[2] for address in ours if "@" in address}
     thread = [mid for mid in [email.in_reply_to, *email.references] if mid]
     our_ids = list(dict.fromkeys(mid for mid in thread if _ours(_domain_of(mid), our_domains)))
