@@ -154,8 +154,11 @@ def test_text_features_move_an_unsure_choice_and_spam_is_skipped():
     complaint = mail("This is unacceptable. My order arrived broken and I am very disappointed.")
     _, result = triage_bytes(complaint, config(), llm=ScriptedModel(["other", "normal"]))
     assert result.label == "complaint"  # three complaint words outweigh the model's 0.6 for "other"
-    _, spam = triage_bytes(mail("Hello"), config(), llm=ScriptedModel(["spam", "low"]))
-    assert (spam.action, spam.label, spam.urgency) == ("skip", "spam", "normal")
+    _, spam = triage_bytes(mail("You have won! Click here."), config(), llm=ScriptedModel(["spam", "low"]))
+    assert (spam.action, spam.label, spam.urgency) == ("skip", "spam", "normal") and spam.confidence > 0.8
+    _, unsure = triage_bytes(mail("Hello, please"), config(), llm=ScriptedModel(["spam", "low"]))
+    assert (unsure.action, unsure.label) == ("draft", "spam")  # 0.55 sure: a person judges it
+    assert unsure.reason.endswith("below 0.6 to skip it")
     urgent = mail("Our shop is down since this morning, please help asap!")
     _, result = triage_bytes(urgent, config(), llm=ScriptedModel(["request", "low"]))
     assert (result.label, result.urgency) == ("request", "high")
