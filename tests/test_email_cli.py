@@ -3,6 +3,7 @@ the errors a user can cause as one `llmkit: ...` line."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -126,3 +127,11 @@ def test_the_queue_commands_over_a_real_ledger(tmp_path, capsys):
         with pytest.raises(SystemExit) as exited:
             main(["email", action, "99" if "#99" in code else str(ids[1]), "--config", str(path)])
         assert exited.value.code.startswith(code)
+
+
+def test_triage_reads_one_message_from_stdin(monkeypatch, capsys):
+    raw = (FLANKER / "bounce" / "delayed.eml").read_bytes()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw)))
+    main(["email", "triage", "--json", "--no-model", "-"])
+    out = json.loads(capsys.readouterr().out)
+    assert (out["file"], out["action"]) == ("-", "skip") and out["reason"].startswith("delivery report")
