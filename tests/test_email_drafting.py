@@ -25,10 +25,10 @@ from apps.email_bot.drafting import (
 from apps.email_bot.parse import parse_email
 from apps.email_bot.policy import NoRecipient, may_auto_send, reply_recipient
 from apps.email_bot.triage import Triage
-from core import ScriptedModel
+from core import RemoteLLM, ScriptedModel
 from rag import Collection, TextItem
 
-from conftest import ToyEmbedder
+from conftest import SERVED_MODEL, ToyEmbedder
 
 OURS = "support@shop.test"
 FAQ = {
@@ -131,6 +131,13 @@ def test_a_model_that_refuses_leaves_the_best_scored_passage(collections):
     draft = draft_reply(email("How many days after delivery can I ask for a refund?"), [], config(), llm, kb)
     assert draft.found and "the model refused" in draft.reason
     assert "You can ask for a refund within 30 days of delivery." in draft.body
+
+
+def test_an_empty_email_asks_nothing(collections):
+    kb, past = collections
+    draft = draft_reply(email("", subject=""), [], config(), ScriptedModel([]), kb, past)
+    assert (draft.found, draft.searches) == (False, [])
+    assert PHRASES["en"]["unknown"] in draft.body
 
 
 def test_nothing_relevant_with_policy_skip_makes_no_draft(collections):
@@ -319,9 +326,6 @@ def test_minilm_finds_nothing_for_an_unrelated_question(real_kb, llm):
 
 
 def test_a_served_model_runs_the_agent_and_the_draft_is_still_quotes(real_kb, llm, served_url):
-    from conftest import SERVED_MODEL
-    from core import RemoteLLM
-
     remote = RemoteLLM(served_url, SERVED_MODEL, context_length=llm.context_length, timeout=120)
     draft = draft_reply(email("How much does express shipping cost?"), [], config(), remote, real_kb)
     assert len(draft.searches) > 3  # the agent's calls, then the email's own query's

@@ -139,11 +139,12 @@ def draft_reply(email: Email, thread: list[Email], config: Config, llm: ChatMode
     question = _bounded(f"{email.subject or ''}\n{email.text or ''}", MAX_QUERY_CHARS)
     finder = _Finder(_retriever(kb), _retriever(past), thread, {a.lower() for a in config.our_addresses})
     query = finder.query(question)
-    if agent if agent is not None else _is_served(llm):
-        finder.run_agent(llm, question)
-    finder.search_knowledge_base(query)
-    finder.search_past_replies(query)
-    finder.read_thread()
+    if question.strip(" \n\u2026"):  # an empty email (no subject, no text) asks nothing: nothing is searched
+        if agent if agent is not None else _is_served(llm):
+            finder.run_agent(llm, question)
+        finder.search_knowledge_base(query)
+        finder.search_past_replies(query)
+        finder.read_thread()
     embedder = finder.embedder()
     scored = score(query, candidates(finder.sources), embedder) if embedder and finder.sources else []
     scored = [c for c in scored if finder.quotable(c)]

@@ -12,6 +12,7 @@ read again from the ledger after each action, so the CLI's or another tab's deci
 
 from __future__ import annotations
 
+import contextlib
 import html
 import time
 from email.message import EmailMessage
@@ -178,10 +179,14 @@ def _when(seconds: float) -> str:
 # --- the page ---------------------------------------------------------------------------------------------------------
 
 
-def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None) -> gr.Blocks:
+def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None, lock=None) -> gr.Blocks:
     """The page over `ledger`. `redraft(id) -> Item`: drafts item `id` again (the service's, which holds the
-    thread and the collections); `kb`, `past`: the collections "Try it" drafts from."""
+    thread and the collections); `kb`, `past`: the collections "Try it" drafts from; `lock`: held while "Try it"
+    uses the model and the collections, when the service uses them from another thread (a rag Collection is
+    used by one thread at a time)."""
     import gradio as gr
+
+    lock = lock or contextlib.nullcontext()
 
     def table(rows: list[list], columns: list[str]) -> dict:
         return gr.update(value={"headers": columns, "data": rows or [[""] * len(columns)]})
@@ -222,7 +227,8 @@ def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None
 
     def tried(text):
         try:
-            result = try_it(text, config, llm, kb, past)
+            with lock:
+                result = try_it(text, config, llm, kb, past)
         except ValueError as error:
             gr.Warning(str(error))
             return "", "", ""
