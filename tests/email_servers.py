@@ -6,11 +6,12 @@ so an empty mailbox, by taking a name not used before. The SMTP sink is
 aiosmtpd's in-process Controller; it keeps what it accepts and can be told to answer 451 / 550 / 421 to the next
 transactions, or be stopped, so the service's retry and failure paths run against a real SMTP conversation.
 
-Test modules import the fixtures by name: `from email_servers import dovecot, mail_user, smtp_sink  # noqa: F401`.
+tests/conftest.py loads this module as a plugin, so its fixtures are there for every test module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pwd
@@ -97,6 +98,16 @@ def wait_listening(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
+def _children(pid: int) -> list[int]:
+    """The PIDs whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
 @dataclass
 class MailUser:
     """One mailbox on the test Dovecot: what an account in the bot's config needs to reach it."""
@@ -151,15 +162,20 @@ class Dovecot:
             raise RuntimeError(f"{error}; dovecot log:\n{self.log()}") from None
 
     def stop(self) -> None:
-        """SIGTERM the master: it ends every IMAP session (clients see the connection drop) and exits."""
+        """SIGTERM the master and then its children: every IMAP session ends (clients see the connection drop).
+        The master alone would leave its imap processes serving their connections (seen with Dovecot 2.3)."""
         if self.process is None:
             return
+        children = _children(self.process.pid)
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         self.process = None
 
     def restart(self) -> None:
@@ -177,8 +193,12 @@ class Dovecot:
 
     def add_user(self) -> MailUser:
         """A new user whose mailbox (INBOX, Sent, Drafts) is empty: the static passdb takes any name with the
-        session's password, and a name not used before has no maildir yet."""
-        return MailUser(f"user{next(self.users)}", PASSWORD, "127.0.0.1", self.port)
+        session's password, and a name not used before has no maildir yet. It logs in once, so the maildir
+        exists before a test's first delivery (a delivery racing the creation can miss IDLE's notice)."""
+        user = MailUser(f"user{next(self.users)}", PASSWORD, "127.0.0.1", self.port)
+        with self.client(user) as client:
+            client.select_folder("INBOX")
+        return user
 
     def client(self, user: MailUser):
         from imapclient import IMAPClient
@@ -292,3 +312,56 @@ def smtp_sink():
     sink.start()
     yield sink
     sink.stop()
+
+
+# --- what the email bot's tests build on these servers ----------------------------------------------------------
+
+PASSWORD_ENV = "LLMKIT_TEST_MAIL_PASSWORD"
+CUSTOMER = "Anna Schmidt <anna@customer.test>"
+
+
+def account_table(user: MailUser, sink: SmtpSink, **extra) -> dict:
+    """The [[accounts]] table of a config for `user` on the test Dovecot and `sink`, plain on loopback."""
+    return {"name": "work", "address": user.address, "imap_host": user.host, "imap_port": user.port,
+            "imap_security": "plain", "smtp_host": sink.host, "smtp_port": sink.port, "smtp_security": "plain",
+            "user": user.name, "password_env": PASSWORD_ENV, **extra}
+
+
+def bot_config(user: MailUser, sink: SmtpSink, state_dir, policy=None, limits=None, **top):
+    """A parsed Config (apps.email_bot.config) for the bot on these servers; fast polling, short IDLE."""
+    from apps.email_bot.config import parse_config
+
+    return parse_config({"accounts": [account_table(user, sink)], "state_dir": str(state_dir),
+                         "policy": {"signature": "The support team", **(policy or {})},
+                         "limits": {"idle_seconds": 5.0, "poll_seconds": 0.5, **(limits or {})}, **top})
+
+
+def question(text: str, subject: str = "Question", sender: str = CUSTOMER, to: str = "support@example.test",
+             message_id: str | None = None, **headers) -> bytes:
+    """A customer's message as bytes (headers given as keyword arguments, `_` for `-`)."""
+    from email.message import EmailMessage
+    from email.policy import SMTP
+    from email.utils import make_msgid
+
+    message = EmailMessage(policy=SMTP)
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = "Mon, 02 Mar 2026 10:00:00 +0000"
+    message["Message-ID"] = message_id or make_msgid(domain="customer.test")
+    for name, value in headers.items():
+        message[name.replace("_", "-")] = value
+    message.set_content(text)
+    return message.as_bytes()
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = "the condition"):
+    """Poll `predicate` until it returns something truthy (returned); AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
+from imapclient.imapclient import _parse_untagged_response
 
 ERRORS = (OSError, IMAPClientError, imaplib.IMAP4.error, imaplib.IMAP4.abort, socket.timeout, ssl.SSLError, EOFError)
 
@@ -104,22 +105,50 @@ class Mailbox:
         """Block until the server reports a change (IDLE) or `seconds` pass or `stop` is set; with no IDLE, sleep
         and send a NOOP. ConnectionLost when the server says BYE."""
         deadline = time.monotonic() + seconds
+        # A message that arrived between our last SEARCH and now was announced (EXISTS) in the answer to an earlier
+        # command, which imaplib keeps aside; IDLE would not announce it again, so look there first.
+        if self._announced():
+            return
         if not self.can_idle:
             stop.wait(seconds)
             self._check(self.client.noop()[1])
             return
         self.client.idle()
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not self._announced():  # also what came just before IDLE's "+ idling"
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                responses = self.client.idle_check(timeout=min(1.0, remaining))
+                responses = self._buffered() or self.client.idle_check(timeout=min(0.25, remaining))
                 self._check(responses)
                 if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
                     break
         finally:
             self._check(self.client.idle_done()[1])
+
+    def _buffered(self) -> list:
+        """Responses already read from the socket into imaplib's buffer (e.g. an EXISTS that came with IDLE's
+        "+ idling"): `idle_check` polls the socket only, and would not see them until more data arrives."""
+        sock, lines = self.client.socket(), []
+        sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    lines.append(_parse_untagged_response(self.client._imap._get_line()))
+                except OSError:  # nothing more to read now (would block)
+                    break
+                except imaplib.IMAP4.abort as error:  # imaplib's "EOF" is an empty non-blocking read here
+                    if "EOF" in str(error):
+                        break
+                    raise
+        finally:
+            sock.setblocking(True)
+            self.client._set_read_timeout()
+        return lines
+
+    def _announced(self) -> bool:
+        pending = self.client._imap.untagged_responses
+        return bool(pending.pop("EXISTS", None) or pending.pop("RECENT", None))
 
     @staticmethod
     def _check(responses) -> None:
