@@ -34,6 +34,9 @@ def test_an_unknown_charset_degrades_to_text():
 def test_rfc2047_headers_are_decoded_and_the_sender_lowercased():
     email = parse_email((MMP / "m0004.txt").read_bytes())
     assert email.subject.startswith("Die Hasen und die Frösche")
+    raw_8bit = (MMP / "m0001.txt").read_bytes()
+    assert b"Fr\xf6sche" in raw_8bit  # Latin-1 bytes in the header, not RFC 2047: read in the body's charset
+    assert parse_email(raw_8bit).subject.startswith("Die Hasen und die Frösche")
     raw = message("From: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <Juergen.Mueller@Example.DE>\r\n"
                   "To: Support <SUPPORT@example.com>, b@example.com\r\nSubject: =?iso-8859-1?q?Gr=FC=DFe?=")
     email = parse_email(raw)

@@ -8,9 +8,11 @@ service and the ledger only when run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from apps.common import add_model_flags
@@ -99,6 +101,16 @@ def item_json(item) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def _known_item(id: int) -> Iterator[None]:
+    """The ledger's KeyError for an unknown id as the one-line error the CLI prints (its transitions' errors
+    already are ValueErrors)."""
+    try:
+        yield
+    except KeyError:
+        raise ValueError(f"there is no draft #{id} (`llmkit email drafts` lists them)") from None
+
+
 def _drafts(args: argparse.Namespace) -> None:
     items = _ledger(_config(args)).items(states=["drafted"])
     if args.json:
@@ -118,12 +130,14 @@ def _approve(args: argparse.Namespace) -> None:
             edited = args.text.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise ValueError(f"cannot read {args.text}: {error}") from None
-    item = _ledger(_config(args)).approve(args.id, edited_draft=edited)
-    print(f"#{item.id} {item.state}: the service sends it to {item.sender}")
+    with _known_item(args.id):
+        item = _ledger(_config(args)).approve(args.id, edited_draft=edited)
+    print(f"#{item.id} {item.state}: the running service sends the reply")
 
 
 def _reject(args: argparse.Namespace) -> None:
-    item = _ledger(_config(args)).reject(args.id, reason=args.reason)
+    with _known_item(args.id):
+        item = _ledger(_config(args)).reject(args.id, reason=args.reason)
     print(f"#{item.id} {item.state}")
 
 
