@@ -240,6 +240,12 @@ def test_references_are_bounded_keeping_the_first_and_the_newest():
     assert reply.get_content().strip() == "Hi"  # no quote, no signature when the policy says so
 
 
+def test_a_signature_with_its_own_delimiter_gets_no_second_one():
+    cfg = config(signature="-- \nThe Example support team", quote=False)
+    reply = reply_of(build_reply(email("x"), "Hi", cfg.accounts[0], cfg.policy, "<n@shop.test>"))
+    assert reply.get_content().replace("\r\n", "\n") == "Hi\n\n-- \nThe Example support team\n"
+
+
 def test_a_bad_message_id_is_refused():
     cfg = config()
     with pytest.raises(ValueError, match="Message-ID"):

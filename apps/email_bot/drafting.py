@@ -383,8 +383,9 @@ def build_reply(email: Email, body: str, account: Account, policy: Policy, messa
         message["References"] = " ".join(ids)
     message["Auto-Submitted"] = "auto-replied"
     text = body.strip()
-    if policy.signature.strip():
-        text += "\n\n-- \n" + policy.signature.strip()
+    signature = policy.signature.strip("\n")
+    if signature.strip():  # after the usual "-- " line, unless the signature starts with one
+        text += "\n\n" + (signature if re.match(r"--\s*\n", signature) else "-- \n" + signature.strip())
     if policy.quote and (email.text or "").strip():
         words = PHRASES[detect_language(email.text)]
         sender = email.sender if ADDRESS.fullmatch(email.sender or "") else "you"
