@@ -164,10 +164,13 @@ def test_our_earlier_reply_in_the_thread_is_a_source_and_the_customers_words_onl
     ours = email("The reset link works for one day only, after which you request a new one.",
                  sender=f"Shop <{OURS}>", message_id="<r0@shop.test>")
     follow_up = email("It expired. What now?", "Re: Question", in_reply_to="<r0@shop.test>")
+    alone = draft_reply(follow_up, [], config(), ScriptedModel(["1"] * 3), kb)
     draft = draft_reply(follow_up, [earlier, ours], config(), ScriptedModel(["1"] * 3), kb)
-    assert draft.found
-    assert any(s["collection"] == "thread" for s in draft.sources) or "24 hours" in draft.body
-    assert "read_thread()" in draft.searches
+    assert not alone.found and draft.found
+    assert (draft.sources[0]["collection"], draft.sources[0]["locator"]) == ("thread", "<r0@shop.test>")
+    assert "The reset link works for one day only" in draft.body
+    assert "How do I reset my password?" not in draft.body  # the customer's words: searched for, never quoted
+    assert "How do I reset my password?" in draft.searches[0]
 
 
 def test_the_sender_language_sets_the_fixed_wording():
