@@ -233,6 +233,13 @@ def test_the_reply_is_threaded_signed_quoted_and_goes_to_the_sender_only():
     assert "anna@customer.test wrote:\n> How long is the reset link valid?" in body
 
 
+def test_without_references_the_parent_is_taken_from_in_reply_to():
+    cfg = config()
+    reply = reply_of(build_reply(email("x", in_reply_to="<p@shop.test>"), "Hi", cfg.accounts[0], cfg.policy,
+                                 "<n@shop.test>"))
+    assert reply["References"].split() == ["<p@shop.test>", "<q1@customer.test>"]
+
+
 def test_references_are_bounded_keeping_the_first_and_the_newest():
     cfg = config(quote=False, signature="")
     refs = " ".join(f"<r{n}@customer.test>" for n in range(60))

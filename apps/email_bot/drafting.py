@@ -377,7 +377,8 @@ def build_reply(email: Email, body: str, account: Account, policy: Policy, messa
     original = email.message_id if _MESSAGE_ID.fullmatch(email.message_id or "") else None
     if original:
         message["In-Reply-To"] = original
-        ids = [i for i in (email.references or []) if _MESSAGE_ID.fullmatch(i) and i != original] + [original]
+        parents = email.references or ([email.in_reply_to] if email.in_reply_to else [])  # RFC 5322 3.6.4
+        ids = [i for i in parents if _MESSAGE_ID.fullmatch(i) and i != original] + [original]
         if len(ids) > MAX_REFERENCES:
             ids = [ids[0], *ids[-(MAX_REFERENCES - 1):]]
         message["References"] = " ".join(ids)
