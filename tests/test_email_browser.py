@@ -58,7 +58,11 @@ def served(tmp_path_factory):
     news = ledger.add("work", "INBOX", 1, 3, "<n@list.test>", sender="news@list.test", subject="Our spring sale")
     ledger.set_state(news.id, "skipped", "list mail (List-Id)")
     llm = ScriptedModel(["question", "normal", "1"] * 5)
-    demo = build_ui(ledger, cfg, llm, lambda id: ledger.get(id), kb=kb)
+
+    def redraft(id):  # as the service's: a new draft for a drafted item, recorded in the ledger
+        return ledger.set_state(id, "drafted", "re-drafted", draft=ledger.get(id).draft + "\n\n(re-drafted)")
+
+    demo = build_ui(ledger, cfg, llm, redraft, kb=kb)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -105,6 +109,15 @@ def test_choose_a_draft_edit_it_and_approve_it(page, served):
     page.click("#approve")  # approving it again is refused, and says why
     expect(page.get_by_text("item 1 is approved, not drafted")).to_be_visible(timeout=10_000)
     assert ledger.get(1).state == "approved"
+
+
+def test_re_draft_replaces_the_draft_on_the_page(page, served):
+    page.locator("#item input").click()  # chosen in the item list this time
+    page.get_by_role("option", name=re.compile("Express delivery to Italy")).click()
+    expect(page.locator("#item-status")).to_contain_text("#2 drafted")
+    page.click("#redraft")
+    expect(page.locator("#item-status")).to_contain_text("re-drafted")
+    expect(page.locator("#draft textarea")).to_have_value(re.compile(r"\(re-drafted\)$"))
 
 
 def test_the_log_says_why_and_try_it_drafts_without_storing(page, served):

@@ -25,10 +25,10 @@ from apps.email_bot.drafting import (
 from apps.email_bot.parse import parse_email
 from apps.email_bot.policy import NoRecipient, may_auto_send, reply_recipient
 from apps.email_bot.triage import Triage
-from core import ScriptedModel
+from core import RemoteLLM, ScriptedModel
 from rag import Collection, TextItem
 
-from conftest import ToyEmbedder
+from conftest import SERVED_MODEL, ToyEmbedder
 
 OURS = "support@shop.test"
 FAQ = {
@@ -39,6 +39,7 @@ FAQ = {
     "passwords.md": "Accounts\nTo reset your password, open the login page and click Forgot password. The reset link "
                     "in the email stays valid for 24 hours.",
 }
+SENTENCES = [s for text in FAQ.values() for s in text.split("\n", 1)[1].split(". ")]
 PAST = {
     "reply-1042.txt": "Hi Marta,\nOur warehouse in Lyon packs orders placed before 2 pm on the same day. "
                       "Write to marta.k@customer.test if anything is missing.\nBest, the Shop team",
@@ -94,6 +95,7 @@ def test_a_draft_quotes_the_knowledge_base_sentence_the_model_chose_with_its_sou
     chosen = draft.sources[0]
     assert (chosen["collection"], chosen["source"], chosen["used"]) == ("kb", "refunds.md", True)
     assert all(source["quote"] in draft.body for source in draft.sources)  # every quote is in the draft, verbatim
+    assert all(draft.body.count(sentence) <= 1 for sentence in SENTENCES)  # quotes overlap: each sentence once
     (call,) = llm.calls  # one model call: the choice, constrained to the passages' numbers
     assert call.options["choices"] == [str(n) for n in range(1, len(call.options["choices"]) + 1)]
     assert "refund" in call.prompt[1]["content"]
@@ -108,6 +110,7 @@ def test_the_model_choice_decides_which_passage_leads(collections):
     listed = llm.calls[0].prompt[1]["content"]
     assert second.sources[0]["quote"].split()[:3] == listed.split("\n2. ")[1].split()[:3]
     assert first.sources[0]["quote"] != second.sources[0]["quote"]
+    assert all(d.body.count(sentence) <= 1 for d in (first, second) for sentence in SENTENCES)
 
 
 @pytest.mark.parametrize("kb_given", [True, False])
@@ -120,6 +123,21 @@ def test_nothing_relevant_says_we_do_not_know_without_asking_the_model(collectio
     assert PHRASES["en"]["unknown"] in draft.body
     assert not any(sentence in draft.body for text in FAQ.values() for sentence in text.split(". ")[1:])
     assert all(not source["used"] for source in draft.sources)  # the closest passages, shown as not used
+
+
+def test_a_model_that_refuses_leaves_the_best_scored_passage(collections):
+    kb, _ = collections
+    llm = ScriptedModel(["1"], context_length=20)  # the choice's prompt does not fit: ContextLengthError
+    draft = draft_reply(email("How many days after delivery can I ask for a refund?"), [], config(), llm, kb)
+    assert draft.found and "the model refused" in draft.reason
+    assert "You can ask for a refund within 30 days of delivery." in draft.body
+
+
+def test_an_empty_email_asks_nothing(collections):
+    kb, past = collections
+    draft = draft_reply(email("", subject=""), [], config(), ScriptedModel([]), kb, past)
+    assert (draft.found, draft.searches) == (False, [])
+    assert PHRASES["en"]["unknown"] in draft.body
 
 
 def test_nothing_relevant_with_policy_skip_makes_no_draft(collections):
@@ -146,10 +164,13 @@ def test_our_earlier_reply_in_the_thread_is_a_source_and_the_customers_words_onl
     ours = email("The reset link works for one day only, after which you request a new one.",
                  sender=f"Shop <{OURS}>", message_id="<r0@shop.test>")
     follow_up = email("It expired. What now?", "Re: Question", in_reply_to="<r0@shop.test>")
+    alone = draft_reply(follow_up, [], config(), ScriptedModel(["1"] * 3), kb)
     draft = draft_reply(follow_up, [earlier, ours], config(), ScriptedModel(["1"] * 3), kb)
-    assert draft.found
-    assert any(s["collection"] == "thread" for s in draft.sources) or "24 hours" in draft.body
-    assert "read_thread()" in draft.searches
+    assert not alone.found and draft.found
+    assert (draft.sources[0]["collection"], draft.sources[0]["locator"]) == ("thread", "<r0@shop.test>")
+    assert "The reset link works for one day only" in draft.body
+    assert "How do I reset my password?" not in draft.body  # the customer's words: searched for, never quoted
+    assert "How do I reset my password?" in draft.searches[0]
 
 
 def test_the_sender_language_sets_the_fixed_wording():
@@ -212,6 +233,13 @@ def test_the_reply_is_threaded_signed_quoted_and_goes_to_the_sender_only():
     assert "anna@customer.test wrote:\n> How long is the reset link valid?" in body
 
 
+def test_without_references_the_parent_is_taken_from_in_reply_to():
+    cfg = config()
+    reply = reply_of(build_reply(email("x", in_reply_to="<p@shop.test>"), "Hi", cfg.accounts[0], cfg.policy,
+                                 "<n@shop.test>"))
+    assert reply["References"].split() == ["<p@shop.test>", "<q1@customer.test>"]
+
+
 def test_references_are_bounded_keeping_the_first_and_the_newest():
     cfg = config(quote=False, signature="")
     refs = " ".join(f"<r{n}@customer.test>" for n in range(60))
@@ -220,6 +248,12 @@ def test_references_are_bounded_keeping_the_first_and_the_newest():
     assert len(ids) == MAX_REFERENCES
     assert ids[0] == "<r0@customer.test>" and ids[-2:] == ["<r59@customer.test>", "<q1@customer.test>"]
     assert reply.get_content().strip() == "Hi"  # no quote, no signature when the policy says so
+
+
+def test_a_signature_with_its_own_delimiter_gets_no_second_one():
+    cfg = config(signature="-- \nThe Example support team", quote=False)
+    reply = reply_of(build_reply(email("x"), "Hi", cfg.accounts[0], cfg.policy, "<n@shop.test>"))
+    assert reply.get_content().replace("\r\n", "\n") == "Hi\n\n-- \nThe Example support team\n"
 
 
 def test_a_bad_message_id_is_refused():
@@ -305,3 +339,11 @@ def test_minilm_finds_nothing_for_an_unrelated_question(real_kb, llm):
     draft = draft_reply(email("Can you recommend a good pizza place in Rome for Saturday night?"), [], config(), llm,
                         real_kb)
     assert not draft.found and PHRASES["en"]["unknown"] in draft.body
+
+
+def test_a_served_model_runs_the_agent_and_the_draft_is_still_quotes(real_kb, llm, served_url):
+    remote = RemoteLLM(served_url, SERVED_MODEL, context_length=llm.context_length, timeout=120)
+    draft = draft_reply(email("How much does express shipping cost?"), [], config(), remote, real_kb)
+    assert len(draft.searches) > 3  # the agent's calls, then the email's own query's
+    assert draft.found and "9 euros" in draft.body
+    assert all(source["quote"] in draft.body for source in draft.sources if source["used"])

@@ -10,6 +10,7 @@ import re
 from email import message_from_bytes
 from email.policy import default as default_policy
 from email.utils import getaddresses
+from pathlib import Path
 
 import pytest
 from email_servers import SmtpSink
@@ -117,3 +118,33 @@ def test_a_long_email_is_bounded_before_the_model_sees_it(kb):
     llm = ScriptedModel(["1"] * 3)
     draft_reply(email, [], config(), llm, kb)
     assert llm.calls and all(len(call.prompt[1]["content"]) < 4000 for call in llm.calls)
+
+
+@pytest.mark.slow  # ~6 s: every message of tests/data/emails
+def test_every_test_message_drafts_and_builds_a_reply_or_names_why_not(kb):
+    """The robustness corpus (bad charsets, broken boundaries, HTML only, DSNs, 3 MB torture tests): each message
+    that parses gets a Draft, and a reply to its one sender or NoRecipient; nothing else is raised."""
+    from apps.email_bot.parse import Unparseable
+    from apps.email_bot.policy import NoRecipient
+
+    cfg = config()
+    account = cfg.accounts[0]
+    parsed = no_recipient = 0
+    for path in sorted((Path(__file__).parent / "data" / "emails").rglob("*")):
+        if not path.is_file() or "license" in path.name.lower():
+            continue
+        try:
+            email = parse_email(path.read_bytes())
+        except Unparseable:
+            continue
+        parsed += 1
+        draft = draft_reply(email, [], cfg, ScriptedModel(["1"]), kb)
+        try:
+            reply = message_from_bytes(build_reply(email, draft.body, account, cfg.policy, "<n@shop.test>"),
+                                       policy=default_policy)
+        except NoRecipient:
+            no_recipient += 1
+            continue
+        (to,) = reply.get_all("To")
+        assert to == email.sender or (to == email.reply_to and to.rpartition("@")[2] == email.sender.rpartition("@")[2])
+    assert parsed > 100 and no_recipient < parsed / 10

@@ -127,6 +127,12 @@ def test_try_it_with_headers_uses_them_and_skips_an_auto_reply(kb):
     assert result["sender"] == "anna@customer.test" and "draft" not in result
 
 
+def test_try_it_takes_a_text_that_looks_like_a_header_for_a_body(kb):
+    result = try_it("Question: how many days after delivery can I ask for a refund?", config(),
+                    ScriptedModel(["question", "normal", "1"]), kb)
+    assert result["sender"] == TRY_SENDER and result["found"]
+
+
 @pytest.mark.parametrize("text", ["", "   ", "x" * 200_001])
 def test_try_it_refuses_an_empty_or_huge_paste(text):
     with pytest.raises(ValueError):

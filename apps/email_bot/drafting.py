@@ -132,34 +132,44 @@ def draft_reply(email: Email, thread: list[Email], config: Config, llm: ChatMode
     """A draft reply to `email` (module doc). `thread`: the conversation's earlier messages, oldest first.
     `kb` / `past`: rag Collections (or rag Retrievers over them) of the knowledge base and of past sent replies,
     or None. `agent`: whether an Agent searches first; default: only on a served model (core.RemoteLLM)."""
+    from core.errors import ModelRequestError
     from rag.grounded import CHOICES, EXTRA_QUOTES, EXTRA_RATIO, WEAK_SCORE, candidates, choose, score
 
     language = detect_language(email.text or email.subject or "")
     question = _bounded(f"{email.subject or ''}\n{email.text or ''}", MAX_QUERY_CHARS)
     finder = _Finder(_retriever(kb), _retriever(past), thread, {a.lower() for a in config.our_addresses})
     query = finder.query(question)
-    if agent if agent is not None else _is_served(llm):
-        finder.run_agent(llm, question)
-    finder.search_knowledge_base(query)
-    finder.search_past_replies(query)
-    finder.read_thread()
+    if question.strip(" \n\u2026"):  # an empty email (no subject, no text) asks nothing: nothing is searched
+        if agent if agent is not None else _is_served(llm):
+            finder.run_agent(llm, question)
+        finder.search_knowledge_base(query)
+        finder.search_past_replies(query)
+        finder.read_thread()
     embedder = finder.embedder()
     scored = score(query, candidates(finder.sources), embedder) if embedder and finder.sources else []
     scored = [c for c in scored if finder.quotable(c)]
     if not scored or scored[0].score < WEAK_SCORE:
-        closest = [_source_dict(finder, c, used=False) for c in scored[:2]]
+        closest = [_source_dict(finder, c, c.quote, used=False) for c in scored[:2]]
         why = "nothing relevant found" if not scored else f"best passage scored {scored[0].score:.2f} < {WEAK_SCORE}"
         if config.policy.no_answer == "skip":
             return Draft(None, closest, False, f"{why}; policy no_answer=skip", language, finder.searches)
         return Draft(_compose(email, language, []), closest, False, f"{why}; says we don't know", language,
                      finder.searches)
-    best = choose(llm, question, scored[:CHOICES])
-    extras = [c for c in scored[:CHOICES + EXTRA_QUOTES] if c is not best and c.score >= EXTRA_RATIO * best.score]
-    quoted = [best, *extras[:EXTRA_QUOTES]]
-    return Draft(_compose(email, language, [c.quote for c in quoted]),
-                 [_source_dict(finder, c, used=True) for c in quoted], True,
-                 f"{len(quoted)} passage(s) quoted; the model chose among {min(len(scored), CHOICES)}", language,
-                 finder.searches)
+    try:
+        best = choose(llm, question, scored[:CHOICES])
+        how = f"the model chose among {min(len(scored), CHOICES)}"
+    except ModelRequestError as error:  # a refused request (a server's limit): the best-scored passage leads
+        best, how = scored[0], f"the best-scored passage (the model refused: {str(error)[:100]})"
+    quoted = [(best, best.quote)]
+    for extra in scored[:CHOICES + EXTRA_QUOTES]:  # a quote may run on into the next sentence: each sentence once
+        if len(quoted) > EXTRA_QUOTES or extra.score < EXTRA_RATIO * best.score:
+            continue
+        if not any(extra.text in quote for _, quote in quoted):
+            overlaps = any(other.text in extra.quote for other, _ in quoted)
+            quoted.append((extra, extra.text if overlaps else extra.quote))
+    return Draft(_compose(email, language, [quote for _, quote in quoted]),
+                 [_source_dict(finder, c, quote, used=True) for c, quote in quoted], True,
+                 f"{len(quoted)} passage(s) quoted; {how}", language, finder.searches)
 
 
 class _Finder:
@@ -292,10 +302,10 @@ def _end_headings(text: str) -> str:
     return "\n".join(lines)
 
 
-def _source_dict(finder: _Finder, candidate, used: bool) -> dict:
+def _source_dict(finder: _Finder, candidate, quote: str, used: bool) -> dict:
     source = candidate.source
     return {"collection": finder.origin[id(source)][0], "source": source.file,
-            "page": source.page, "locator": source.locator, "quote": candidate.quote,
+            "page": source.page, "locator": source.locator, "quote": quote,
             "score": round(candidate.score, 3), "used": used}
 
 
@@ -367,14 +377,16 @@ def build_reply(email: Email, body: str, account: Account, policy: Policy, messa
     original = email.message_id if _MESSAGE_ID.fullmatch(email.message_id or "") else None
     if original:
         message["In-Reply-To"] = original
-        ids = [i for i in (email.references or []) if _MESSAGE_ID.fullmatch(i) and i != original] + [original]
+        parents = email.references or ([email.in_reply_to] if email.in_reply_to else [])  # RFC 5322 3.6.4
+        ids = [i for i in parents if _MESSAGE_ID.fullmatch(i) and i != original] + [original]
         if len(ids) > MAX_REFERENCES:
             ids = [ids[0], *ids[-(MAX_REFERENCES - 1):]]
         message["References"] = " ".join(ids)
     message["Auto-Submitted"] = "auto-replied"
     text = body.strip()
-    if policy.signature.strip():
-        text += "\n\n-- \n" + policy.signature.strip()
+    signature = policy.signature.strip("\n")
+    if signature.strip():  # after the usual "-- " line, unless the signature starts with one
+        text += "\n\n" + (signature if re.match(r"--\s*\n", signature) else "-- \n" + signature.strip())
     if policy.quote and (email.text or "").strip():
         words = PHRASES[detect_language(email.text)]
         sender = email.sender if ADDRESS.fullmatch(email.sender or "") else "you"

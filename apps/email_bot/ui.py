@@ -12,7 +12,9 @@ read again from the ledger after each action, so the CLI's or another tab's deci
 
 from __future__ import annotations
 
+import contextlib
 import html
+import re
 import time
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -34,6 +36,7 @@ QUEUE_STATES = ("drafted", "approved", "sending", "sent", "failed", "rejected")
 LOG_STATES = ("skipped", "quarantined", "failed", "rejected")
 QUEUE_COLUMNS = ["ID", "State", "Label", "Urgency", "Confidence", "From", "Subject", "Received"]
 LOG_COLUMNS = ["ID", "State", "Reason", "From", "Subject", "Received"]
+_HEADER_LINE = re.compile(r"[A-Za-z0-9-]{1,76}:")
 TRY_SENDER = "try-it@example.invalid"  # the sender of a pasted text that has no headers
 CSS = """
 #item-status { font-size: 1.05em; }
@@ -92,11 +95,13 @@ def try_it(raw_text: str, config: Config, llm, kb=None, past=None) -> dict:
 
 
 def _as_message(text: str) -> bytes:
-    """`text` as message bytes: as is when it starts with a header line, else a body under a plain header."""
-    first = text.lstrip().split("\n", 1)[0]
-    name = first.split(":", 1)[0]
-    if ":" in first and name and all(c.isalnum() or c == "-" for c in name):
-        return text.lstrip().encode("utf-8", "replace")
+    """`text` as message bytes: as is when it starts with header lines that include From (a whole message), else
+    a body under a plain header ("Question: how do I ..." is a body)."""
+    text = text.lstrip()
+    first = text.split("\n", 1)[0]
+    head = re.split(r"\r?\n\r?\n", text, maxsplit=1)[0]
+    if _HEADER_LINE.match(first) and re.search(r"^from:", head, re.I | re.M):
+        return text.encode("utf-8", "replace")
     message = EmailMessage(policy=SMTP)
     message["From"] = TRY_SENDER
     message["Subject"] = " ".join(first.split())[:80] or "(pasted text)"
@@ -156,19 +161,17 @@ def sources_html(sources: list[dict]) -> str:
     return f"<ul class='email-sources'>{''.join(rows)}</ul>"
 
 
-def try_it_markdown(result: dict) -> str:
-    lines = [f"**{result['action']}** — {result['reason']}"]
+def try_it_html(result: dict) -> str:
+    """What "Try it" decided, as HTML (escaped: the reason and the recipient quote the pasted email)."""
+    lines = [f"<b>{html.escape(result['action'])}</b> — {html.escape(result['reason'])}"]
     if result.get("label"):
         confidence = "" if result.get("confidence") is None else f" ({result['confidence']:.2f})"
-        lines.append(f"Label: {result['label']}{confidence}, urgency {result.get('urgency') or '?'}")
+        lines.append(f"Label: {html.escape(result['label'])}{confidence}, urgency "
+                     f"{html.escape(result.get('urgency') or '?')}")
     if "draft" in result:
-        lines.append(f"Reply to: {result['recipient']} · auto-send: {'yes' if result['auto_send'] else 'no'} · "
-                     f"{result['draft_reason']}")
-    return "\n\n".join(_escape_md(line) for line in lines)
-
-
-def _escape_md(text: str) -> str:
-    return html.escape(text).replace("*", "\\*").replace("_", "\\_").replace("**", "**")
+        lines.append(f"Reply to: {html.escape(result['recipient'])} · auto-send: "
+                     f"{'yes' if result['auto_send'] else 'no'} · {html.escape(result['draft_reason'])}")
+    return "".join(f"<p>{line}</p>" for line in lines)
 
 
 def _when(seconds: float) -> str:
@@ -178,10 +181,14 @@ def _when(seconds: float) -> str:
 # --- the page ---------------------------------------------------------------------------------------------------------
 
 
-def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None) -> gr.Blocks:
+def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None, lock=None) -> gr.Blocks:
     """The page over `ledger`. `redraft(id) -> Item`: drafts item `id` again (the service's, which holds the
-    thread and the collections); `kb`, `past`: the collections "Try it" drafts from."""
+    thread and the collections); `kb`, `past`: the collections "Try it" drafts from; `lock`: held while "Try it"
+    uses the model and the collections, when the service uses them from another thread (a rag Collection is
+    used by one thread at a time)."""
     import gradio as gr
+
+    lock = lock or contextlib.nullcontext()
 
     def table(rows: list[list], columns: list[str]) -> dict:
         return gr.update(value={"headers": columns, "data": rows or [[""] * len(columns)]})
@@ -222,11 +229,12 @@ def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None
 
     def tried(text):
         try:
-            result = try_it(text, config, llm, kb, past)
+            with lock:
+                result = try_it(text, config, llm, kb, past)
         except ValueError as error:
             gr.Warning(str(error))
             return "", "", ""
-        return try_it_markdown(result), result.get("draft") or "", sources_html(result.get("sources") or [])
+        return try_it_html(result), result.get("draft") or "", sources_html(result.get("sources") or [])
 
     with gr.Blocks(title="llmkit email: approval queue") as demo:
         gr.HTML(f"<style>{CSS}</style>")  # here, not in launch(css=): the service mounts the page in its own app
@@ -258,7 +266,7 @@ def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None
                         "nothing is stored or sent.")
             pasted = gr.Textbox(label="Email", lines=10, max_lines=30, elem_id="paste")
             try_button = gr.Button("Triage and draft", variant="primary", elem_id="try")
-            verdict = gr.Markdown(elem_id="try-verdict")
+            verdict = gr.HTML(elem_id="try-verdict")
             try_draft = gr.Textbox(label="Draft", lines=10, interactive=False, elem_id="try-draft")
             try_sources = gr.HTML(elem_id="try-sources")
 
