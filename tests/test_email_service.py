@@ -16,7 +16,7 @@ import pytest
 from email_servers import PASSWORD, PASSWORD_ENV, bot_config, free_port, question, wait_for
 
 from apps.email_bot import ui
-from apps.email_bot.service import JsonLog, Service, build_queue_ui, start_http, status
+from apps.email_bot.service import JsonLog, Service, build_queue_ui, header_message_id, start_http, status
 from core import ScriptedModel
 from rag import Collection, TextItem
 
@@ -230,3 +230,23 @@ def test_the_queue_ui_is_served_beside_healthz(run_service):
     finally:
         server.should_exit = True
         server.thread.join(10)
+
+
+def test_drafts_can_also_go_to_the_imap_drafts_folder(run_service, dovecot, mail_user):
+    service = run_service(policy={"save_drafts_to_imap": True})
+    dovecot.deliver(mail_user, question("How long does express delivery take?", "Delivery"))
+    (item,) = item_in(service, "drafted")
+    (saved,) = wait_for(lambda: dovecot.messages(mail_user, "Drafts"), what="the draft in Drafts")
+    assert message_from_bytes(saved)["Message-ID"] == item.reply_message_id
+    with dovecot.client(mail_user) as client:
+        client.select_folder("Drafts", readonly=True)
+        assert all(b"\\Draft" in flags for flags in client.get_flags(client.search("ALL")).values())
+
+
+def test_a_message_without_message_id_gets_a_stable_one_from_its_bytes():
+    raw = b"From: a@customer.test\r\nSubject: hi\r\n\r\nbody\r\n"
+    header = raw.split(b"\r\n\r\n")[0] + b"\r\n\r\n"
+    made = header_message_id(header, raw)
+    assert made == header_message_id(header, raw) and made.endswith("@llmkit.invalid>")
+    assert made != header_message_id(header, raw + b"more\r\n")
+    assert header_message_id(b"Message-ID:  <x@y.test> (comment)\r\n\r\n", None) == "<x@y.test>"
