@@ -7,6 +7,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from email import message_from_bytes
@@ -16,6 +20,7 @@ import pytest
 from email_servers import PASSWORD, PASSWORD_ENV, bot_config, free_port, question, wait_for
 
 from apps.email_bot import ui
+from apps.email_bot.ledger import Ledger
 from apps.email_bot.service import JsonLog, Service, build_queue_ui, header_message_id, start_http, status
 from core import ScriptedModel
 from rag import Collection, TextItem
@@ -250,3 +255,44 @@ def test_a_message_without_message_id_gets_a_stable_one_from_its_bytes():
     assert made == header_message_id(header, raw) and made.endswith("@llmkit.invalid>")
     assert made != header_message_id(header, raw + b"more\r\n")
     assert header_message_id(b"Message-ID:  <x@y.test> (comment)\r\n\r\n", None) == "<x@y.test>"
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+            return json.load(response)["ok"]
+    except OSError:  # not listening yet
+        return False
+
+
+@pytest.mark.slow  # the embedded SmolLM2, gradio
+def test_llmkit_email_serve_drafts_with_the_embedded_model_and_stops_on_sigterm(tmp_path, dovecot, mail_user,
+                                                                               smtp_sink):
+    """The newcomer's path: `llmkit email serve --config FILE --ui-port N`, a question delivered, the draft in the
+    ledger and the queue's page up, approval from the CLI, the reply at the SMTP server, SIGTERM -> exit 0."""
+    from test_email_faults import write_config
+
+    config, port = write_config(tmp_path / "email.toml", mail_user, smtp_sink, tmp_path / "state"), free_port()
+    env = {**os.environ, PASSWORD_ENV: PASSWORD}
+    command = [sys.executable, "-m", "apps.cli", "email"]
+    process = subprocess.Popen([*command, "serve", "--config", str(config), "--ui-port", str(port)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        dovecot.deliver(mail_user, question("How long does express delivery take?", "Delivery"))
+        path = tmp_path / "state" / "ledger.sqlite"
+        wait_for(path.exists, timeout=120, interval=0.5, what="the ledger")
+        ledger = Ledger(path)
+        (item,) = wait_for(lambda: ledger.items("drafted"), timeout=120, interval=0.5, what="the draft")
+        assert wait_for(lambda: healthy(port), timeout=60, interval=0.5, what="/healthz")
+        approved = subprocess.run([*command, "approve", str(item.id), "--config", str(config)], env=env,
+                                  capture_output=True, text=True, timeout=120)
+        assert approved.returncode == 0, approved.stderr
+        wait_for(lambda: smtp_sink.received, timeout=30, what="the reply")
+        assert smtp_sink.received[0].rcpt_tos == ["anna@customer.test"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert {"start", "seen", "sending", "signal", "stop"} <= {event["event"] for event in events}
+    assert f"http://127.0.0.1:{port}/" in output and PASSWORD not in output
