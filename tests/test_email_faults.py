@@ -79,16 +79,17 @@ def test_a_connection_dropped_during_idle_reconnects_and_sees_new_mail(run_servi
     assert item.subject == "Delivery" and service.watches[0].reconnects >= 1
 
 
-def test_smtp_451_is_retried_and_then_sent_once(run_service, dovecot, mail_user, smtp_sink):
+@pytest.mark.parametrize("code", [451, 421])
+def test_smtp_4xx_is_retried_and_then_sent_once(code, run_service, dovecot, mail_user, smtp_sink):
     service = run_service()
-    smtp_sink.fail_next(451)
+    smtp_sink.fail_next(code)
     dovecot.deliver(mail_user, question("How long does delivery take?", "Delivery"))
     (item,) = drafted(service)
     ui.approve(service.ledger, item.id)
     done = state_of(service.ledger, item.id, "sent")
     assert done.attempts == 2 and smtp_sink.handler.transactions == 2 and len(smtp_sink.received) == 1
     reasons = [event["reason"] for event in service.ledger.events(item.id)]
-    assert any("SMTP retry" in (reason or "") and "451" in reason for reason in reasons)
+    assert any("SMTP retry" in (reason or "") and str(code) in reason for reason in reasons)
 
 
 def test_smtp_550_fails_the_item_with_the_reason_and_is_not_retried(run_service, dovecot, mail_user, smtp_sink):

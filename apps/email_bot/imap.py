@@ -26,7 +26,7 @@ ERRORS = (OSError, IMAPClientError, imaplib.IMAP4.error, imaplib.IMAP4.abort, so
 
 
 class ConnectionLost(ConnectionError):
-    """The server ended the session (BYE) or stopped answering."""
+    """The server ended the session (BYE). An OSError, so one of ERRORS."""
 
 
 @dataclass

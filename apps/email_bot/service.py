@@ -335,7 +335,7 @@ class Service:
                 continue
             try:
                 found = self._sent_box(account).has_message_id(account.sent_folder, item.reply_message_id)
-            except (*imap.ERRORS, imap.ConnectionLost) as error:
+            except imap.ERRORS as error:
                 self._drop_sent_box(account)
                 self.log("resolve_error", id=item.id, error=f"{type(error).__name__}: {error}")
                 done = False
@@ -397,7 +397,7 @@ class Service:
         try:
             self._sent_box(account).append(account.sent_folder, reply)
             return f"copied to {account.sent_folder}"
-        except (*imap.ERRORS, imap.ConnectionLost) as error:
+        except imap.ERRORS as error:
             self._drop_sent_box(account)
             self.log("sent_folder_error", account=account.name, error=f"{type(error).__name__}: {error}")
             return f"not copied to {account.sent_folder}: {type(error).__name__}"
@@ -408,7 +408,7 @@ class Service:
             try:
                 box.client.noop()
                 return box
-            except (*imap.ERRORS, imap.ConnectionLost):
+            except imap.ERRORS:
                 self._drop_sent_box(account)
         box = self._sent_boxes[account.name] = self._connect(account)
         return box
