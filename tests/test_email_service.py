@@ -296,3 +296,22 @@ def test_llmkit_email_serve_drafts_with_the_embedded_model_and_stops_on_sigterm(
     events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert {"start", "seen", "sending", "signal", "stop"} <= {event["event"] for event in events}
     assert f"http://127.0.0.1:{port}/" in output and PASSWORD not in output
+
+
+def test_the_benchmark_is_a_module_with_its_table(monkeypatch, capsys):
+    import bench.email
+
+    monkeypatch.setattr(sys, "argv", ["x", "--help"])
+    with pytest.raises(SystemExit) as exit:
+        bench.email.main()
+    assert exit.value.code == 0 and "--results RESULTS" in capsys.readouterr().out
+    figures = {"parse_triage": {"messages": 275, "distinct": 123, "per_minute": 3057,
+                                "actions": {"draft": 105, "skip": 18}},
+               "triage_draft": {"messages": 16, "per_minute": 96.1, "grounded": 16},
+               "service": {"messages": 16, "p50_s": 1.31, "p95_s": 1.4, "max_s": 1.47, "rss_idle_mib": 801,
+                           "rss_drafting_peak_mib": 942}}
+    text = bench.email.table(figures)
+    assert "| parse + triage (rules, no model) | 275 | 3,057 | 123 corpus messages: draft 105, skip 18 |" in text
+    assert "| delivery -> draft p95 | 1.40 s |" in text and "| RSS while drafting (peak) | 942 MiB |" in text
+    figures["service"] = {"skipped": "/usr/sbin/dovecot is missing"}
+    assert "Service latency: skipped" in bench.email.table(figures)
