@@ -174,9 +174,18 @@ class Process:
 
     def __init__(self, config: Path, log: Path, **env):
         self.log = log
+        self.starts = self._starts()
         with open(log, "ab") as out:
             self.popen = subprocess.Popen([sys.executable, "-c", DRIVER, str(config)], cwd=ROOT, stdout=out,
                                           stderr=out, env={**os.environ, PASSWORD_ENV: PASSWORD, **env})
+
+    def _starts(self) -> int:
+        return self.log.read_text().count('"event": "start"') if self.log.exists() else 0
+
+    def wait_started(self) -> None:
+        """Until this process logged its "start" (its imports, ~3 s, are done)."""
+        wait_for(lambda: self._starts() > self.starts or self.popen.poll() is not None, timeout=60,
+                 what="the service's start")
 
     def kill(self) -> None:
         self.popen.kill()
@@ -216,7 +225,8 @@ def kill_loop(seed: int, rounds: int, messages: int, tmp_path, dovecot, mail_use
         process = Process(config, log)
         for _ in range(min(len(pending), rng.randint(1, 3))):
             deliver(pending.pop(0))
-        deadline = time.monotonic() + rng.uniform(1.0, 5.0)
+        process.wait_started()
+        deadline = time.monotonic() + rng.uniform(0.0, 1.5)  # killed while it processes, drafts or sends
         while time.monotonic() < deadline:
             approve_drafted()
             time.sleep(rng.uniform(0.0, 0.1))
