@@ -115,7 +115,7 @@ def test_mangled_messages_never_raise_anything_but_unparseable():
                                                           "quoted-printable.eml", "enclosed.eml")]
     sources.append((MMP / "m1005.txt").read_bytes())
     outcomes = {"parsed": 0, "unparseable": 0}
-    for _ in range(300):
+    for _ in range(200):
         data = bytearray(rng.choice(sources))
         for _ in range(rng.randint(1, 30)):  # flip bytes, cut, splice in boundary-like noise
             if not data:
@@ -172,7 +172,7 @@ def test_top_posted_replies_in_english_and_german():
 def test_hostile_html_takes_time_linear_in_its_bounded_size():
     """Inputs on which a pure-Python HTML parser, or editing the tree, took minutes (194 s and 131 s)."""
     started = time.perf_counter()
-    for html in ("<!--" * 120_000, "<p>hello <b>x</b></p>" * 50_000, "<div>" * 100_000 + "deep" + "</div>" * 100_000,
+    for html in ("<!--" * 120_000, "<p>hello <b>x</b></p>" * 20_000, "<div>" * 30_000 + "deep" + "</div>" * 30_000,
                  "<a b='" + "x" * 400_000, "<blockquote>" * 5_000 + "q" + "</blockquote>" * 5_000):
         raw = b"From: a@example.com\r\nContent-Type: text/html\r\n\r\n" + html.encode()
         email = parse_email(raw)
