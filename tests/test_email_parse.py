@@ -97,6 +97,9 @@ def test_broken_mime_and_torture_tests():
 def test_size_is_bounded_before_parsing_and_text_after():
     with pytest.raises(Unparseable, match="too large: 2987765 bytes"):
         parse_email((FLANKER / "enclosed-endless.eml").read_bytes(), max_bytes=1_000_000)
+    parts = "".join("--XX\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(6_000))  # parsing: ~2 s
+    with pytest.raises(Unparseable, match="too many MIME parts: 6001"):
+        parse_email(message("From: a@example.com\r\nContent-Type: multipart/mixed; boundary=XX", parts))
     long = parse_email(message("From: a@example.com", "word " * 50_000), max_chars=1_000)
     assert len(long.text) <= 1_000 and len(long.full_text) <= 4_000 and long.truncated
 
