@@ -24,6 +24,8 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from core import ScriptedModel
 
+pytest_plugins = ["email_servers"]  # the email bot's loopback Dovecot and SMTP sink fixtures (tests/email_servers.py)
+
 # The fixtures below that load a real model (SmolLM2, all-MiniLM-L6-v2) or hand out the path its users load; a
 # module's own fixture of the same name counts too (test_embeddings' `embedder` is real in every precision).
 REAL_MODEL_FIXTURES = {"llm", "served_url", "smollm2_path", "embedder", "demo_data_dir"}

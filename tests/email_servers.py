@@ -6,11 +6,13 @@ so an empty mailbox, by taking a name not used before. The SMTP sink is
 aiosmtpd's in-process Controller; it keeps what it accepts and can be told to answer 451 / 550 / 421 to the next
 transactions, or be stopped, so the service's retry and failure paths run against a real SMTP conversation.
 
-Test modules import the fixtures by name: `from email_servers import dovecot, mail_user, smtp_sink  # noqa: F401`.
+tests/conftest.py loads this module as a plugin, so its fixtures are there for every test module.
 """
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import itertools
 import os
 import pwd
@@ -43,6 +45,7 @@ mail_location = maildir:~/Maildir
 first_valid_uid = 1
 default_login_user = {login_user}
 default_internal_user = {internal_user}
+default_internal_group = {internal_group}
 passdb {{
   driver = static
   args = password={password}
@@ -97,6 +100,16 @@ def wait_listening(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
+def _children(pid: int) -> list[int]:
+    """The PIDs whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
 @dataclass
 class MailUser:
     """One mailbox on the test Dovecot: what an account in the bot's config needs to reach it."""
@@ -124,21 +137,22 @@ class Dovecot:
 
     def write_config(self) -> None:
         """As root, mail runs as Dovecot's own unprivileged users (Dovecot refuses UID 0 for mail); as anyone
-        else, everything runs as that user, without chroot (the rootless layout Dovecot documents)."""
+        else, everything runs as that user and its group, without chroot (the rootless layout Dovecot documents;
+        checked by running this config as `nobody`)."""
         for sub in ("run", "state", "mail"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             mail = pwd.getpwnam("dovecot")
-            login_user, internal_user, chroot = "dovenull", "dovecot", "login"
+            login_user, internal_user, internal_group, chroot = "dovenull", "dovecot", "dovecot", "login"
             os.chown(self.root / "mail", mail.pw_uid, mail.pw_gid)
         else:
             mail = pwd.getpwuid(os.geteuid())
             login_user = internal_user = mail.pw_name
-            chroot = ""
+            internal_group, chroot = grp.getgrgid(mail.pw_gid).gr_name, ""
         self.uid, self.gid = mail.pw_uid, mail.pw_gid
         self.conf.write_text(CONFIG.format(root=self.root, port=self.port, login_user=login_user,
-                                           internal_user=internal_user, chroot=chroot, password=PASSWORD,
-                                           uid=self.uid, gid=self.gid))
+                                           internal_user=internal_user, internal_group=internal_group, chroot=chroot,
+                                           password=PASSWORD, uid=self.uid, gid=self.gid))
 
     def start(self) -> None:
         log = open(self.root / "dovecot.stderr", "ab")  # noqa: SIM115 - the child keeps it open
@@ -151,15 +165,20 @@ class Dovecot:
             raise RuntimeError(f"{error}; dovecot log:\n{self.log()}") from None
 
     def stop(self) -> None:
-        """SIGTERM the master: it ends every IMAP session (clients see the connection drop) and exits."""
+        """SIGTERM the master and then its children: every IMAP session ends (clients see the connection drop).
+        The master alone would leave its imap processes serving their connections (seen with Dovecot 2.3)."""
         if self.process is None:
             return
+        children = _children(self.process.pid)
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         self.process = None
 
     def restart(self) -> None:
@@ -171,14 +190,27 @@ class Dovecot:
         subprocess.run([str(DOVEADM), "-c", str(self.conf), "kick", user.name], check=True,
                        capture_output=True, timeout=10)
 
+    def renumber(self, user: MailUser) -> None:
+        """Give the user's INBOX a new UIDVALIDITY (its messages get new UIDs), as a server rebuilding its index
+        does: drop the maildir's UID list and index, and the user's sessions."""
+        maildir = self.root / "mail" / user.name / "Maildir"
+        for name in ("dovecot-uidlist", "dovecot.index", "dovecot.index.log", "dovecot.index.cache"):
+            (maildir / name).unlink(missing_ok=True)
+        time.sleep(1.05)  # UIDVALIDITY is the time in seconds: the next one must differ
+        self.kick(user)
+
     def log(self) -> str:
         path = self.root / "dovecot.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def add_user(self) -> MailUser:
         """A new user whose mailbox (INBOX, Sent, Drafts) is empty: the static passdb takes any name with the
-        session's password, and a name not used before has no maildir yet."""
-        return MailUser(f"user{next(self.users)}", PASSWORD, "127.0.0.1", self.port)
+        session's password, and a name not used before has no maildir yet. It logs in once, so the maildir
+        exists before a test's first delivery (a delivery racing the creation can miss IDLE's notice)."""
+        user = MailUser(f"user{next(self.users)}", PASSWORD, "127.0.0.1", self.port)
+        with self.client(user) as client:
+            client.select_folder("INBOX")
+        return user
 
     def client(self, user: MailUser):
         from imapclient import IMAPClient
@@ -292,3 +324,56 @@ def smtp_sink():
     sink.start()
     yield sink
     sink.stop()
+
+
+# --- what the email bot's tests build on these servers ----------------------------------------------------------
+
+PASSWORD_ENV = "LLMKIT_TEST_MAIL_PASSWORD"
+CUSTOMER = "Anna Schmidt <anna@customer.test>"
+
+
+def account_table(user: MailUser, sink: SmtpSink, **extra) -> dict:
+    """The [[accounts]] table of a config for `user` on the test Dovecot and `sink`, plain on loopback."""
+    return {"name": "work", "address": user.address, "imap_host": user.host, "imap_port": user.port,
+            "imap_security": "plain", "smtp_host": sink.host, "smtp_port": sink.port, "smtp_security": "plain",
+            "user": user.name, "password_env": PASSWORD_ENV, **extra}
+
+
+def bot_config(user: MailUser, sink: SmtpSink, state_dir, policy=None, limits=None, **top):
+    """A parsed Config (apps.email_bot.config) for the bot on these servers; fast polling, short IDLE."""
+    from apps.email_bot.config import parse_config
+
+    return parse_config({"accounts": [account_table(user, sink)], "state_dir": str(state_dir),
+                         "policy": {"signature": "The support team", **(policy or {})},
+                         "limits": {"idle_seconds": 5.0, "poll_seconds": 0.5, **(limits or {})}, **top})
+
+
+def question(text: str, subject: str = "Question", sender: str = CUSTOMER, to: str = "support@example.test",
+             message_id: str | None = None, **headers) -> bytes:
+    """A customer's message as bytes (headers given as keyword arguments, `_` for `-`)."""
+    from email.message import EmailMessage
+    from email.policy import SMTP
+    from email.utils import make_msgid
+
+    message = EmailMessage(policy=SMTP)
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = "Mon, 02 Mar 2026 10:00:00 +0000"
+    message["Message-ID"] = message_id or make_msgid(domain="customer.test")
+    for name, value in headers.items():
+        message[name.replace("_", "-")] = value
+    message.set_content(text)
+    return message.as_bytes()
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = "the condition"):
+    """Poll `predicate` until it returns something truthy (returned); AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)

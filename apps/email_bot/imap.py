@@ -20,12 +20,13 @@ from dataclasses import dataclass
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
+from imapclient.imapclient import _parse_untagged_response
 
 ERRORS = (OSError, IMAPClientError, imaplib.IMAP4.error, imaplib.IMAP4.abort, socket.timeout, ssl.SSLError, EOFError)
 
 
 class ConnectionLost(ConnectionError):
-    """The server ended the session (BYE) or stopped answering."""
+    """The server ended the session (BYE). An OSError, so one of ERRORS."""
 
 
 @dataclass
@@ -54,9 +55,11 @@ class Message:
 
 
 class Mailbox:
-    """One logged-in IMAP session for one account (`security`: "ssl" | "starttls" | "plain")."""
+    """One logged-in IMAP session for one account (`security`: "ssl" | "starttls" | "plain"). `use_idle=False`
+    polls even where the server has IDLE."""
 
-    def __init__(self, host: str, port: int, security: str, user: str, password: str, timeout: float = 30.0):
+    def __init__(self, host: str, port: int, security: str, user: str, password: str, timeout: float = 30.0,
+                 use_idle: bool = True):
         if security not in ("ssl", "starttls", "plain"):
             raise ValueError(f"imap security must be ssl, starttls or plain, not {security!r}")
         context = ssl.create_default_context() if security != "plain" else None
@@ -68,7 +71,7 @@ class Mailbox:
         except BaseException:
             self.close()
             raise
-        self.can_idle = b"IDLE" in self.client.capabilities()
+        self.can_idle = use_idle and b"IDLE" in self.client.capabilities()
         self.folder: str | None = None
 
     def close(self) -> None:
@@ -104,22 +107,50 @@ class Mailbox:
         """Block until the server reports a change (IDLE) or `seconds` pass or `stop` is set; with no IDLE, sleep
         and send a NOOP. ConnectionLost when the server says BYE."""
         deadline = time.monotonic() + seconds
+        # A message that arrived between our last SEARCH and now was announced (EXISTS) in the answer to an earlier
+        # command, which imaplib keeps aside; IDLE would not announce it again, so look there first.
+        if self._announced():
+            return
         if not self.can_idle:
             stop.wait(seconds)
             self._check(self.client.noop()[1])
             return
         self.client.idle()
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not self._announced():  # also what came just before IDLE's "+ idling"
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                responses = self.client.idle_check(timeout=min(1.0, remaining))
+                responses = self._buffered() or self.client.idle_check(timeout=min(0.25, remaining))
                 self._check(responses)
                 if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
                     break
         finally:
             self._check(self.client.idle_done()[1])
+
+    def _buffered(self) -> list:
+        """Responses already read from the socket into imaplib's buffer (e.g. an EXISTS that came with IDLE's
+        "+ idling"): `idle_check` polls the socket only, and would not see them until more data arrives."""
+        sock, lines = self.client.socket(), []
+        sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    lines.append(_parse_untagged_response(self.client._imap._get_line()))
+                except OSError:  # nothing more to read now (would block)
+                    break
+                except imaplib.IMAP4.abort as error:  # imaplib's "EOF" is an empty non-blocking read here
+                    if "EOF" in str(error):
+                        break
+                    raise
+        finally:
+            sock.setblocking(True)
+            self.client._set_read_timeout()
+        return lines
+
+    def _announced(self) -> bool:
+        pending = self.client._imap.untagged_responses
+        return bool(pending.pop("EXISTS", None) or pending.pop("RECENT", None))
 
     @staticmethod
     def _check(responses) -> None:

@@ -244,6 +244,17 @@ class Ledger:
                                     "next_attempt_at <= ? ORDER BY id", (now,)).fetchall()
         return [_item(row) for row in rows]
 
+    def find(self, account, message_ids) -> list[Item]:
+        """The account's items whose message, or whose reply, has one of `message_ids`; oldest first."""
+        ids = list(message_ids)
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        with self._lock:
+            rows = self._db.execute(f"SELECT {ITEM_COLUMNS} FROM items WHERE account = ? AND (message_id IN ({marks})"
+                                    f" OR reply_message_id IN ({marks})) ORDER BY id", (account, *ids, *ids)).fetchall()
+        return [_item(row) for row in rows]
+
     def events(self, id) -> list[dict]:
         with self._lock:
             rows = self._db.execute("SELECT at, from_state, to_state, reason FROM events WHERE item_id = ? "
