@@ -12,6 +12,7 @@ tests/conftest.py loads this module as a plugin, so its fixtures are there for e
 from __future__ import annotations
 
 import contextlib
+import grp
 import itertools
 import os
 import pwd
@@ -44,6 +45,7 @@ mail_location = maildir:~/Maildir
 first_valid_uid = 1
 default_login_user = {login_user}
 default_internal_user = {internal_user}
+default_internal_group = {internal_group}
 passdb {{
   driver = static
   args = password={password}
@@ -135,21 +137,22 @@ class Dovecot:
 
     def write_config(self) -> None:
         """As root, mail runs as Dovecot's own unprivileged users (Dovecot refuses UID 0 for mail); as anyone
-        else, everything runs as that user, without chroot (the rootless layout Dovecot documents)."""
+        else, everything runs as that user and its group, without chroot (the rootless layout Dovecot documents;
+        checked by running this config as `nobody`)."""
         for sub in ("run", "state", "mail"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             mail = pwd.getpwnam("dovecot")
-            login_user, internal_user, chroot = "dovenull", "dovecot", "login"
+            login_user, internal_user, internal_group, chroot = "dovenull", "dovecot", "dovecot", "login"
             os.chown(self.root / "mail", mail.pw_uid, mail.pw_gid)
         else:
             mail = pwd.getpwuid(os.geteuid())
             login_user = internal_user = mail.pw_name
-            chroot = ""
+            internal_group, chroot = grp.getgrgid(mail.pw_gid).gr_name, ""
         self.uid, self.gid = mail.pw_uid, mail.pw_gid
         self.conf.write_text(CONFIG.format(root=self.root, port=self.port, login_user=login_user,
-                                           internal_user=internal_user, chroot=chroot, password=PASSWORD,
-                                           uid=self.uid, gid=self.gid))
+                                           internal_user=internal_user, internal_group=internal_group, chroot=chroot,
+                                           password=PASSWORD, uid=self.uid, gid=self.gid))
 
     def start(self) -> None:
         log = open(self.root / "dovecot.stderr", "ab")  # noqa: SIM115 - the child keeps it open
@@ -186,6 +189,15 @@ class Dovecot:
         """Drop `user`'s IMAP connections (e.g. one in IDLE) while the server stays up."""
         subprocess.run([str(DOVEADM), "-c", str(self.conf), "kick", user.name], check=True,
                        capture_output=True, timeout=10)
+
+    def renumber(self, user: MailUser) -> None:
+        """Give the user's INBOX a new UIDVALIDITY (its messages get new UIDs), as a server rebuilding its index
+        does: drop the maildir's UID list and index, and the user's sessions."""
+        maildir = self.root / "mail" / user.name / "Maildir"
+        for name in ("dovecot-uidlist", "dovecot.index", "dovecot.index.log", "dovecot.index.cache"):
+            (maildir / name).unlink(missing_ok=True)
+        time.sleep(1.05)  # UIDVALIDITY is the time in seconds: the next one must differ
+        self.kick(user)
 
     def log(self) -> str:
         path = self.root / "dovecot.log"

@@ -144,7 +144,8 @@ def test_a_restart_resolves_sending_items_through_the_sent_folder(run_service, d
 # --- the service as a process: kill -9, a crash after SMTP acceptance, SIGTERM -----------------------------------
 
 DRIVER = """
-import sys
+import faulthandler, signal, sys
+faulthandler.register(signal.SIGUSR1)  # the test dumps the threads' stacks into the log when the service hangs
 from apps.email_bot.config import load_config
 from apps.email_bot.service import Service, run
 from core import ScriptedModel
@@ -200,6 +201,11 @@ def kill_loop(seed: int, rounds: int, messages: int, tmp_path, dovecot, mail_use
     subjects = [f"Question {n}" for n in range(messages)]
     pending = list(subjects)
 
+    def deliver(subject):  # each from its own customer: one sender's sixth message in an hour would be rate-limited
+        n = subject.split()[1]
+        dovecot.deliver(mail_user, question("How long does delivery take?", subject,
+                                            sender=f"Customer {n} <customer{n}@customer.test>"))
+
     def approve_drafted():
         for item in ledger.items("drafted"):
             with contextlib.suppress(ValueError):  # it moved on meanwhile
@@ -208,20 +214,25 @@ def kill_loop(seed: int, rounds: int, messages: int, tmp_path, dovecot, mail_use
     for _ in range(rounds):
         process = Process(config, log)
         for _ in range(min(len(pending), rng.randint(1, 3))):
-            dovecot.deliver(mail_user, question("How long does delivery take?", pending.pop(0)))
+            deliver(pending.pop(0))
         deadline = time.monotonic() + rng.uniform(1.0, 5.0)
         while time.monotonic() < deadline:
             approve_drafted()
             time.sleep(rng.uniform(0.0, 0.1))
         process.kill()
     for subject in pending:
-        dovecot.deliver(mail_user, question("How long does delivery take?", subject))
+        deliver(subject)
     process = Process(config, log)
     try:
         def all_sent():
             approve_drafted()
             return ledger.counts()["sent"] == messages
-        wait_for(all_sent, timeout=60, interval=0.1, what=f"{messages} replies sent; log:\n{log.read_text()[-3000:]}")
+        try:
+            wait_for(all_sent, timeout=60, interval=0.1, what=f"{messages} replies sent")
+        except AssertionError:
+            process.popen.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            raise AssertionError(f"not all sent: {ledger.counts()}; log:\n{log.read_text()[-6000:]}") from None
     finally:
         assert process.terminate() == 0
     items = ledger.items(limit=1000)
@@ -231,7 +242,8 @@ def kill_loop(seed: int, rounds: int, messages: int, tmp_path, dovecot, mail_use
     for item in items:  # twice only where a crash fell between the server's 250 and the Sent copy
         resent = any("not in Sent after a restart" in (e["reason"] or "") for e in ledger.events(item.id))
         assert sent[item.reply_message_id] == 1 or (resent and sent[item.reply_message_id] == 2), item
-    assert all(got.rcpt_tos == ["anna@customer.test"] for got in smtp_sink.received)
+    senders = {item.reply_message_id: item.sender for item in items}
+    assert all(got.rcpt_tos == [senders[message_from_bytes(got.data)["Message-ID"]]] for got in smtp_sink.received)
     ledger.close()
 
 

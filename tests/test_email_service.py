@@ -7,6 +7,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from email import message_from_bytes
@@ -16,7 +20,8 @@ import pytest
 from email_servers import PASSWORD, PASSWORD_ENV, bot_config, free_port, question, wait_for
 
 from apps.email_bot import ui
-from apps.email_bot.service import JsonLog, Service, start_http, status
+from apps.email_bot.ledger import Ledger
+from apps.email_bot.service import JsonLog, Service, build_queue_ui, header_message_id, start_http, status
 from core import ScriptedModel
 from rag import Collection, TextItem
 
@@ -191,3 +196,103 @@ def test_log_lines_are_json_and_never_hold_the_password(run_service, dovecot, ma
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert {"start", "seen", "state", "sending", "probe"} <= {line["event"] for line in lines}
     assert PASSWORD not in stream.getvalue() and "[redacted]" in lines[-1]["detail"]
+
+
+def test_without_idle_the_mailbox_is_polled(run_service, dovecot, mail_user):
+    service = run_service(use_idle=False)
+    wait_for(lambda: service.watches[0].last_poll, what="the first poll")
+    dovecot.deliver(mail_user, question("How long does express delivery take?", "Delivery"))
+    (item,) = item_in(service, "drafted")
+    assert item.subject == "Delivery"
+
+
+def test_a_uidvalidity_change_resyncs_by_message_id_and_answers_nothing_twice(run_service, dovecot, mail_user):
+    service = run_service()
+    dovecot.deliver(mail_user, question("How long does express delivery take?", "Delivery"))
+    dovecot.deliver(mail_user, question("I am out of office.", "Away", Auto_Submitted="auto-replied"))
+    wait_for(lambda: service.ledger.counts()["drafted"] == 1 and service.ledger.counts()["skipped"] == 1)
+    (old,) = {item.uidvalidity for item in service.ledger.items()}
+    dovecot.renumber(mail_user)
+    dovecot.deliver(mail_user, question("How do I reset my password?", "Password"))
+    items = wait_for(lambda: len(found := service.ledger.items()) == 3 and found[0].state == "drafted" and found)
+    assert {item.uidvalidity for item in items} == {items[0].uidvalidity} != {old}
+    assert sorted((item.subject, item.state) for item in items) == [("Away", "skipped"), ("Delivery", "drafted"),
+                                                                    ("Password", "drafted")]
+    for item in items[1:]:
+        assert "re-synced by Message-ID" in service.ledger.events(item.id)[-1]["reason"]
+
+
+@pytest.mark.slow  # imports gradio
+def test_the_queue_ui_is_served_beside_healthz(run_service):
+    service = run_service()
+    port = free_port()
+    server = start_http(service, port, ui=build_queue_ui(service))
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as response:
+            assert response.status == 200 and "gradio" in response.read().decode().lower()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+            assert json.load(response)["ok"]
+    finally:
+        server.should_exit = True
+        server.thread.join(10)
+
+
+def test_drafts_can_also_go_to_the_imap_drafts_folder(run_service, dovecot, mail_user):
+    service = run_service(policy={"save_drafts_to_imap": True})
+    dovecot.deliver(mail_user, question("How long does express delivery take?", "Delivery"))
+    (item,) = item_in(service, "drafted")
+    (saved,) = wait_for(lambda: dovecot.messages(mail_user, "Drafts"), what="the draft in Drafts")
+    assert message_from_bytes(saved)["Message-ID"] == item.reply_message_id
+    with dovecot.client(mail_user) as client:
+        client.select_folder("Drafts", readonly=True)
+        assert all(b"\\Draft" in flags for flags in client.get_flags(client.search("ALL")).values())
+
+
+def test_a_message_without_message_id_gets_a_stable_one_from_its_bytes():
+    raw = b"From: a@customer.test\r\nSubject: hi\r\n\r\nbody\r\n"
+    header = raw.split(b"\r\n\r\n")[0] + b"\r\n\r\n"
+    made = header_message_id(header, raw)
+    assert made == header_message_id(header, raw) and made.endswith("@llmkit.invalid>")
+    assert made != header_message_id(header, raw + b"more\r\n")
+    assert header_message_id(b"Message-ID:  <x@y.test> (comment)\r\n\r\n", None) == "<x@y.test>"
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+            return json.load(response)["ok"]
+    except OSError:  # not listening yet
+        return False
+
+
+@pytest.mark.slow  # the embedded SmolLM2, gradio
+def test_llmkit_email_serve_drafts_with_the_embedded_model_and_stops_on_sigterm(tmp_path, dovecot, mail_user,
+                                                                               smtp_sink):
+    """The newcomer's path: `llmkit email serve --config FILE --ui-port N`, a question delivered, the draft in the
+    ledger and the queue's page up, approval from the CLI, the reply at the SMTP server, SIGTERM -> exit 0."""
+    from test_email_faults import write_config
+
+    config, port = write_config(tmp_path / "email.toml", mail_user, smtp_sink, tmp_path / "state"), free_port()
+    env = {**os.environ, PASSWORD_ENV: PASSWORD}
+    command = [sys.executable, "-m", "apps.cli", "email"]
+    process = subprocess.Popen([*command, "serve", "--config", str(config), "--ui-port", str(port)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        dovecot.deliver(mail_user, question("How long does express delivery take?", "Delivery"))
+        path = tmp_path / "state" / "ledger.sqlite"
+        wait_for(path.exists, timeout=120, interval=0.5, what="the ledger")
+        ledger = Ledger(path)
+        (item,) = wait_for(lambda: ledger.items("drafted"), timeout=120, interval=0.5, what="the draft")
+        assert wait_for(lambda: healthy(port), timeout=60, interval=0.5, what="/healthz")
+        approved = subprocess.run([*command, "approve", str(item.id), "--config", str(config)], env=env,
+                                  capture_output=True, text=True, timeout=120)
+        assert approved.returncode == 0, approved.stderr
+        wait_for(lambda: smtp_sink.received, timeout=30, what="the reply")
+        assert smtp_sink.received[0].rcpt_tos == ["anna@customer.test"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert {"start", "seen", "sending", "signal", "stop"} <= {event["event"] for event in events}
+    assert f"http://127.0.0.1:{port}/" in output and PASSWORD not in output

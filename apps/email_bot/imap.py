@@ -55,9 +55,11 @@ class Message:
 
 
 class Mailbox:
-    """One logged-in IMAP session for one account (`security`: "ssl" | "starttls" | "plain")."""
+    """One logged-in IMAP session for one account (`security`: "ssl" | "starttls" | "plain"). `use_idle=False`
+    polls even where the server has IDLE."""
 
-    def __init__(self, host: str, port: int, security: str, user: str, password: str, timeout: float = 30.0):
+    def __init__(self, host: str, port: int, security: str, user: str, password: str, timeout: float = 30.0,
+                 use_idle: bool = True):
         if security not in ("ssl", "starttls", "plain"):
             raise ValueError(f"imap security must be ssl, starttls or plain, not {security!r}")
         context = ssl.create_default_context() if security != "plain" else None
@@ -69,7 +71,7 @@ class Mailbox:
         except BaseException:
             self.close()
             raise
-        self.can_idle = b"IDLE" in self.client.capabilities()
+        self.can_idle = use_idle and b"IDLE" in self.client.capabilities()
         self.folder: str | None = None
 
     def close(self) -> None:

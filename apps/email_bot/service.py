@@ -99,7 +99,8 @@ class Watch:
 @dataclass
 class Service:
     """The service over `config` with a chat model (`llm`, or None: triage by rules only) and the rag collections
-    drafts come from. `retry_first` / `retry_cap`: the SMTP retry backoff, seconds."""
+    drafts come from. `retry_first` / `retry_cap`: the SMTP retry backoff, seconds; `use_idle=False` polls every
+    `limits.poll_seconds` even where the server has IDLE."""
     config: Config
     llm: object = None
     kb: object = None
@@ -107,6 +108,7 @@ class Service:
     log: JsonLog = None
     retry_first: float = 30.0
     retry_cap: float = 3600.0
+    use_idle: bool = True
     stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self):
@@ -161,7 +163,7 @@ class Service:
 
     def _connect(self, account: Account) -> imap.Mailbox:
         return imap.Mailbox(account.imap_host, account.imap_port, account.imap_security, account.user,
-                            self.passwords[account.name])
+                            self.passwords[account.name], use_idle=self.use_idle)
 
     def _watch(self, watch: Watch) -> None:
         account, backoff = self.accounts[watch.account], imap.Backoff()
