@@ -105,7 +105,7 @@ def test_benign_headers_pass(headers):
 @pytest.mark.parametrize("sender", ["MAILER-DAEMON@mx.example.net", "postmaster@example.net",
                                     "no-reply@shop.example", "noreply@shop.example", "do-not-reply@bank.example",
                                     "donotreply@bank.example", "bounces+1234@mail.example",
-                                    "notifications@github.example"])
+                                    "notifications@github.example", "undisclosed-sender"])
 def test_noreply_and_server_senders_are_skipped(sender):
     result = rule(mail(sender=sender))
     assert result is not None and result.action == "skip"

@@ -106,6 +106,8 @@ def rule_triage(email: Email, our_addresses: set[str], follow_ups: bool = False)
     local = sender.partition("@")[0]
     if not sender:
         return _skip("no sender address (From)")
+    if "@" not in sender.strip("@"):
+        return _skip(f"no usable sender address (From: {sender[:60]})")
     ours = {address.lower() for address in our_addresses}
     if sender in ours:
         return _skip(f"from our own address {sender} (loop guard)")
