@@ -19,9 +19,9 @@ SmolLM2-135M puts "question" and "low" first whatever the mail says, so what cou
 it). A model that cannot score (a remote server, a scripted model) answers under constrained `choices`, and its
 choice is taken as MODEL_TRUST sure. Cheap text features then add FEATURE_NATS per hit to their label's log-odds
 (question marks and question words, request and imperative words, complaint words, spam words, thanks and FYI
-for "other"; at most MAX_HITS a kind), and a softmax over the sum gives the label and its confidence: clear wording moves an unsure model, a sure
-model is moved little. Urgency: the model's evidence weighs URGENCY_MODEL_WEIGHT, urgent words ("asap", "is
-down") push "high", "no rush" pushes "low", and "normal" starts NORMAL_PRIOR ahead.
+for "other"; at most MAX_HITS a kind), and a softmax over the sum gives the label and its confidence: clear wording
+moves an unsure model, a sure model is moved little. Urgency: the model's evidence weighs URGENCY_MODEL_WEIGHT,
+urgent words ("asap", "is down") push "high", "no rush" pushes "low", and "normal" starts NORMAL_PRIOR ahead.
 
 Measured on 25 hand-written emails (5 per label, tests/data/emails/labelled.jsonl) with the embedded
 SmolLM2-135M: the calibrated model alone labels 11 right (chance: 5), with the text features 23; the features were
