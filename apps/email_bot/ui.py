@@ -216,7 +216,7 @@ def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None
             return refresh(id)
         try:
             action(int(id), *args)
-        except (ValueError, KeyError, LookupError) as error:
+        except (ValueError, LookupError) as error:  # a state that moved on, an unknown id, a refusal
             gr.Warning(str(error))
         return refresh(id)
 
