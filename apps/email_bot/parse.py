@@ -130,18 +130,25 @@ def bound_headers(raw: bytes) -> bytes:
             in_header, kept = False, None
         elif line[:1] in (b" ", b"\t"):  # a folded continuation of the field above
             if kept is not None:
-                line = line[:max(0, MAX_FIELD_BYTES - kept)]
-                kept += len(line)
-                if not line:
+                if kept >= MAX_FIELD_BYTES:
                     continue
+                line = _cut(line, MAX_FIELD_BYTES - kept)
+                kept += len(line)
         elif in_header or CONTENT_FIELD.match(line):
-            ending = line[len(line.rstrip(b"\r\n")):]
-            line = line[:MAX_FIELD_BYTES].rstrip(b"\r\n") + ending if len(line) > MAX_FIELD_BYTES else line
+            line = _cut(line, MAX_FIELD_BYTES)
             kept = len(line)
         else:
             kept = None
         out.append(line)
     return b"".join(out)
+
+
+def _cut(line: bytes, size: int) -> bytes:
+    """A line cut to `size` bytes, keeping its line ending (so the next field stays a field of its own)."""
+    if len(line) <= size:
+        return line
+    ending = line[len(line.rstrip(b"\r\n")):]
+    return line[:size].rstrip(b"\r\n") + ending
 
 
 def header(message: Message, name: str, all_values: bool = False) -> str:
