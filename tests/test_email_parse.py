@@ -30,6 +30,11 @@ def test_an_unknown_charset_degrades_to_text():
     email = parse_email(raw)
     assert email.subject == "Test invalid charset"
     assert email.text.startswith("The Hare and the Tortoise\n\nA HARE one day ridiculed")
+    for charset in ("zlib", "base64", "x-unknown", '"utf-8"'):  # not a text encoding, unknown, quoted
+        bare = charset.strip('"')
+        odd = parse_email(f"From: a@example.com\r\nSubject: =?{bare}?q?caf=E9?=\r\n"
+                          f"Content-Type: text/plain; charset={charset}\r\n\r\n".encode() + "café".encode())
+        assert odd.text == "café" and odd.subject.startswith("caf")
 
 
 def test_rfc2047_headers_are_decoded_and_the_sender_lowercased():

@@ -156,7 +156,7 @@ def header(message: Message, name: str, all_values: bool = False) -> str:
     cannot parse is decoded word by word, and raw 8-bit bytes (not allowed in headers, common anyway) are read in
     the body's charset, else UTF-8, else Latin-1, rather than shown as replacement characters."""
     try:
-        raw_values = [value for key, value in message._headers if key.lower() == name]  # the raw, undecoded lines
+        raw_values = [value for key, value in message.raw_items() if key.lower() == name]  # as received
         values = message.get_all(name) or []
     except Exception:  # noqa: BLE001
         return ""
@@ -228,12 +228,15 @@ def _content_type(message: Message) -> str:
 # --- the body -------------------------------------------------------------------------------------------------------
 
 def decode_bytes(data: bytes, charset: str | None) -> str:
-    """Bytes as text in their declared charset; an unknown or wrong charset falls back to UTF-8, then Latin-1,
-    with replacement characters rather than an error."""
+    """Bytes as text in their declared charset, else UTF-8; what neither explains becomes replacement characters
+    (Latin-1 when no usable charset is declared). A charset Python does not know, or one that is not a text
+    encoding (charset="zlib", "base64"), counts as none."""
     names = []
     if charset:
         with contextlib.suppress(LookupError, ValueError, TypeError):
-            names.append(codecs.lookup(charset.strip().strip('"')).name)
+            info = codecs.lookup(charset.strip().strip('"'))
+            if getattr(info, "_is_text_encoding", True):
+                names.append(info.name)
     for name in (*names, "utf-8"):
         try:
             return data.decode(name)
