@@ -135,3 +135,17 @@ def test_triage_reads_one_message_from_stdin(monkeypatch, capsys):
     main(["email", "triage", "--json", "--no-model", "-"])
     out = json.loads(capsys.readouterr().out)
     assert (out["file"], out["action"]) == ("-", "skip") and out["reason"].startswith("delivery report")
+
+
+def test_status_and_serve_reach_the_service(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("apps.email_bot.service")  # email-service's module
+    path = config_file(tmp_path)
+    main(["email", "status", "--json", "--config", str(path)])
+    status = json.loads(capsys.readouterr().out)
+    assert status["ledger"] == str(tmp_path / "state" / "ledger.sqlite") and status["accounts"] == [
+        "support@example.com"]
+    monkeypatch.delenv("LLMKIT_TEST_EMAIL_PW", raising=False)
+    with pytest.raises(SystemExit) as exited:  # the passwords are read before anything loads or connects
+        main(["email", "serve", "--config", str(path), "--ui-port", "0"])
+    assert exited.value.code == ("llmkit: accounts[0].password_env: the environment variable LLMKIT_TEST_EMAIL_PW "
+                                 "is not set (or empty)")

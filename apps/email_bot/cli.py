@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                "serve the approval queue, send approved replies")
     serve.add_argument("--ui-port", type=int, default=None, help="the approval queue's port on 127.0.0.1 "
                        "(default: the service's)")
-    add_model_flags(serve)
+    serve.add_argument("--model", help="the model that triages and drafts, instead of the config's `model` (a .gguf "
+                       "file, a checkpoint, a Hugging Face id or a server's URL; default: the embedded SmolLM2)")
     actions.add_parser("status", parents=[config, as_json], help="the service's state: accounts, counts by state")
     actions.add_parser("drafts", parents=[config, as_json], help="the drafts waiting for approval")
     approve = actions.add_parser("approve", parents=[config], help="approve draft ID (the service sends it)")
@@ -69,7 +70,9 @@ def _serve(args: argparse.Namespace) -> None:
 
     if args.model:
         config.model = args.model
-    service.serve(config, ui_port=args.ui_port)
+    code = service.serve(config, ui_port=args.ui_port)
+    if code:
+        sys.exit(code)
 
 
 def _status(args: argparse.Namespace) -> None:

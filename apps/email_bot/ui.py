@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 MAX_DRAFT_CHARS = 20_000  # an edited draft longer than this is refused
 MAX_PASTE_CHARS = 200_000  # of a pasted email ("Try it")
 MAX_REASON_CHARS = 500
+REFRESH_SECONDS = 15.0  # the queue's tables are read again this often
 QUEUE_STATES = ("drafted", "approved", "sending", "sent", "failed", "rejected")
 LOG_STATES = ("skipped", "quarantined", "failed", "rejected")
 QUEUE_COLUMNS = ["ID", "State", "Label", "Urgency", "Confidence", "From", "Subject", "Received"]
@@ -181,11 +182,13 @@ def _when(seconds: float) -> str:
 # --- the page ---------------------------------------------------------------------------------------------------------
 
 
-def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None, lock=None) -> gr.Blocks:
+def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None, lock=None,
+             refresh_seconds: float | None = REFRESH_SECONDS) -> gr.Blocks:
     """The page over `ledger`. `redraft(id) -> Item`: drafts item `id` again (the service's, which holds the
     thread and the collections); `kb`, `past`: the collections "Try it" drafts from; `lock`: held while "Try it"
     uses the model and the collections, when the service uses them from another thread (a rag Collection is
-    used by one thread at a time)."""
+    used by one thread at a time). `refresh_seconds`: how often the counts and tables are read again (the chosen
+    item and its draft, maybe being edited, are left alone); None: only on Refresh and after an action."""
     import gradio as gr
 
     lock = lock or contextlib.nullcontext()
@@ -213,7 +216,7 @@ def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None
             return refresh(id)
         try:
             action(int(id), *args)
-        except (ValueError, KeyError, LookupError) as error:
+        except (ValueError, LookupError) as error:  # a state that moved on, an unknown id, a refusal
             gr.Warning(str(error))
         return refresh(id)
 
@@ -272,6 +275,9 @@ def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None
 
         shown = [counts, queue, chosen, log, status, original, draft, sources]
         demo.load(refresh, [chosen], shown)
+        if refresh_seconds:
+            gr.Timer(refresh_seconds).tick(lambda: (counts_line(ledger), table(queue_rows(ledger), QUEUE_COLUMNS),
+                                                    table(log_rows(ledger), LOG_COLUMNS)), None, [counts, queue, log])
         refresh_button.click(refresh, [chosen], shown)
         chosen.change(show, [chosen], [status, original, draft, sources])
         queue.select(pick, [queue], [chosen])
