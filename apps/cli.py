@@ -36,7 +36,7 @@ APPS = (
     ("pdf-chat", "apps.pdf_chat", "the chat-with-your-PDFs web app (Gradio)"),
     ("sentiment", "apps.finance_sentiment.cli", "financial news sentiment: score, file, train, evaluate"),
     ("sentiment-app", "apps.finance_sentiment", "the financial news sentiment web app (Gradio)"),
-    ("email", "apps.email_bot.cli", "the email responder: serve (IMAP, triage, drafts, approval queue, SMTP), "
+    ("email", "apps.email_bot", "the email responder: serve (IMAP, triage, drafts, approval queue, SMTP), "
      "status, drafts, approve, reject, and offline triage of .eml files"),
 )
 CHAT_HELP = "Type a message and press Enter. /reset starts a new conversation; /exit or Ctrl-D quits."

@@ -126,6 +126,7 @@ class Service:
         self._threads: list[threading.Thread] = []
         self._sent_boxes: dict[str, imap.Mailbox] = {}
         self._crash = os.environ.get("LLMKIT_EMAIL_CRASH", "")
+        self.parse_limits = (self.config.limits.max_message_bytes, self.config.limits.max_text_chars)
 
     # --- running ----------------------------------------------------------------------------------------------------
 
@@ -235,7 +236,7 @@ class Service:
             return self._set(id, "failed", "its account is no longer in the config" if account is None
                              else "the message's bytes were not kept")
         try:
-            email = parse_email(raw, self.config.limits.max_message_bytes)
+            email = parse_email(raw, *self.parse_limits)
         except Unparseable as error:
             return self._set(id, "quarantined", f"unparseable: {error}")
         try:
@@ -290,7 +291,7 @@ class Service:
                         item.reply if item.reply_message_id in ids and item.state == "sent" else None):
                 if raw:
                     with contextlib.suppress(Unparseable):
-                        earlier.append(parse_email(raw, self.config.limits.max_message_bytes))
+                        earlier.append(parse_email(raw, *self.parse_limits))
         return earlier
 
     def _save_draft(self, account: Account, reply: bytes) -> None:
@@ -364,7 +365,7 @@ class Service:
         if account is None:
             return self._set(item.id, "failed", "its account is no longer in the config")
         try:
-            email = parse_email(self.ledger.raw(item.id) or b"", self.config.limits.max_message_bytes)
+            email = parse_email(self.ledger.raw(item.id) or b"", *self.parse_limits)
             recipient = drafting.reply_recipient(email, account, self.config.policy)
             reply = item.reply or drafting.build_reply(email, item.draft or "", account, self.config.policy,
                                                        item.reply_message_id or drafting.new_message_id(account))
@@ -428,7 +429,7 @@ class Service:
         if item.state not in ("drafted", "rejected"):
             raise InvalidTransition(f"item {id} is {item.state}: only a drafted or rejected item is re-drafted")
         account = self.accounts[item.account]
-        email = parse_email(self.ledger.raw(id) or b"", self.config.limits.max_message_bytes)
+        email = parse_email(self.ledger.raw(id) or b"", *self.parse_limits)
         with self._model_lock:
             draft = drafting.draft_reply(email, self.thread(item.account, email), self.config, self.llm, self.kb,
                                          self.past)
@@ -450,7 +451,7 @@ class Service:
 
 def http_app(service: Service, ui=None):
     """/healthz (200 while every thread runs, else 503), /metrics (JSON), and the approval queue at / when `ui`
-    (a gradio Blocks) is given."""
+    (ui.build_ui's Blocks) is given."""
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
 
@@ -468,9 +469,9 @@ def http_app(service: Service, ui=None):
         return service.metrics()
 
     if ui is not None:
-        import gradio as gr
+        from apps.email_bot.ui import mount
 
-        app = gr.mount_gradio_app(app, ui, path="/")
+        app = mount(app, ui)
     return app
 
 
@@ -492,12 +493,11 @@ def start_http(service: Service, port: int, host: str = "127.0.0.1", ui=None):
 
 
 def build_queue_ui(service: Service):
-    """email-draft's approval queue over this service's ledger, or None when ui.py is not there."""
-    try:
-        from apps.email_bot import ui
-    except ImportError:
-        return None
-    return ui.build_ui(service.ledger, service.config, service.llm, service.redraft, kb=service.kb, past=service.past)
+    """The approval queue over this service's ledger; "Try it" takes the model lock the service loop takes."""
+    from apps.email_bot import ui
+
+    return ui.build_ui(service.ledger, service.config, service.llm, service.redraft, kb=service.kb,
+                       past=service.past, lock=service._model_lock)
 
 
 def run(service: Service, ui_port: int | None = None) -> int:

@@ -286,3 +286,8 @@ def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None
         redraft_button.click(lambda id: act(redraft, id), [chosen], shown)
         try_button.click(tried, [pasted], [verdict, try_draft, try_sources])
     return demo
+
+
+def mount(app, blocks: gr.Blocks):
+    """`blocks` served at / of the service's FastAPI app, beside /healthz and /metrics."""
+    return gr.mount_gradio_app(app, blocks, path="/")
