@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from apps.code_review.localise import Suspicious
 from apps.code_review.sandbox import Sandbox
-from apps.code_review.testrun import TestRun, run_tests
+from apps.code_review.testrun import TestRun, Worker, pytest_arguments, run_tests
 
 COMPARISONS = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=",
                ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}
@@ -369,32 +369,37 @@ def verify(sandbox: Sandbox, baseline: TestRun, test_cmd: str, candidates: list[
     originals: dict[str, str] = {}
     patches: list[Patch] = []
     tried, stopped = 0, None
-    for candidate in candidates:
-        if tried >= max_candidates:
-            stopped = "candidates"
-            break
-        if time.monotonic() - start > max_seconds:
-            stopped = "seconds"
-            break
-        if len(patches) >= max_patches:
-            break
-        tried += 1
-        path = sandbox.root / candidate.file
-        original = originals.setdefault(candidate.file, path.read_text())
-        path.write_text(candidate.text)
-        try:
-            first = run_tests(sandbox, test_cmd, only=failing, timeout=per_run, stop_early=True)
-            if first.problem or any(first.outcomes.get(test) != "passed" for test in failing):
-                continue
-            full = run_tests(sandbox, test_cmd, timeout=per_run * 2)
-            if full.problem or any(full.outcomes.get(test) != "passed" for test in [*failing, *passing]):
-                continue
-        finally:
-            path.write_text(original)
-        patches.append(Patch(candidate.file, candidate.line, unified_diff(candidate.file, original, candidate.text),
-                             tuple(failing), candidate.size, candidate.source, candidate.operator, candidate.text))
-        if progress:
-            progress(f"verified: {candidate.operator} at {candidate.file}:{candidate.line}")
+    worker = Worker(sandbox) if pytest_arguments(test_cmd) is not None and candidates else None
+    try:
+        for candidate in candidates:
+            if tried >= max_candidates:
+                stopped = "candidates"
+                break
+            if time.monotonic() - start > max_seconds:
+                stopped = "seconds"
+                break
+            if len(patches) >= max_patches:
+                break
+            tried += 1
+            path = sandbox.root / candidate.file
+            original = originals.setdefault(candidate.file, path.read_text())
+            path.write_text(candidate.text)
+            try:
+                first = run_tests(sandbox, test_cmd, only=failing, timeout=per_run, stop_early=True, worker=worker)
+                if first.problem or any(first.outcomes.get(test) != "passed" for test in failing):
+                    continue
+                full = run_tests(sandbox, test_cmd, timeout=per_run * 2)
+                if full.problem or any(full.outcomes.get(test) != "passed" for test in [*failing, *passing]):
+                    continue
+            finally:
+                path.write_text(original)
+            patches.append(Patch(candidate.file, candidate.line, unified_diff(candidate.file, original, candidate.text),
+                                 tuple(failing), candidate.size, candidate.source, candidate.operator, candidate.text))
+            if progress:
+                progress(f"verified: {candidate.operator} at {candidate.file}:{candidate.line}")
+    finally:
+        if worker is not None:
+            worker.close()
     ranks = {(c.file, c.line): c.rank for c in candidates}
     patches.sort(key=lambda p: (p.size, ranks.get((p.file, p.line), 0)))
     return Verification(patches, tried, time.monotonic() - start, stopped)
