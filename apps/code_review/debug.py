@@ -53,7 +53,7 @@ class DebugResult:
 
 def debug(path: str | Path, test_cmd: str = "pytest -q", llm=None, max_candidates: int = 200,
           max_seconds: float = 120.0, apply: bool = False, progress: Callable[[str], None] | None = None,
-          limits: Limits | None = None, max_patches: int = 5) -> DebugResult:
+          limits: Limits | None = None, max_patches: int = 3) -> DebugResult:
     """Debug the project at `path` with `test_cmd`; `max_candidates` and `max_seconds` bound the patch search
     (the baseline test run is bounded by `limits.wall_seconds`). `llm`: a chat model for extra candidates.
     `apply`: write the best verified patch into `path`. Raises SandboxError for a path that is not a folder

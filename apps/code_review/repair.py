@@ -8,8 +8,9 @@ off-by-one (+1/-1 on indices, slice bounds, range() and len() arguments, compari
 values; dropping a +k/-k; dropping a slice bound), swapped arguments (adjacent call arguments, the operands
 of a non-commutative operator), wrong variable (another name of the same function's locals and parameters),
 missing return (an expression statement or assignment returned; `return NAME` after a function's last
-line), extra return (a return removed), negated condition (if/while/elif/ternary/assert), constant change
-(an integer +1/-1 or 0 <-> 1, True <-> False).
+line), extra return (a return removed), negated condition (of an if/while/elif/ternary/assert, or of one operand
+of its and/or), constant change
+(an integer +1/-1, True <-> False).
 
 A model's candidate is {"file", "line", "replacement"} decoded under a JSON schema that limits the file to the
 suspicious files and the line to their suspicious lines; the replacement replaces that whole line.
@@ -141,7 +142,8 @@ def _names_in_scope(tree: ast.Module, number: int) -> set[str]:
 
 def line_edits(tree: ast.Module, line: bytes, number: int) -> Iterator[tuple[tuple[int, int, str], str]]:
     """Each mutation of line `number` (its text `line`, bytes without the newline): ((start, end, new), operator)."""
-    nodes = [node for node in ast.walk(tree) if _on_line(node, number)]
+    nodes = [node for node in ast.walk(tree) if _on_line(node, number)
+             or isinstance(node, ast.If | ast.While) and node.lineno == number]  # a block's header line
     index_like: list[ast.AST] = []
     for node in nodes:
         if isinstance(node, ast.Compare) and len(node.ops) == 1:
@@ -198,15 +200,19 @@ def line_edits(tree: ast.Module, line: bytes, number: int) -> Iterator[tuple[tup
         elif isinstance(node, ast.Return) and node.value is not None:
             index_like.append(node.value)
         elif isinstance(node, ast.If | ast.While | ast.IfExp | ast.Assert) and _on_line(node.test, number):
-            test = node.test
-            if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
-                yield (test.col_offset, test.end_col_offset, _segment(line, test.operand)), "negated condition"
-            else:
-                yield (test.col_offset, test.end_col_offset, f"not ({_segment(line, test)})"), "negated condition"
+            parts = [node.test, *(node.test.values if isinstance(node.test, ast.BoolOp) else [])]
+            for test in parts:  # the whole condition, and each operand of an and/or
+                if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+                    negated = _segment(line, test.operand)
+                else:
+                    text = _segment(line, test)
+                    negated = f"not {text}" if isinstance(test, ATOMS) else f"not ({text})"
+                yield (test.col_offset, test.end_col_offset, negated), "negated condition"
         elif isinstance(node, ast.Constant) and type(node.value) is bool:
             yield (node.col_offset, node.end_col_offset, str(not node.value)), "constant"
-        elif isinstance(node, ast.Constant) and type(node.value) is int and node.value in (0, 1):
-            yield (node.col_offset, node.end_col_offset, str(1 - node.value)), "constant"
+        elif isinstance(node, ast.Constant) and type(node.value) is int:
+            for new in (node.value + 1, node.value - 1):
+                yield (node.col_offset, node.end_col_offset, str(new)), "constant"
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
             for other in sorted(_names_in_scope(tree, number) - {node.id}):
                 yield (node.col_offset, node.end_col_offset, other), "wrong variable"
@@ -317,9 +323,9 @@ def model_candidates(llm, sources: dict[str, str], suspicious: list[Suspicious],
         reply = llm.generate(prompt, json_schema=schema, max_new_tokens=120, temperature=0.0 if attempt == 0 else 0.7,
                              seed=attempt)
         try:
-            edit = json.loads(reply if isinstance(reply, str) else reply.text)
+            edit = json.loads(reply)
             file, number, replacement = edit["file"], int(edit["line"]), str(edit["replacement"])
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError):
             continue
         if file not in sources or (file, number) not in ranks:
             continue
@@ -365,12 +371,15 @@ def verify(sandbox: Sandbox, baseline: TestRun, test_cmd: str, candidates: list[
     """Try `candidates` in order in the sandbox; return the verified ones, ranked (see the module docstring)."""
     start = time.monotonic()
     failing, passing = baseline.failing, set(baseline.passing)
-    per_run = max(5.0, 3 * baseline.completed.seconds + 2)
+    full_timeout = max(5.0, 3 * baseline.completed.seconds + 2)
     originals: dict[str, str] = {}
     patches: list[Patch] = []
     tried, stopped = 0, None
     worker = Worker(sandbox) if pytest_arguments(test_cmd) is not None and candidates else None
     try:
+        # A mutant may loop forever: bound each screening run by a few times the unmutated one's duration.
+        calibration = run_tests(sandbox, test_cmd, only=failing, timeout=full_timeout, stop_early=True, worker=worker)
+        per_run = min(full_timeout, max(1.0, 4 * calibration.completed.seconds + 0.5))
         for candidate in candidates:
             if tried >= max_candidates:
                 stopped = "candidates"
@@ -388,7 +397,7 @@ def verify(sandbox: Sandbox, baseline: TestRun, test_cmd: str, candidates: list[
                 first = run_tests(sandbox, test_cmd, only=failing, timeout=per_run, stop_early=True, worker=worker)
                 if first.problem or any(first.outcomes.get(test) != "passed" for test in failing):
                     continue
-                full = run_tests(sandbox, test_cmd, timeout=per_run * 2)
+                full = run_tests(sandbox, test_cmd, timeout=full_timeout)
                 if full.problem or any(full.outcomes.get(test) != "passed" for test in [*failing, *passing]):
                     continue
             finally:

@@ -76,8 +76,15 @@ WORKER_NAME = "llmkit_debug_worker"
 WORKER = '''
 """llmkit debug's test worker: imports pytest once, then runs each request (a JSON line) in a forked child, so
 a run costs a fork instead of an interpreter start. The child imports the project's modules afresh."""
-import json, os, signal, sys, time
+import importlib, json, os, signal, sys, time
 import pytest
+from _pytest.config import default_plugins
+
+for name in default_plugins:  # pytest.main imports its own plugins: once here, not in every child
+    try:
+        importlib.import_module("_pytest." + name)
+    except ImportError:
+        pass
 
 for line in sys.stdin:
     request = json.loads(line)
@@ -205,7 +212,8 @@ class Worker:
 def run_tests(sandbox: Sandbox, test_cmd: str = "pytest -q", only: list[str] | None = None,
               coverage: bool = False, timeout: float | None = None, stop_early: bool = False,
               worker: Worker | None = None) -> TestRun:
-    """Run the tests in `sandbox` (all, or the test ids in `only`; `stop_early`: stop at the first failure).
+    """Run the tests in `sandbox` (all, or the test ids in `only`; `stop_early`: stop at the first failure, without
+    formatting tracebacks).
     `coverage`: record per-test line coverage (pytest commands only). `worker`: run in it (without coverage),
     falling back to a plain run if it breaks."""
     arguments = pytest_arguments(test_cmd)
@@ -214,8 +222,8 @@ def run_tests(sandbox: Sandbox, test_cmd: str = "pytest -q", only: list[str] | N
     if only is not None:  # keep the options, drop the paths the command named: the ids say what to run
         arguments = [a for a in arguments if a.startswith("-") or not (sandbox.root / a.split("::")[0]).exists()]
         arguments += list(only)
-    if stop_early:
-        arguments.append("-x")
+    if stop_early:  # a screening run: the first failure decides, its traceback is not needed
+        arguments += ["-x", "--tb=no"]
     results = sandbox.scratch / "results.json"
     results.unlink(missing_ok=True)
     (sandbox.scratch / f"{PLUGIN_NAME}.py").write_text(PLUGIN)
