@@ -10,12 +10,13 @@ patches, and whether the best one equals the reference fix; and every patch repo
 the pipeline: `git apply` on a fresh git copy of the project, then the plain test command in a sandbox — a
 patch that does not apply or leaves a test failing counts as wrong (the target is 0). Runs the deterministic
 pipeline only (no model).
-Run: .venv/bin/python -m bench.code_review [--max-seconds 60] [--max-candidates 200] [--only NAME ...]
+Run: .venv/bin/python -m bench.code_review [--max-seconds 50] [--max-candidates 200] [--only NAME ...]
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -101,10 +102,12 @@ def markdown(rows: list[dict], s: dict, setup: str) -> str:
 
 def main() -> None:
     parser = results.parser("code_review", __doc__)
-    parser.add_argument("--max-seconds", type=float, default=60.0, help="debug()'s patch-search budget per bug")
+    parser.add_argument("--max-seconds", type=float, default=50.0, help="debug()'s patch-search budget per bug")
     parser.add_argument("--max-candidates", type=int, default=200)
     parser.add_argument("--only", nargs="*", help="bug names (default: all)")
+    parser.add_argument("--note", default="", help="added under the setup, e.g. what else loaded the machine")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     bugs = {name: bug for name, bug in manifest().items() if not args.only or name in args.only}
     rows = []
     for name, bug in bugs.items():
@@ -112,7 +115,9 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     s = summary(rows)
     setup = (f"Deterministic pipeline (no model), `pytest -q`, max_seconds={args.max_seconds:g}, "
-             f"max_candidates={args.max_candidates}; isolation: {rows[0]['isolation']}.")
+             f"max_candidates={args.max_candidates}; isolation: {rows[0]['isolation']}. Load average (1 min) "
+             f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end."
+             + (f"\n\n{args.note}" if args.note else ""))
     if not args.only:
         results.write("code_review", "Code review: llmkit debug on the frozen bug set", markdown(rows, s, setup),
                       {"summary": s, "bugs": rows, "max_seconds": args.max_seconds,

@@ -5,7 +5,8 @@ import subprocess
 
 import pytest
 
-from apps.code_review.repair import change_size, mutants, unified_diff
+from apps.code_review.mutations import change_size, mutants
+from apps.code_review.repair import unified_diff
 
 CASES = [  # (source, line, the fixed line, operator)
     ("def f(age):\n    return age > 18\n", 2, "    return age >= 18", "comparison"),

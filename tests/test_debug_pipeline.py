@@ -109,6 +109,8 @@ def test_the_json_has_the_promised_fields(result):
     assert best["fixed_tests"] == data["failing"] and "+    return total >= 50" in best["diff"]
     sizes = [p["size"] for p in data["patches"]]
     assert sizes == sorted(sizes)
+    text = result.to_text()
+    assert "1 failing, 5 passing" in text and f"shop.py:{BUGGY_LINE}" in text and best["diff"] in text
 
 
 def test_every_patch_applies_with_git_apply_and_the_tests_then_pass(result, shop, tmp_path):
@@ -145,6 +147,7 @@ def test_a_bug_no_single_edit_fixes_gets_no_patch(tmp_path):
                             'from shop import greet\n\n\ndef test_greet():\n    assert greet("Ada") == "Hello, Ada"\n')
     found = debug(project)
     assert found.failing and found.patches == [] and found.suspicious[0].line == 2 and found.problem is None
+    assert "no verified patch" in found.to_text()
 
 
 def test_a_model_edit_is_reported_only_once_verified(tmp_path):

@@ -29,8 +29,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 SKIP = {".git", ".hg", ".svn", ".venv", "venv", "node_modules", "__pycache__", ".pytest_cache", ".mypy_cache",
         ".ruff_cache", ".tox", ".nox", ".coverage", "build", "dist", ".eggs"}
@@ -180,16 +182,18 @@ class Session:
 
     process: subprocess.Popen
     cgroup: Path | None
-    log: object
-    end: object
+    log: IO[bytes]
+    end: Callable[[subprocess.Popen, Path | None], None]
+    closed: bool = False
 
     def close(self) -> None:
-        if self.process.returncode is None or self.cgroup is not None:
-            for stream in (self.process.stdin, self.process.stdout):
-                with contextlib.suppress(OSError):
-                    stream.close()
-            self.end(self.process, self.cgroup)
-            self.cgroup = None
+        if self.closed:
+            return
+        self.closed = True
+        for stream in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(OSError):
+                stream.close()
+        self.end(self.process, self.cgroup)
         self.log.close()
 
 

@@ -138,6 +138,7 @@ class TestRun:
     data file when asked for; problem: why the run says nothing about the tests (a timeout, nothing collected,
     a command that did not start), else None."""
 
+    __test__ = False  # not a test class, whatever pytest thinks of the name
     command: list[str]
     completed: Completed
     outcomes: dict[str, str] = field(default_factory=dict)

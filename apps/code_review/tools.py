@@ -21,7 +21,8 @@ from pathlib import Path
 from agents import Tool, tool
 from apps.code_review import testrun
 from apps.code_review.localise import localise as rank_lines
-from apps.code_review.repair import Candidate, change_size, verify
+from apps.code_review.mutations import Candidate, change_size
+from apps.code_review.repair import verify
 from apps.code_review.sandbox import Limits, Sandbox
 
 READ_LINES = 200  # at most, per read_file call
