@@ -128,6 +128,7 @@ def test_every_patch_applies_with_git_apply_and_the_tests_then_pass(result, shop
         assert done.returncode == 0, done.stdout
 
 
+@pytest.mark.slow
 def test_apply_writes_the_best_patch(tmp_path):
     project = write_project(tmp_path / "shop")
     found = debug(project, apply=True, max_patches=1)
@@ -150,6 +151,7 @@ def test_a_bug_no_single_edit_fixes_gets_no_patch(tmp_path):
     assert "no verified patch" in found.to_text()
 
 
+@pytest.mark.slow
 def test_a_model_edit_is_reported_only_once_verified(tmp_path):
     project = write_project(tmp_path / "shop")
     model = ScriptedModel([{"file": "shop.py", "line": BUGGY_LINE, "replacement": "    return total > 49"},
@@ -168,6 +170,7 @@ def test_a_hanging_test_is_reported_not_waited_for(tmp_path):
     assert found.problem.startswith("the tests did not finish: timeout") and found.patches == []
 
 
+@pytest.mark.slow
 def test_bad_input_gets_a_clear_error(tmp_path):
     with pytest.raises(SandboxError, match="not a folder"):
         debug(tmp_path / "missing")

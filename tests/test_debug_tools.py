@@ -23,6 +23,7 @@ def project(tmp_path):
     return folder
 
 
+@pytest.mark.slow  # four sandboxed test runs: ~5 s
 def test_an_agent_drives_the_debugging_tools(project):
     model = ScriptedModel([
         call("run_tests"),

@@ -222,7 +222,7 @@ def run_tests(sandbox: Sandbox, test_cmd: str = "pytest -q", only: list[str] | N
         return _run_plain(sandbox, shlex.split(test_cmd), timeout)
     if only is not None:  # keep the options, drop the paths the command named: the ids say what to run
         arguments = [a for a in arguments if a.startswith("-") or not (sandbox.root / a.split("::")[0]).exists()]
-        arguments += list(only)
+        arguments += [f"./{test}" if test.startswith("-") else test for test in only]  # an id is never an option
     if stop_early:  # a screening run: the first failure decides, its traceback is not needed
         arguments += ["-x", "--tb=no"]
     results = sandbox.scratch / "results.json"
