@@ -154,14 +154,15 @@ def test_a_bug_no_single_edit_fixes_gets_no_patch(tmp_path):
 @pytest.mark.slow
 def test_a_model_edit_is_reported_only_once_verified(tmp_path):
     project = write_project(tmp_path / "shop")
-    model = ScriptedModel([{"file": "shop.py", "line": BUGGY_LINE, "replacement": "    return total > 49"},
-                           {"file": "shop.py", "line": BUGGY_LINE, "replacement": "    return total < 50"},
-                           {"file": "shop.py", "line": BUGGY_LINE, "replacement": "    return total >= 50"}])
-    found = debug(project, llm=model, max_candidates=2)
+    wrong = ScriptedModel([{"file": "shop.py", "line": BUGGY_LINE, "replacement": "    return total < 50"}] * 3)
+    assert all(p.source == "mutation" for p in debug(project, llm=wrong).patches)
+    right = ScriptedModel([{"file": "shop.py", "line": BUGGY_LINE, "replacement": "    return total > 49"}] * 3)
+    found = debug(project, llm=right, max_candidates=1)  # the model's candidates are tried first
     assert [(p.source, p.operator, p.size) for p in found.patches] == [("model", "model edit", 2)]
     assert "+    return total > 49" in found.patches[0].diff
-    schema = model.calls[0].options["json_schema"]
-    assert schema["properties"]["file"]["enum"] == ["shop.py"] and BUGGY_LINE in schema["properties"]["line"]["enum"]
+    schema = right.calls[0].options["json_schema"]
+    assert schema["properties"]["file"]["enum"] == ["shop.py"] and schema["properties"]["line"]["enum"] == [BUGGY_LINE]
+    assert "    return total > 50" in right.calls[0].prompt[0]["content"]
 
 
 def test_a_hanging_test_is_reported_not_waited_for(tmp_path):

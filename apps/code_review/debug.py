@@ -94,6 +94,9 @@ def debug(path: str | Path, test_cmd: str = "pytest -q", llm=None, max_candidate
         else:
             result.suspicious = localise(baseline, sandbox.root)
             say(f"{len(result.failing)} failing, {result.passing} passing; {len(result.suspicious)} suspicious lines")
+            if not result.suspicious:
+                result.problem = ("no suspicious line: the failing tests ran no line outside the test files that "
+                                  "coverage or a traceback shows (localisation needs a pytest command)")
             candidates = _candidates(sandbox.root, result.suspicious, llm, baseline)
             say(f"{len(candidates)} candidate patches")
             found = verify(sandbox, baseline, test_cmd, candidates, max_candidates,
@@ -103,8 +106,12 @@ def debug(path: str | Path, test_cmd: str = "pytest -q", llm=None, max_candidate
                 say("no verified patch")
     if apply and result.patches:
         best = result.patches[0]
-        (root / best.file).write_text(best.text)
-        result.applied = True
+        target = root / best.file
+        if target.read_text() != best.base:
+            result.problem = f"{best.file} changed during the run: the patch was not applied"
+        else:
+            target.write_text(best.text)
+            result.applied = True
     result.seconds = time.monotonic() - start
     return result
 
