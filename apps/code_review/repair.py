@@ -63,13 +63,16 @@ Write line {line} corrected (same indentation), as JSON with "file", "line" and 
 
 
 def model_candidates(llm, sources: dict[str, str], suspicious: list[Suspicious], failure: str,
-                     lines: int = 3) -> list[Candidate]:
+                     lines: int = 3, deadline: float | None = None) -> list[Candidate]:
     """One edit from `llm` for each of the `lines` most suspicious lines, greedy, decoded under a schema that
     admits only that file and line and a replacement of bounded length; an edit that does not parse or changes
-    nothing is dropped. (The embedded 135M model rarely writes a fix: this is for a bigger model behind --model.)"""
+    nothing is dropped. No call starts after `deadline` (time.monotonic()). (The embedded 135M model rarely writes
+    a fix: this is for a bigger model behind --model.)"""
     top = [s for s in suspicious if s.file in sources][:lines]
     found: dict[str, Candidate] = {}
     for rank, target in enumerate(top):
+        if deadline is not None and time.monotonic() > deadline:
+            break
         text_lines = sources[target.file].splitlines(keepends=True)
         old = text_lines[target.line - 1]
         around = range(max(1, target.line - 4), min(len(text_lines), target.line + 4) + 1)
