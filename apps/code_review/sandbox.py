@@ -169,7 +169,8 @@ def _remove_cgroup(group: Path) -> None:
             time.sleep(0.02)
 
 
-def _tail(path: Path) -> str:
+def read_tail(path: Path) -> str:
+    """The last OUTPUT_CHARS bytes of a file a command wrote, as text."""
     with open(path, "rb") as file:
         file.seek(0, os.SEEK_END)
         file.seek(max(0, file.tell() - OUTPUT_CHARS))
@@ -312,7 +313,7 @@ class Sandbox:
                 returncode = -signal.SIGKILL
             finally:
                 self._end(process, cgroup)
-        return Completed(returncode, _tail(out), _tail(err), time.monotonic() - start, timed_out)
+        return Completed(returncode, read_tail(out), read_tail(err), time.monotonic() - start, timed_out)
 
     def start(self, argv: list[str], env: dict[str, str] | None = None) -> Session:
         """Start a long-lived confined process talking through pipes (stdin, stdout; stderr to a file). The

@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apps.code_review.sandbox import Completed, Sandbox, Session
+from apps.code_review.sandbox import Completed, Sandbox, Session, read_tail
 
 PLUGIN_NAME = "llmkit_debug_plugin"
 PLUGIN = '''
@@ -204,7 +204,7 @@ class Worker:
         if not reply:
             self.close()
             return None
-        text = output.read_text(errors="replace")[-200_000:] if output.exists() else ""
+        text = read_tail(output) if output.exists() else ""
         return Completed(reply["returncode"], text, "", reply["seconds"], reply["timed_out"])
 
     def close(self) -> None:
