@@ -66,6 +66,13 @@ def test_writing_outside_the_copy_fails(project):
     assert deleted.returncode != 0 and Path(__file__).exists()
 
 
+@pytest.mark.skipif(available_isolation() != "bwrap", reason="only bubblewrap protects the filesystem")
+def test_no_capabilities_to_remount_the_filesystem(project):
+    with sandbox(project) as box:
+        done = box.run(["sh", "-c", "grep CapEff /proc/self/status; mount -o remount,rw / && echo remounted"])
+    assert done.stdout.split() == ["CapEff:", "0" * 16] and done.returncode != 0
+
+
 def test_a_fork_bomb_is_stopped_by_the_process_limit(project):
     bomb = ("import os, time\nborn = 0\ntry:\n    for _ in range(2000):\n        if os.fork() == 0:\n"
             "            time.sleep(30)\n            os._exit(0)\n        born += 1\n"

@@ -2,8 +2,9 @@
 environment, resource limits and a wall-clock timeout.
 
 Isolation, the strongest this machine allows (probed once, `Sandbox.isolation` says which is active):
-- "bwrap": bubblewrap with new user, pid, network, ipc and uts namespaces; the whole filesystem bound read-only,
-  a private /tmp, and only the sandbox folder (the copy and our scratch files) bound read-write.
+- "bwrap": bubblewrap with new user, pid, network, ipc and uts namespaces and no capabilities; the whole
+  filesystem bound read-only, a private /tmp, and only the sandbox folder (the copy and our scratch files) bound
+  read-write.
 - "unshare": `unshare -n` (`-rn` for a non-root user): a new network namespace only; the filesystem is not
   protected beyond the user's own permissions.
 - "rlimits": the limits below and nothing else.
@@ -121,8 +122,10 @@ def available_isolation() -> str:
 
 
 def _bwrap_args(writable: Path) -> list[str]:
-    # Order matters: the private /tmp first, then the sandbox folder (often under /tmp) bound on top of it.
-    return ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev",
+    # Order matters: the private /tmp first, then the sandbox folder (often under /tmp) bound on top of it. Run by
+    # root, bwrap would leave the command every capability in its namespaces (remounting included): drop them all.
+    capabilities = ["--cap-drop", "ALL"] if os.geteuid() == 0 else []
+    return ["bwrap", "--unshare-all", "--die-with-parent", *capabilities, "--ro-bind", "/", "/", "--dev", "/dev",
             "--proc", "/proc", "--tmpfs", "/tmp", "--bind", str(writable), str(writable), "--chdir", str(writable),
             "--"]
 
@@ -228,7 +231,8 @@ class Sandbox:
     @property
     def isolation(self) -> str:
         """Which isolation is active, in words."""
-        what = {"bwrap": "bwrap (no network; filesystem read-only except the copy; own pid, user, ipc namespaces)",
+        what = {"bwrap": "bwrap (no network; filesystem read-only except the copy; own pid, user, ipc namespaces; "
+                         "no capabilities)",
                 "unshare": "unshare -n (no network; filesystem NOT protected beyond user permissions)",
                 "rlimits": "rlimits only (network and filesystem NOT isolated)"}[self.mode]
         processes = "pids cgroup" if self.cgroup_works else "RLIMIT_NPROC"
