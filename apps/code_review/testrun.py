@@ -233,9 +233,12 @@ def run_tests(sandbox: Sandbox, test_cmd: str = "pytest -q", only: list[str] | N
     (sandbox.scratch / f"{PLUGIN_NAME}.py").write_text(PLUGIN)
     pytest = ["-m", "pytest", "-p", PLUGIN_NAME, "-p", "no:cacheprovider", *arguments]
     data = sandbox.scratch / ".coverage"
-    if coverage:
+    if coverage:  # our own empty settings: a project's [tool.coverage] (its own dynamic_context, say) stays out
         data.unlink(missing_ok=True)
-        command = [sys.executable, "-m", "coverage", "run", f"--data-file={data}", f"--source={sandbox.root}", *pytest]
+        settings = sandbox.scratch / "coveragerc"
+        settings.write_text("[run]\n")
+        command = [sys.executable, "-m", "coverage", "run", f"--rcfile={settings}", f"--data-file={data}",
+                   f"--source={sandbox.root}", *pytest]
     else:
         command = [sys.executable, *pytest]
     completed = None
