@@ -188,3 +188,22 @@ def test_bad_input_gets_a_clear_error(tmp_path):
     broken = write_project(tmp_path / "broken", "def f(:\n", "from shop import f\n\n\ndef test_f():\n    f()\n")
     found = debug(broken)
     assert found.failing == ["test_shop.py"] and found.patches == [] and "SyntaxError" in found.messages["test_shop.py"]
+
+
+@pytest.mark.slow
+def test_a_patch_that_passes_only_in_the_used_copy_is_dropped(tmp_path):
+    """The failing test leaves a file behind that makes it pass on later runs in the same copy: only patches that
+    pass in a fresh copy count."""
+    source = 'import os\n\n\ndef limit():\n    return 3 if os.path.exists("marker.txt") else 2\n'
+    tests = ('from shop import limit\n\n\ndef test_limit():\n    try:\n        assert limit() == 3\n'
+             '    finally:\n        open("marker.txt", "w").close()\n')
+    project = write_project(tmp_path / "marker", source, tests)
+    messages = []
+    found = debug(project, progress=messages.append)
+    verified = [m for m in messages if m.startswith("verified:")]
+    assert len(verified) > len(found.patches) >= 1  # some passed only thanks to the marker
+    for index, patch in enumerate(found.patches):
+        fresh = write_project(tmp_path / f"fresh{index}", patch.text, tests)
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=fresh,
+                              capture_output=True, text=True, env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
+        assert done.returncode == 0, patch.diff

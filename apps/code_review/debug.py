@@ -20,7 +20,7 @@ from pathlib import Path
 
 from apps.code_review.localise import Suspicious, is_test_file, localise
 from apps.code_review.mutations import Candidate, mutants
-from apps.code_review.repair import Patch, model_candidates, verify
+from apps.code_review.repair import Patch, confirm, model_candidates, verify
 from apps.code_review.sandbox import Limits, Sandbox
 from apps.code_review.testrun import run_tests
 
@@ -114,6 +114,10 @@ def debug(path: str | Path, test_cmd: str = "pytest -q", llm=None, max_candidate
                                max_seconds - (time.monotonic() - start), max_patches, say)
                 result.patches, result.tried = found.patches, result.tried + found.tried
                 result.stopped = found.stopped or result.stopped
+            if result.patches:
+                result.patches = confirm(root, baseline, test_cmd, result.patches, sandbox.limits, sandbox.mode,
+                                         max(5.0, 3 * baseline.completed.seconds + 2))
+                say(f"{len(result.patches)} patches confirmed in a fresh copy")
             if not result.patches:
                 say("no verified patch")
     if apply and result.patches:

@@ -7,7 +7,8 @@ suspicious files and the line to their suspicious lines; the replacement replace
 Verification (`verify`): a candidate is applied in the sandbox copy; the failing tests run first (in the forked
 pytest worker, stopping at the first failure, each run bounded by a few times the unmutated run's duration, as a
 mutant may loop forever), then the whole suite, as a fresh process, only for survivors; a patch is kept when
-every failing test passes and every passing one still does. Nothing unverified is returned. Patches are ranked by
+every failing test passes and every passing one still does, and `confirm` runs the whole suite once more with it
+in a fresh copy of the project. Nothing unverified is returned. Patches are ranked by
 the size of the change (characters), then by how suspicious their line was.
 
 Does not: edit test files, or write into the project (the caller applies a patch).
@@ -21,10 +22,11 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from apps.code_review.localise import Suspicious
 from apps.code_review.mutations import Candidate, change_size
-from apps.code_review.sandbox import Sandbox
+from apps.code_review.sandbox import Limits, Sandbox
 from apps.code_review.testrun import TestRun, Worker, pytest_arguments, run_tests
 
 
@@ -170,3 +172,20 @@ def verify(sandbox: Sandbox, baseline: TestRun, test_cmd: str, candidates: list[
     ranks = {(c.file, c.line): c.rank for c in candidates}
     patches.sort(key=lambda p: (p.size, ranks.get((p.file, p.line), 0)))
     return Verification(patches, tried, time.monotonic() - start, stopped)
+
+
+def confirm(project: Path, baseline: TestRun, test_cmd: str, patches: list[Patch], limits: Limits, isolation: str,
+            timeout: float) -> list[Patch]:
+    """The patches whose whole-suite run passes again in a fresh copy of `project` (the copy the candidates ran in
+    may hold files a test wrote). A patch whose file changed in `project` since is dropped."""
+    kept = []
+    for patch in patches:
+        with Sandbox(project, limits, isolation) as fresh:
+            file = fresh.root / patch.file
+            if not file.is_file() or file.read_text() != patch.base:
+                continue
+            file.write_text(patch.text)
+            run = run_tests(fresh, test_cmd, timeout=timeout)
+        if not run.problem and all(run.outcomes.get(t) == "passed" for t in [*baseline.failing, *baseline.passing]):
+            kept.append(patch)
+    return kept
