@@ -78,7 +78,8 @@ def debug(path: str | Path, test_cmd: str = "pytest -q", llm=None, max_candidate
           max_seconds: float = 120.0, apply: bool = False, progress: Callable[[str], None] | None = None,
           limits: Limits | None = None, max_patches: int = 3) -> DebugResult:
     """Debug the project at `path` with `test_cmd`; `max_candidates` and `max_seconds` bound the patch search
-    (the baseline test run is bounded by `limits.wall_seconds`). `llm`: a chat model for extra candidates.
+    (the baseline test run is bounded by `limits.wall_seconds`, and confirming each of the at most `max_patches`
+    verified patches in a fresh copy adds one whole-suite run). `llm`: a chat model for extra candidates.
     `apply`: write the best verified patch into `path`. Raises SandboxError for a path that is not a folder
     or is too big, ValueError for an empty test command."""
     start = time.monotonic()

@@ -4,8 +4,8 @@
 run_tests, localise, read_file, lint and try_patch each work on the project at `path` through a fresh sandbox
 copy (sandbox.py), so no tool writes into the project; read_file reads only files inside it and returns a
 bounded, numbered slice; try_patch answers "verified" only after the same checks as the pipeline's patches
-(repair.verify) and returns the diff to apply. The deterministic pipeline (debug.py) stays the default: these
-tools are for a bigger model behind `--model`; the small one is not trusted to plan.
+(repair.verify, repair.confirm) and returns the diff to apply. The deterministic pipeline (debug.py) stays the
+default: these tools are for a bigger model behind `--model`; the small one is not trusted to plan.
 
 Does not: apply a patch (the caller applies the diff), or run a command other than the test command and ruff.
 """
@@ -22,7 +22,7 @@ from agents import Tool, tool
 from apps.code_review import testrun
 from apps.code_review.localise import localise as rank_lines
 from apps.code_review.mutations import Candidate, change_size
-from apps.code_review.repair import verify
+from apps.code_review.repair import confirm, verify
 from apps.code_review.sandbox import Limits, Sandbox
 
 READ_LINES = 200  # at most, per read_file call
@@ -131,9 +131,10 @@ def code_tools(path: str | Path, test_cmd: str = "pytest -q", limits: Limits | N
                 return f"rejected: nothing to fix ({_summary(baseline)})"
             candidate = Candidate(relative, line, text, "model edit", "model", change_size(old, new), 0)
             found = verify(sandbox, baseline, test_cmd, [candidate], 1, max_seconds)
-        if not found.patches:
+            patches = confirm(root, baseline, test_cmd, found.patches, limits, sandbox.mode, limits.wall_seconds)
+        if not patches:
             return "rejected: with this change the failing tests still fail or a passing test breaks"
-        patch = found.patches[0]
+        patch = patches[0]
         return f"verified: fixes {', '.join(patch.fixed_tests)}\n{patch.diff}"[:REPORT_CHARS]
 
     return [run_tests, localise, read_file, lint, try_patch]
