@@ -121,7 +121,6 @@ def unified_diff(file: str, old: str, new: str) -> str:
 class Verification:
     patches: list[Patch]
     tried: int
-    seconds: float
     stopped: str | None  # "candidates" | "seconds" when a budget ended the search, else None
 
 
@@ -171,7 +170,7 @@ def verify(sandbox: Sandbox, baseline: TestRun, test_cmd: str, candidates: list[
             worker.close()
     ranks = {(c.file, c.line): c.rank for c in candidates}
     patches.sort(key=lambda p: (p.size, ranks.get((p.file, p.line), 0)))
-    return Verification(patches, tried, time.monotonic() - start, stopped)
+    return Verification(patches, tried, stopped)
 
 
 def confirm(project: Path, baseline: TestRun, test_cmd: str, patches: list[Patch], limits: Limits, isolation: str,

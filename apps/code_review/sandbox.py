@@ -215,7 +215,7 @@ class Sandbox:
             isolation = best
         elif isolation not in MODES or MODES.index(isolation) < MODES.index(best):
             raise SandboxError(f"isolation {isolation!r} is not available here (best: {best!r}; modes: {MODES})")
-        self.mode, self.limits, self.project = isolation, limits, project
+        self.mode, self.limits = isolation, limits
         self.folder = Path(tempfile.mkdtemp(prefix="llmkit-sandbox-")).resolve()
         self.root, self.scratch, self.home = self.folder / "project", self.folder / "scratch", self.folder / "home"
         try:
@@ -248,20 +248,18 @@ class Sandbox:
                 "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
                 "NO_COLOR": "1"}
 
-    def _command(self, argv: list[str], cwd: Path) -> list[str]:
+    def _command(self, argv: list[str]) -> list[str]:
         if self.mode == "bwrap":
-            command = _bwrap_args(self.folder)[:-3] + ["--chdir", str(cwd), "--"]
+            command = _bwrap_args(self.folder)[:-3] + ["--chdir", str(self.root), "--"]
             if shutil.which("prlimit"):  # inside the user namespace, RLIMIT_NPROC counts only the sandbox's processes
                 return [*command, "prlimit", f"--nproc={self.limits.processes}", "--", *argv]
             return [*command, *argv]
         return [*_unshare_args(), *argv] if self.mode == "unshare" else list(argv)
 
-    def _spawn(self, argv: list[str], cwd: Path | None, env: dict[str, str] | None, **streams) -> tuple:
+    def _spawn(self, argv: list[str], env: dict[str, str] | None, **streams) -> tuple:
         """Start `argv` confined; (process, cgroup or None). The caller ends it with `_end`."""
-        cwd = (cwd or self.root).resolve()
-        assert cwd.is_relative_to(self.folder), cwd
         limits = self.limits
-        command = self._command(argv, cwd)
+        command = self._command(argv)
         nproc_outside = self.mode != "bwrap" or not shutil.which("prlimit")
         cgroup = _pids_cgroup(limits.processes + 8) if self.cgroup_works else None
         procs = os.open(cgroup / "cgroup.procs", os.O_WRONLY) if cgroup else None
@@ -277,7 +275,7 @@ class Sandbox:
                 resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
 
         try:
-            process = subprocess.Popen(command, cwd=cwd, env={**self.environment(), **(env or {})},
+            process = subprocess.Popen(command, cwd=self.root, env={**self.environment(), **(env or {})},
                                        start_new_session=True, preexec_fn=confine, **streams)
         except BaseException:
             if cgroup is not None:
@@ -297,9 +295,8 @@ class Sandbox:
         if cgroup is not None:
             _remove_cgroup(cgroup)
 
-    def run(self, argv: list[str], timeout: float | None = None, env: dict[str, str] | None = None,
-            cwd: Path | None = None) -> Completed:
-        """Run `argv` in the copy (or `cwd`, inside the sandbox folder) within the limits; `timeout` (seconds)
+    def run(self, argv: list[str], timeout: float | None = None, env: dict[str, str] | None = None) -> Completed:
+        """Run `argv` in the copy within the limits, with `env` added to the clean environment; `timeout` (seconds)
         lowers the wall-clock limit. Never raises for what the command does."""
         wall = min(timeout or self.limits.wall_seconds, self.limits.wall_seconds)
         out, err = self.folder / "stdout.txt", self.folder / "stderr.txt"
@@ -307,7 +304,7 @@ class Sandbox:
         timed_out = False
         with open(out, "wb") as stdout, open(err, "wb") as stderr:
             try:
-                process, cgroup = self._spawn(argv, cwd, env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
+                process, cgroup = self._spawn(argv, env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
             except OSError as error:
                 return Completed(None, "", f"could not start {argv[0]!r}: {error}", 0.0, False)
             try:
@@ -324,7 +321,7 @@ class Sandbox:
         limits apply as in `run`, except the wall clock: end it with `Session.close` (or close the sandbox)."""
         log = open(self.scratch / f"session-{uuid.uuid4().hex[:8]}.log", "wb")  # noqa: SIM115 - the session owns it
         try:
-            process, cgroup = self._spawn(argv, None, env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+            process, cgroup = self._spawn(argv, env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         except BaseException:
             log.close()
             raise
