@@ -63,3 +63,11 @@ def test_the_diff_applies_with_git_apply(tmp_path, ending):
     diff = unified_diff("m.py", old, new)
     subprocess.run(["git", "-C", str(tmp_path), "apply", "-"], input=diff, text=True, check=True)
     assert (tmp_path / "m.py").read_text() == new
+
+
+def test_f_strings_and_non_ascii_text_are_handled():
+    source = 'def f(x, n):\n    s = f"{x:0{n + 1}d} é" + str(n + 1)\n    return s\n'
+    lines = {c.text.splitlines()[1] for c in mutants(source, "m.py", 2, 0)}
+    assert '    s = f"{x:0{n + 1}d} é" + str(n - 1)' in lines and '    s = f"{x:0{n + 1}d} é" - str(n + 1)' in lines
+    assert all(line.startswith('    s = f"{x:0{n + 1}d} é"') for line in lines)  # the f-string is left alone
+    assert '    s = f"{x:0{n + 1}d} é" + x(n + 1)' not in lines  # a called name is not a variable to swap

@@ -105,8 +105,12 @@ def _names_in_scope(tree: ast.Module, number: int) -> set[str]:
 
 def line_edits(tree: ast.Module, line: bytes, number: int) -> Iterator[tuple[tuple[int, int, str], str]]:
     """Each mutation of line `number` (its text `line`, bytes without the newline): ((start, end, new), operator)."""
-    nodes = [node for node in ast.walk(tree) if _on_line(node, number)
-             or isinstance(node, ast.If | ast.While) and node.lineno == number]  # a block's header line
+    # f-strings' inner positions are unreliable before Python 3.12: their parts are left alone
+    formatted = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for inner in ast.walk(node)}
+    nodes = [node for node in ast.walk(tree) if id(node) not in formatted and (_on_line(node, number)
+             or isinstance(node, ast.If | ast.While) and node.lineno == number)]  # a block's header line
+    in_scope = _names_in_scope(tree, number)
+    called = {id(node.func) for node in nodes if isinstance(node, ast.Call)}  # a function's name: no variable for it
     index_like: list[ast.AST] = []
     for node in nodes:
         if isinstance(node, ast.Compare) and len(node.ops) == 1:
@@ -176,8 +180,8 @@ def line_edits(tree: ast.Module, line: bytes, number: int) -> Iterator[tuple[tup
         elif isinstance(node, ast.Constant) and type(node.value) is int:
             for new in (node.value + 1, node.value - 1):
                 yield (node.col_offset, node.end_col_offset, str(new)), "constant"
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            for other in sorted(_names_in_scope(tree, number) - {node.id}):
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and id(node) not in called:
+            for other in sorted(in_scope - {node.id}):
                 yield (node.col_offset, node.end_col_offset, other), "wrong variable"
     seen = set()
     for node in index_like:
@@ -231,9 +235,12 @@ def mutants(source: str, file: str, number: int, rank: int) -> list[Candidate]:
     old = lines[number - 1]
     raw = old.rstrip("\r\n").encode()
     rewrites: list[tuple[list[str], str]] = []
-    for (start, end, new), operator in line_edits(tree, raw, number):
-        rewrites.append(([(raw[:start] + new.encode() + raw[end:]).decode() + old[len(old.rstrip("\r\n")):]],
-                         operator))
+    try:
+        for (start, end, new), operator in line_edits(tree, raw, number):
+            rewrites.append(([(raw[:start] + new.encode() + raw[end:]).decode() + old[len(old.rstrip("\r\n")):]],
+                             operator))
+    except UnicodeDecodeError:  # a position inside a character: the AST and the text disagree, skip the line
+        return []
     rewrites += list(statement_edits(tree, lines, number))
     found: dict[str, Candidate] = {}
     for replacement, operator in rewrites:
