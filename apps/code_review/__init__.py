@@ -1,0 +1,1 @@
+"""The code reviewer and debugger (`llmkit review`, `llmkit debug`, `llmkit code-review`)."""
