@@ -155,15 +155,15 @@ def _ruff(root: Path, files: list[str], timeout: float) -> AnalyzerRun:
 
 
 def parse_ruff(output: str, root: Path) -> list[Finding]:
-    """ruff's JSON list; a syntax error (no code) is rule "syntax-error"."""
+    """ruff's JSON list; a syntax error is rule "invalid-syntax" (older ruffs give it no code)."""
     findings = []
     for item in json.loads(output or "[]"):
-        code = item.get("code") or "syntax-error"
+        code = item.get("code") or "invalid-syntax"
         start, end = item["location"], item.get("end_location") or item["location"]
         line = max(int(start["row"]), 1)
         fix = (item.get("fix") or {}).get("message")
         message = _bounded(item["message"] + (f" (fix: {fix})" if fix else ""))
-        severity = "error" if code == "syntax-error" or _RUFF_ERRORS.match(code) else "warning"
+        severity = "error" if code == "invalid-syntax" or _RUFF_ERRORS.match(code) else "warning"
         findings.append(Finding(_relative(root, item["filename"]), line, max(int(end["row"]), line), code, severity,
                                 message, "ruff", column=int(start["column"]) or None, url=item.get("url")))
     return findings

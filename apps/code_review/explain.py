@@ -134,12 +134,13 @@ def fallback_hints(finding: Finding, passages: list[str]) -> list[str]:
         hints.append(_cut(f"The rule's page shows an example and its correct form: {finding.url}", MAX_HINT_CHARS))
     if finding.tool == "ruff" and finding.severity != "error":
         hints.append(f"If it is deliberate, mark the line with `# noqa: {finding.rule}`.")
-    hints.append({"bandit": f"Check what input reaches this line; a reviewed false positive can be marked "
-                            f"`# nosec {finding.rule}`.",
-                  "radon": "Split the function into smaller ones, each with one job.",
-                  "mypy": f"Correct the types, or mark a deliberate case with `# type: ignore[{finding.rule}]`."}
-                 .get(finding.tool, "Read the rule's documentation for the correct form."))
-    return hints
+    generic = {"bandit": f"Check what input reaches this line; a reviewed false positive can be marked "
+                         f"`# nosec {finding.rule}`.",
+               "radon": "Split the function into smaller ones, each with one job.",
+               "mypy": f"Correct the types, or mark a deliberate case with `# type: ignore[{finding.rule}]`."}
+    if finding.tool in generic:
+        hints.append(generic[finding.tool])
+    return hints or ["Read the rule's documentation for the correct form."]
 
 
 def patch_candidates(patch: dict) -> Candidates:
