@@ -1,0 +1,107 @@
+"""`debug(path)`: run the tests in a sandbox, localise the failure, and find patches the tests accept.
+
+The deterministic pipeline (Agentless-style: localise, generate candidates, validate): one baseline run with
+per-test coverage; spectrum-based localisation (localise.py); mutation candidates for the top suspicious lines
+in order of suspicion, each line's smallest edits first, plus the model's one-line edits when a model is given
+(tried first: there are few); each verified in the sandbox (repair.py). Everything runs in a copy: PATH
+changes only with apply=True, and then only by the best verified patch.
+
+Does not: report a patch the tests have not accepted, or run anything outside the sandbox.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from apps.code_review.localise import Suspicious, is_test_file, localise
+from apps.code_review.repair import Patch, model_candidates, mutants, verify
+from apps.code_review.sandbox import Limits, Sandbox
+from apps.code_review.testrun import run_tests
+
+TOP_LINES = 10  # suspicious lines whose mutations are tried
+MAX_SOURCE_BYTES = 200_000  # a file bigger than this is not mutated
+
+
+@dataclass
+class DebugResult:
+    """What `debug` found. failing: test ids; passing: how many passed; patches: verified, best first;
+    problem: why nothing could be tried (tests that hang or do not run, nothing failing), else None."""
+
+    test_cmd: str
+    isolation: str
+    failing: list[str] = field(default_factory=list)
+    passing: int = 0
+    suspicious: list[Suspicious] = field(default_factory=list)
+    patches: list[Patch] = field(default_factory=list)
+    seconds: float = 0.0
+    tried: int = 0
+    stopped: str | None = None
+    problem: str | None = None
+    applied: bool = False
+    messages: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"test_cmd": self.test_cmd, "isolation": self.isolation, "failing": self.failing,
+                "passing": self.passing, "suspicious": [s.to_json() for s in self.suspicious],
+                "patches": [p.to_json() for p in self.patches], "seconds": round(self.seconds, 2),
+                "candidates_tried": self.tried, "budget_stopped": self.stopped, "problem": self.problem,
+                "applied": self.applied}
+
+
+def debug(path: str | Path, test_cmd: str = "pytest -q", llm=None, max_candidates: int = 200,
+          max_seconds: float = 120.0, apply: bool = False, progress: Callable[[str], None] | None = None,
+          limits: Limits | None = None, max_patches: int = 5) -> DebugResult:
+    """Debug the project at `path` with `test_cmd`; `max_candidates` and `max_seconds` bound the patch search
+    (the baseline test run is bounded by `limits.wall_seconds`). `llm`: a chat model for extra candidates.
+    `apply`: write the best verified patch into `path`. Raises SandboxError for a path that is not a folder
+    or is too big, ValueError for an empty test command."""
+    start = time.monotonic()
+    root = Path(path).resolve()
+    say = progress or (lambda message: None)
+    with Sandbox(root, limits or Limits(wall_seconds=max(60.0, max_seconds))) as sandbox:
+        result = DebugResult(test_cmd, sandbox.isolation)
+        say(f"running {test_cmd!r} in the sandbox ({sandbox.mode})")
+        baseline = run_tests(sandbox, test_cmd, coverage=True)
+        result.failing, result.passing, result.messages = baseline.failing, len(baseline.passing), baseline.messages
+        if baseline.problem:
+            result.problem = baseline.problem
+        elif not baseline.failing:
+            result.problem = "no test fails: nothing to debug"
+        else:
+            result.suspicious = localise(baseline, sandbox.root)
+            say(f"{len(result.failing)} failing, {result.passing} passing; {len(result.suspicious)} suspicious lines")
+            candidates = _candidates(sandbox.root, result.suspicious, llm, baseline)
+            say(f"{len(candidates)} candidate patches")
+            found = verify(sandbox, baseline, test_cmd, candidates, max_candidates,
+                           max_seconds - (time.monotonic() - start), max_patches, say)
+            result.patches, result.tried, result.stopped = found.patches, found.tried, found.stopped
+            if not result.patches:
+                say("no verified patch")
+    if apply and result.patches:
+        best = result.patches[0]
+        (root / best.file).write_text(best.text)
+        result.applied = True
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def _candidates(root: Path, suspicious: list[Suspicious], llm, baseline) -> list:
+    sources = {}
+    for s in suspicious[:TOP_LINES]:
+        file = root / s.file
+        if s.file not in sources and not is_test_file(s.file) and file.stat().st_size <= MAX_SOURCE_BYTES:
+            try:
+                sources[s.file] = file.read_text()
+            except (OSError, UnicodeDecodeError):
+                continue
+    found = []
+    if llm is not None:
+        failure = "\n".join(list(baseline.messages.values())[:2])
+        found += model_candidates(llm, sources, suspicious[:TOP_LINES], failure)
+    for rank, s in enumerate(suspicious[:TOP_LINES]):
+        if s.file in sources:
+            found += mutants(sources[s.file], s.file, s.line, rank)
+    return found

@@ -1,0 +1,2 @@
+def next_id(last):
+    return last + 2

@@ -1,0 +1,3 @@
+def normalise(name):
+    """Lower case, without surrounding blanks."""
+    name = name.strip().lower()

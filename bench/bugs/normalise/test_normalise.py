@@ -1,0 +1,5 @@
+from module import normalise
+
+
+def test_normalise():
+    assert normalise("  Ada ") == "ada"

@@ -1,0 +1,2 @@
+def perimeter(width, height):
+    return 2 * (width * height)

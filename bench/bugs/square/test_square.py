@@ -1,0 +1,5 @@
+from module import square
+
+
+def test_square():
+    assert square(3) == 9

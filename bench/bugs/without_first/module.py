@@ -1,0 +1,2 @@
+def without_first(items):
+    return items[2:]
