@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from apps.code_review import inputs
-from apps.code_review.inputs import InputError, changed_lines, from_code, from_diff, from_git, from_path
+from apps.code_review.inputs import InputError, changed_lines, from_code, from_diff, from_git, from_path, from_paths
 
 
 def git(repo: Path, *args: str) -> str:
@@ -173,3 +173,13 @@ def test_pasted_code_lives_in_a_temporary_root():
     assert not root.exists()
     with pytest.raises(InputError, match="empty"):
         from_code("  \n")
+
+
+def test_several_files_are_reviewed_from_the_folder_holding_them(tmp_path):
+    for name in ("a/x.py", "a/b/y.py", "notes.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("v = 1\n")
+    target = from_paths([tmp_path / "a/b/y.py", tmp_path / "a/x.py"])
+    assert (target.root, target.files) == ((tmp_path / "a").resolve(), ["b/y.py", "x.py"])
+    with pytest.raises(InputError, match="is not a Python file"):
+        from_paths([tmp_path / "a/x.py", tmp_path / "notes.txt"])

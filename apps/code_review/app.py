@@ -171,6 +171,7 @@ class CodeReviewApp:
               progress=None) -> DebugView:
         """The debugger on a local project: nothing in it changes (no --apply from the page)."""
         from apps.code_review.debug import debug
+        from apps.code_review.sandbox import SandboxError
 
         project = self.local_path(path)
         if not project.is_dir():
@@ -178,7 +179,7 @@ class CodeReviewApp:
         try:
             result = debug(str(project), test_cmd=self.test_cmd, llm=self.llm, max_candidates=int(max_candidates),
                            max_seconds=float(max_seconds), apply=False, progress=progress).to_json()
-        except (InputError, ValueError) as error:
+        except (ValueError, SandboxError) as error:
             raise AppError(str(error)) from None
         patches = result.get("patches") or []
         comments = explain(self.llm, [patch_candidates(p) for p in patches[:5]])
@@ -186,7 +187,8 @@ class CodeReviewApp:
         failing = result.get("failing") or []
         status = (f"**{len(failing)} failing test{'s' if len(failing) != 1 else ''}, {len(patches)} verified "
                   f"patch{'es' if len(patches) != 1 else ''}** in {result.get('seconds', 0):.1f} s. Isolation: "
-                  f"{result.get('isolation')}. Test command: `{self.test_cmd}`.")
+                  f"{result.get('isolation')}. Test command: `{self.test_cmd}`."
+                  + (f" **{result['problem']}**" if result.get("problem") else ""))
         rows = [[n, s["file"], s["line"], round(float(s["score"]), 3)] for n, s in enumerate(suspicious[:30], 1)]
         return DebugView(status, rows, highlighted(project, suspicious), patches_markdown(patches, comments), result)
 

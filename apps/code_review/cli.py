@@ -21,7 +21,7 @@ from pathlib import Path
 
 from apps.code_review.analyzers import ANALYZERS, COMPLEXITY_THRESHOLD, DEFAULT_TIMEOUT
 from apps.code_review.explain import MAX_EXPLAINED
-from apps.code_review.inputs import MAX_DIFF_BYTES, InputError, Target, from_diff, from_git, from_path
+from apps.code_review.inputs import MAX_DIFF_BYTES, InputError, Target, from_diff, from_git, from_paths
 from apps.code_review.report import FAIL_ON, FORMATS, exit_code, render
 from apps.common import add_model_flags
 
@@ -45,7 +45,8 @@ def add_review_arguments(parser: argparse.ArgumentParser) -> None:
                           "explained by the model, as Markdown, JSON, SARIF or GitHub annotations. On a diff or a "
                           "revision range only the changed lines are reviewed.")
     what = parser.add_argument_group("what to review (one of)")
-    what.add_argument("path", nargs="?", help="a Python file or a folder (in a git work tree: the files git tracks)")
+    what.add_argument("paths", nargs="*", metavar="PATH", help="a folder (in a git work tree: the files git tracks), "
+                      "or Python files")
     what.add_argument("--diff", metavar="FILE", help="a unified diff (`git diff` output); - reads stdin. Its files "
                       "are read from --root, which holds the diff's new side")
     what.add_argument("--git", metavar="REPO", help="a git repository, with --range")
@@ -81,13 +82,13 @@ def add_review_arguments(parser: argparse.ArgumentParser) -> None:
 
 def open_target(args: argparse.Namespace) -> Target:
     """The Target the flags name; InputError when they name none, or more than one."""
-    given = [name for name in ("path", "diff", "git") if getattr(args, name)]
+    given = [name for name in ("paths", "diff", "git") if getattr(args, name)]
     if len(given) != 1:
         raise InputError("give one of PATH, --diff FILE (- for stdin) or --git REPO --range A..B")
     if args.revisions and not args.git:
         raise InputError("--range goes with --git REPO")
-    if args.path:
-        return from_path(args.path)
+    if args.paths:
+        return from_paths(args.paths)
     if args.git:
         if not args.revisions:
             raise InputError("--git needs --range A..B (the commits to review)")
@@ -150,6 +151,7 @@ def add_debug_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_debug(args: argparse.Namespace) -> None:
     from apps.code_review.debug import debug
+    from apps.code_review.sandbox import SandboxError
 
     if not Path(args.path).is_dir():
         raise InputError(f"{args.path[:200]!r} is not a folder: give the project's folder")
@@ -160,27 +162,32 @@ def run_debug(args: argparse.Namespace) -> None:
         llm = load(args.model, dtype=args.dtype, model_name=args.model_name, api_key=args.api_key)
     progress = None if args.json or not sys.stderr.isatty() else _progress
     start = time.perf_counter()
-    result = debug(args.path, test_cmd=args.test, llm=llm, max_candidates=args.max_candidates,
-                   max_seconds=args.max_seconds, apply=args.apply, progress=progress).to_json()
+    try:
+        result = debug(args.path, test_cmd=args.test, llm=llm, max_candidates=args.max_candidates,
+                       max_seconds=args.max_seconds, apply=args.apply, progress=progress).to_json()
+    except SandboxError as error:  # a project too big to copy, a sandbox that cannot start
+        raise InputError(str(error)) from None
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return
     print(debug_text(result, time.perf_counter() - start))
 
 
-def _progress(*message) -> None:
-    print("llmkit debug:", *message, file=sys.stderr, flush=True)
+def _progress(message: str) -> None:
+    print(f"llmkit debug: {message}", file=sys.stderr, flush=True)
 
 
 def debug_text(result: dict, seconds: float) -> str:
     """`llmkit debug`'s report for people: the isolation, the failing tests, the suspicious lines, the patches."""
     lines = [f"isolation: {result.get('isolation')}"]
+    if result.get("problem"):
+        lines.append(f"problem: {result['problem']}")
     failing = result.get("failing") or []
     lines.append(f"failing tests: {len(failing)}" + "".join(f"\n  {str(t)[:200]}" for t in failing[:10]))
     lines.append("suspicious lines (most suspicious first):")
     lines += [f"  {s['file']}:{s['line']}  score {s['score']:.3f}" for s in (result.get("suspicious") or [])[:10]]
     patches = result.get("patches") or []
-    if not patches:
+    if not patches and not result.get("problem"):
         lines.append("no verified patch: no candidate made the failing tests pass without breaking another")
     for n, patch in enumerate(patches[:5], 1):
         lines.append(f"\npatch {n} ({patch.get('source')}, {patch.get('size')} line(s)), makes pass: "

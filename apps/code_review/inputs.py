@@ -88,6 +88,20 @@ def from_path(path: str | Path) -> Target:
     return _bounded(Target(root, names, description=f"folder {root.name or root}"))
 
 
+def from_paths(paths: list[str | Path]) -> Target:
+    """One path as `from_path`; several (a pre-commit hook's staged files) must be Python files, reviewed from the
+    folder that holds them all."""
+    if len(paths) == 1:
+        return from_path(paths[0])
+    files = [Path(path).expanduser() for path in paths]
+    for path in files:
+        if not path.is_file() or path.suffix not in PYTHON_SUFFIXES:
+            raise InputError(f"{str(path)[:200]!r} is not a Python file: give several .py files, or one folder")
+    root = Path(os.path.commonpath([path.resolve().parent for path in files]))
+    names = sorted({path.resolve().relative_to(root).as_posix() for path in files})
+    return _bounded(Target(root, names, description=f"{len(names)} files"))
+
+
 def from_code(code: str, name: str = "snippet.py") -> Target:
     """Pasted code as one file in a temporary root (removed by `close()`)."""
     if not code.strip():
