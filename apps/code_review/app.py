@@ -256,7 +256,7 @@ def patches_markdown(patches: list[dict], comments: list) -> str:
     blocks = []
     for n, (patch, comment) in enumerate(zip(patches, comments, strict=False), 1):
         tests = ", ".join(f"`{str(t)[:120]}`" for t in patch.get("fixed_tests") or [])
-        diff = str(patch.get("diff", "")).replace("```", "`\u200b``")
+        diff = str(patch.get("diff", "")).rstrip("\n").replace("```", "`\u200b``")
         blocks.append(f"### Patch {n}: `{patch.get('file')}` line {patch.get('line')} ({patch.get('source')}, "
                       f"{patch.get('size')} line(s))\nTests it makes pass: {tests or '-'}\n\n```diff\n{diff}\n```\n\n"
                       f"*{comment.explanation}* {comment.fix_hint}")
