@@ -61,10 +61,11 @@ def test_a_local_folder_and_its_revision_range(app, tmp_path):
     repo.mkdir()
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x",
            "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    subprocess.run(["git", "init", "-q"], cwd=repo, env=env, check=True)
     for step, text in enumerate(("import os\n", CODE)):
         (repo / "tool.py").write_text(text)
-        subprocess.run(f"git init -q . && git add -A && git commit -qm c{step}", shell=True, cwd=repo, env=env,
-                       check=True)
+        for command in (["git", "add", "-A"], ["git", "commit", "-qm", f"c{step}"]):
+            subprocess.run(command, cwd=repo, env=env, check=True)
     assert len(app.review_path(str(repo)).rows) == 3
     assert [row[4] for row in app.review_path(str(repo), "HEAD~1..HEAD").rows] == ["B602", "B404"]
     with pytest.raises(AppError, match="is not a revision range"):

@@ -38,7 +38,7 @@ DEBUG_CANDIDATES = 100
 DEBUG_SECONDS = 180.0
 MAX_HIGHLIGHTED_FILES = 3
 CONTEXT_LINES = 3  # around each suspicious line in the code view
-TABLE_HEADERS = ["severity", "file", "line", "tool", "rule", "message", "explanation"]
+TABLE_HEADERS = ["severity", "file", "line", "tool", "rule", "message", "explanation and fix"]
 SUSPICIOUS_HEADERS = ["rank", "file", "line", "score"]
 
 
@@ -216,7 +216,7 @@ def _uploaded(paths: list[Path]) -> Target:
 
 
 def table(result: Review) -> list[list]:
-    return [[f.severity, f.file, f.line, f.tool, f.rule, f.message, e.explanation if e else ""]
+    return [[f.severity, f.file, f.line, f.tool, f.rule, f.message, f"{e.explanation} Fix: {e.fix_hint}" if e else ""]
             for f, e in zip(result.findings, result.explanations, strict=True)]
 
 

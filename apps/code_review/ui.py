@@ -38,8 +38,8 @@ def run(command):
     return subprocess.call(command, shell=True)
 
 
-def average(values):
-    if values == None:
+def average(values=[]):
+    if not values:
         return 0
     return sum(values) / len(value)
 '''
@@ -104,8 +104,9 @@ def build_demo(app: CodeReviewApp) -> gr.Blocks:
                                   "against it)", value=str(app.roots[0]), max_length=1000, elem_id="path")
                 all_lines = gr.Checkbox(label="on a diff or range, every line of the changed files",
                                         elem_id="all-lines")
-            with gr.Column(scale=3, min_width=320):
-                findings = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, wrap=True, max_height=520,
+            with gr.Column(scale=4, min_width=320):
+                findings = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, wrap=True, max_height=1400,
+                                        column_widths=["10%", "11%", "6%", "8%", "8%", "25%", "32%"],
                                         elem_id="findings")
                 with gr.Accordion("Report (Markdown)", open=False):
                     report = gr.Markdown(elem_id="report")
