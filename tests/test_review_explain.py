@@ -158,3 +158,21 @@ def test_a_patch_is_explained_from_its_diff_and_the_tests_it_made_pass():
 def test_no_model_means_templates(tmp_path):
     assert explain(None, [Candidates(["a.", "b."], ["h."], "p")])[0].source == "template"
     assert Path(tmp_path).exists()
+
+
+def test_smollm2_chooses_within_the_schema(llm, tmp_path):
+    """The embedded model under the integer-enum schema: every reply parses and picks an existing candidate."""
+    (tmp_path / "m.py").write_text(CODE + "\n\ndef f(values=[]):\n    return len(value)\n")
+    findings = [Finding("m.py", 6, 6, "B602", "error", "subprocess call with shell=True identified", "bandit"),
+                Finding("m.py", 10, 10, "F821", "error", "Undefined name `value`", "ruff",
+                        url="https://docs.astral.sh/ruff/rules/undefined-name"),
+                Finding("m.py", 9, 9, "B006", "warning", "Do not use mutable data structures for argument defaults",
+                        "ruff", url="https://docs.astral.sh/ruff/rules/mutable-argument-default")]
+    comments = explain_findings(llm, tmp_path, findings)
+    for finding, comment in zip(findings, comments, strict=True):
+        candidates = finding_candidates(finding, explain_module.rule_docs(finding.tool, {finding.rule}).get(
+            finding.rule, ""), "")
+        asked = len(candidates.explanations) > 1 or len(candidates.hints) > 1
+        assert comment.source == ("model-chosen" if asked else "template"), (finding.rule, comment)
+        assert comment.explanation in candidates.explanations and comment.fix_hint in candidates.hints
+    assert sum(c.source == "model-chosen" for c in comments) >= 2
