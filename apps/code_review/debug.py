@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apps.code_review.localise import Suspicious, is_test_file, localise
-from apps.code_review.repair import Patch, model_candidates, mutants, verify
+from apps.code_review.mutations import mutants
+from apps.code_review.repair import Patch, model_candidates, verify
 from apps.code_review.sandbox import Limits, Sandbox
 from apps.code_review.testrun import run_tests
 
@@ -50,10 +51,30 @@ class DebugResult:
                 "candidates_tried": self.tried, "budget_stopped": self.stopped, "problem": self.problem,
                 "applied": self.applied}
 
+    def to_text(self, suspicious: int = 5) -> str:
+        """A human-readable report: the failing tests, the top suspicious lines, each verified patch's diff."""
+        lines = [f"tests: {self.test_cmd!r} in {self.isolation}",
+                 f"{len(self.failing)} failing, {self.passing} passing ({self.seconds:.1f} s)"]
+        lines += [f"  FAILED {test}" for test in self.failing[:20]]
+        if self.problem:
+            lines.append(self.problem)
+        if self.suspicious:
+            lines.append("suspicious lines:")
+            lines += [f"  {s.file}:{s.line}  {s.score:.3f}" for s in self.suspicious[:suspicious]]
+        for number, patch in enumerate(self.patches, 1):
+            lines.append(f"patch {number} ({patch.source}: {patch.operator}, {patch.size} characters), the tests pass "
+                         f"with it:\n{patch.diff}")
+        if self.failing and not self.patches and not self.problem:
+            budget = f", stopped by the {self.stopped} budget" if self.stopped else ""
+            lines.append(f"no verified patch ({self.tried} candidates tried{budget})")
+        if self.applied:
+            lines.append("applied patch 1")
+        return "\n".join(lines)
+
 
 def debug(path: str | Path, test_cmd: str = "pytest -q", llm=None, max_candidates: int = 200,
           max_seconds: float = 120.0, apply: bool = False, progress: Callable[[str], None] | None = None,
-          limits: Limits | None = None, max_patches: int = 5) -> DebugResult:
+          limits: Limits | None = None, max_patches: int = 3) -> DebugResult:
     """Debug the project at `path` with `test_cmd`; `max_candidates` and `max_seconds` bound the patch search
     (the baseline test run is bounded by `limits.wall_seconds`). `llm`: a chat model for extra candidates.
     `apply`: write the best verified patch into `path`. Raises SandboxError for a path that is not a folder

@@ -29,8 +29,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 SKIP = {".git", ".hg", ".svn", ".venv", "venv", "node_modules", "__pycache__", ".pytest_cache", ".mypy_cache",
         ".ruff_cache", ".tox", ".nox", ".coverage", "build", "dist", ".eggs"}
@@ -174,6 +176,27 @@ def _tail(path: Path) -> str:
         return file.read().decode("utf-8", "replace")
 
 
+@dataclass
+class Session:
+    """A long-lived process in the sandbox (`Sandbox.start`): write to `process.stdin`, read `process.stdout`."""
+
+    process: subprocess.Popen
+    cgroup: Path | None
+    log: IO[bytes]
+    end: Callable[[subprocess.Popen, Path | None], None]
+    closed: bool = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for stream in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(OSError):
+                stream.close()
+        self.end(self.process, self.cgroup)
+        self.log.close()
+
+
 class Sandbox:
     """A temporary folder holding a copy of a project (`root`) and scratch files (`scratch`), where commands run
     isolated (`run`). Use as a context manager, or call `close()`: the folder is deleted. `isolation`: "auto"
@@ -199,6 +222,7 @@ class Sandbox:
             shutil.rmtree(self.folder, ignore_errors=True)
             raise
         self.cgroup_works = os.geteuid() == 0 and _pids_cgroup_probe()
+        self._sessions: list[Session] = []
 
     @property
     def isolation(self) -> str:
@@ -219,27 +243,25 @@ class Sandbox:
                 "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
                 "NO_COLOR": "1"}
 
-    def run(self, argv: list[str], timeout: float | None = None, env: dict[str, str] | None = None,
-            cwd: Path | None = None) -> Completed:
-        """Run `argv` in the copy (or `cwd`, inside the sandbox folder) within the limits; `timeout` (seconds)
-        lowers the wall-clock limit. Never raises for what the command does."""
-        wall = min(timeout or self.limits.wall_seconds, self.limits.wall_seconds)
-        cwd = (cwd or self.root).resolve()
-        assert cwd.is_relative_to(self.folder), cwd
-        limits, inner = self.limits, []
+    def _command(self, argv: list[str], cwd: Path) -> list[str]:
         if self.mode == "bwrap":
             command = _bwrap_args(self.folder)[:-3] + ["--chdir", str(cwd), "--"]
             if shutil.which("prlimit"):  # inside the user namespace, RLIMIT_NPROC counts only the sandbox's processes
-                inner = ["prlimit", f"--nproc={limits.processes}", "--"]
-        elif self.mode == "unshare":
-            command = _unshare_args()
-        else:
-            command = []
+                return [*command, "prlimit", f"--nproc={self.limits.processes}", "--", *argv]
+            return [*command, *argv]
+        return [*_unshare_args(), *argv] if self.mode == "unshare" else list(argv)
+
+    def _spawn(self, argv: list[str], cwd: Path | None, env: dict[str, str] | None, **streams) -> tuple:
+        """Start `argv` confined; (process, cgroup or None). The caller ends it with `_end`."""
+        cwd = (cwd or self.root).resolve()
+        assert cwd.is_relative_to(self.folder), cwd
+        limits = self.limits
+        command = self._command(argv, cwd)
+        nproc_outside = self.mode != "bwrap" or not shutil.which("prlimit")
         cgroup = _pids_cgroup(limits.processes + 8) if self.cgroup_works else None
         procs = os.open(cgroup / "cgroup.procs", os.O_WRONLY) if cgroup else None
-        nproc_outside = not inner
 
-        def confine():  # in the child, between fork and exec: only async-signal-safe-ish calls
+        def confine():  # in the child, between fork and exec
             if procs is not None:
                 os.write(procs, b"0")
             resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
@@ -249,33 +271,65 @@ class Sandbox:
             if nproc_outside:
                 resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
 
-        out, err = self.folder / "stdout.txt", self.folder / "stderr.txt"
-        start = time.monotonic()
-        timed_out = False
         try:
-            with open(out, "wb") as stdout, open(err, "wb") as stderr:
-                try:
-                    process = subprocess.Popen([*command, *inner, *argv], cwd=cwd, env={**self.environment(),
-                                               **(env or {})}, stdin=subprocess.DEVNULL, stdout=stdout,
-                                               stderr=stderr, start_new_session=True, preexec_fn=confine)
-                except OSError as error:
-                    return Completed(None, "", f"could not start {argv[0]!r}: {error}", 0.0, False)
-                try:
-                    returncode = process.wait(timeout=wall)
-                except subprocess.TimeoutExpired:
-                    timed_out = True
-                    os.killpg(process.pid, signal.SIGKILL)
-                    returncode = process.wait()
-                with contextlib.suppress(ProcessLookupError):  # what is left in the session, once it is over
-                    os.killpg(process.pid, signal.SIGKILL)
+            process = subprocess.Popen(command, cwd=cwd, env={**self.environment(), **(env or {})},
+                                       start_new_session=True, preexec_fn=confine, **streams)
+        except BaseException:
+            if cgroup is not None:
+                _remove_cgroup(cgroup)
+            raise
         finally:
             if procs is not None:
                 os.close(procs)
-            if cgroup is not None:
-                _remove_cgroup(cgroup)
+        return process, cgroup
+
+    @staticmethod
+    def _end(process: subprocess.Popen, cgroup: Path | None) -> None:
+        """Kill what is left of the process's session (a daemonised child too) and its cgroup."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        if cgroup is not None:
+            _remove_cgroup(cgroup)
+
+    def run(self, argv: list[str], timeout: float | None = None, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> Completed:
+        """Run `argv` in the copy (or `cwd`, inside the sandbox folder) within the limits; `timeout` (seconds)
+        lowers the wall-clock limit. Never raises for what the command does."""
+        wall = min(timeout or self.limits.wall_seconds, self.limits.wall_seconds)
+        out, err = self.folder / "stdout.txt", self.folder / "stderr.txt"
+        start = time.monotonic()
+        timed_out = False
+        with open(out, "wb") as stdout, open(err, "wb") as stderr:
+            try:
+                process, cgroup = self._spawn(argv, cwd, env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
+            except OSError as error:
+                return Completed(None, "", f"could not start {argv[0]!r}: {error}", 0.0, False)
+            try:
+                returncode = process.wait(timeout=wall)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                returncode = -signal.SIGKILL
+            finally:
+                self._end(process, cgroup)
         return Completed(returncode, _tail(out), _tail(err), time.monotonic() - start, timed_out)
 
+    def start(self, argv: list[str], env: dict[str, str] | None = None) -> Session:
+        """Start a long-lived confined process talking through pipes (stdin, stdout; stderr to a file). The
+        limits apply as in `run`, except the wall clock: end it with `Session.close` (or close the sandbox)."""
+        log = open(self.scratch / f"session-{uuid.uuid4().hex[:8]}.log", "wb")  # noqa: SIM115 - the session owns it
+        try:
+            process, cgroup = self._spawn(argv, None, env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+        except BaseException:
+            log.close()
+            raise
+        session = Session(process, cgroup, log, self._end)
+        self._sessions.append(session)
+        return session
+
     def close(self) -> None:
+        for session in self._sessions:
+            session.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> Sandbox:

@@ -15,12 +15,13 @@ autoloading off, which also saves seconds per run), or tell a test's failure fro
 from __future__ import annotations
 
 import json
+import select
 import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apps.code_review.sandbox import Completed, Sandbox
+from apps.code_review.sandbox import Completed, Sandbox, Session
 
 PLUGIN_NAME = "llmkit_debug_plugin"
 PLUGIN = '''
@@ -71,6 +72,63 @@ def pytest_sessionfinish(session):
         json.dump(_RESULTS, file)
 '''
 
+WORKER_NAME = "llmkit_debug_worker"
+WORKER = '''
+"""llmkit debug's test worker: imports pytest once, then runs each request (a JSON line) in a forked child, so
+a run costs a fork instead of an interpreter start. The child imports the project's modules afresh."""
+import importlib, json, os, signal, sys, time
+import pytest
+from _pytest.config import default_plugins
+
+for name in default_plugins:  # pytest.main imports its own plugins: once here, not in every child
+    try:
+        importlib.import_module("_pytest." + name)
+    except ImportError:
+        pass
+
+for line in sys.stdin:
+    request = json.loads(line)
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        os.setpgid(0, 0)
+        output = os.open(request["output"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.environ["LLMKIT_DEBUG_RESULTS"] = request["results"]
+        sys.path.insert(0, os.getcwd())  # as `python -m pytest` has it
+        try:
+            code = int(pytest.main(request["args"]))
+        except BaseException:
+            code = 3
+        sys.stdout.flush()
+        os._exit(code)
+    try:
+        os.setpgid(pid, pid)
+    except OSError:
+        pass
+    deadline, timed_out = start + request["timeout"], False
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            timed_out = True
+            os.killpg(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+            break
+        time.sleep(0.002)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    reply = {"returncode": os.waitstatus_to_exitcode(status), "timed_out": timed_out,
+             "seconds": time.monotonic() - start}
+    sys.stdout.write(json.dumps(reply) + "\\n")
+    sys.stdout.flush()
+'''
+
 
 @dataclass
 class TestRun:
@@ -80,6 +138,7 @@ class TestRun:
     data file when asked for; problem: why the run says nothing about the tests (a timeout, nothing collected,
     a command that did not start), else None."""
 
+    __test__ = False  # not a test class, whatever pytest thinks of the name
     command: list[str]
     completed: Completed
     outcomes: dict[str, str] = field(default_factory=dict)
@@ -109,18 +168,63 @@ def pytest_arguments(test_cmd: str) -> list[str] | None:
     return None
 
 
+class Worker:
+    """A pytest worker in the sandbox (see WORKER): `run` costs a fork, not an interpreter start. For screening
+    candidates; a final verdict comes from a fresh `run_tests` without it. Broken (`broken`) after a reply that
+    does not come: the caller falls back to plain runs."""
+
+    def __init__(self, sandbox: Sandbox):
+        (sandbox.scratch / f"{PLUGIN_NAME}.py").write_text(PLUGIN)
+        (sandbox.scratch / f"{WORKER_NAME}.py").write_text(WORKER)
+        self.sandbox = sandbox
+        self.session: Session | None = sandbox.start([sys.executable, str(sandbox.scratch / f"{WORKER_NAME}.py")],
+                                                     env={"PYTHONPATH": str(sandbox.scratch)})
+
+    @property
+    def broken(self) -> bool:
+        return self.session is None
+
+    def run(self, arguments: list[str], results: Path, timeout: float) -> Completed | None:
+        """pytest.main(arguments) in a forked child; None (and the worker closed) if no reply came in time."""
+        if self.session is None:
+            return None
+        output = self.sandbox.scratch / "worker-output.txt"
+        request = {"args": arguments, "results": str(results), "output": str(output), "timeout": timeout}
+        process = self.session.process
+        try:
+            process.stdin.write((json.dumps(request) + "\n").encode())
+            process.stdin.flush()
+            ready, _, _ = select.select([process.stdout], [], [], timeout + 10)
+            reply = json.loads(process.stdout.readline()) if ready else None
+        except (OSError, ValueError):
+            reply = None
+        if not reply:
+            self.close()
+            return None
+        text = output.read_text(errors="replace")[-200_000:] if output.exists() else ""
+        return Completed(reply["returncode"], text, "", reply["seconds"], reply["timed_out"])
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
 def run_tests(sandbox: Sandbox, test_cmd: str = "pytest -q", only: list[str] | None = None,
-              coverage: bool = False, timeout: float | None = None, stop_early: bool = False) -> TestRun:
-    """Run the tests in `sandbox` (all, or the test ids in `only`; `stop_early`: stop at the first failure).
-    `coverage`: record per-test line coverage (pytest commands only)."""
+              coverage: bool = False, timeout: float | None = None, stop_early: bool = False,
+              worker: Worker | None = None) -> TestRun:
+    """Run the tests in `sandbox` (all, or the test ids in `only`; `stop_early`: stop at the first failure, without
+    formatting tracebacks).
+    `coverage`: record per-test line coverage (pytest commands only). `worker`: run in it (without coverage),
+    falling back to a plain run if it breaks."""
     arguments = pytest_arguments(test_cmd)
     if arguments is None:
         return _run_plain(sandbox, shlex.split(test_cmd), timeout)
     if only is not None:  # keep the options, drop the paths the command named: the ids say what to run
         arguments = [a for a in arguments if a.startswith("-") or not (sandbox.root / a.split("::")[0]).exists()]
-        arguments += list(only)
-    if stop_early:
-        arguments.append("-x")
+        arguments += [f"./{test}" if test.startswith("-") else test for test in only]  # an id is never an option
+    if stop_early:  # a screening run: the first failure decides, its traceback is not needed
+        arguments += ["-x", "--tb=no"]
     results = sandbox.scratch / "results.json"
     results.unlink(missing_ok=True)
     (sandbox.scratch / f"{PLUGIN_NAME}.py").write_text(PLUGIN)
@@ -131,8 +235,13 @@ def run_tests(sandbox: Sandbox, test_cmd: str = "pytest -q", only: list[str] | N
         command = [sys.executable, "-m", "coverage", "run", f"--data-file={data}", f"--source={sandbox.root}", *pytest]
     else:
         command = [sys.executable, *pytest]
-    completed = sandbox.run(command, timeout=timeout, env={"PYTHONPATH": str(sandbox.scratch),
-                                                          "LLMKIT_DEBUG_RESULTS": str(results)})
+    completed = None
+    if worker is not None and not coverage:
+        completed = worker.run(pytest[2:], results, min(timeout or sandbox.limits.wall_seconds,
+                                                        sandbox.limits.wall_seconds))
+    if completed is None:
+        completed = sandbox.run(command, timeout=timeout, env={"PYTHONPATH": str(sandbox.scratch),
+                                                              "LLMKIT_DEBUG_RESULTS": str(results)})
     run = TestRun(command, completed, coverage=data if coverage and data.exists() else None)
     if completed.timed_out:
         run.problem = f"the tests did not finish: {completed.ended}"
