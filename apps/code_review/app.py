@@ -258,6 +258,7 @@ def patches_markdown(patches: list[dict], comments: list) -> str:
         tests = ", ".join(f"`{str(t)[:120]}`" for t in patch.get("fixed_tests") or [])
         diff = str(patch.get("diff", "")).rstrip("\n").replace("```", "`\u200b``")
         blocks.append(f"### Patch {n}: `{patch.get('file')}` line {patch.get('line')} ({patch.get('source')}, "
-                      f"{patch.get('size')} line(s))\nTests it makes pass: {tests or '-'}\n\n```diff\n{diff}\n```\n\n"
+                      f"{patch.get('size')} characters changed)\nTests it makes pass: {tests or '-'}\n\n"
+                      f"```diff\n{diff}\n```\n\n"
                       f"*{comment.explanation}* {comment.fix_hint}")
     return "\n\n".join(blocks)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from apps.code_review.analyzers import ANALYZERS, COMPLEXITY_THRESHOLD, DEFAULT_TIMEOUT
@@ -161,36 +160,13 @@ def run_debug(args: argparse.Namespace) -> None:
 
         llm = load(args.model, dtype=args.dtype, model_name=args.model_name, api_key=args.api_key)
     progress = None if args.json or not sys.stderr.isatty() else _progress
-    start = time.perf_counter()
     try:
         result = debug(args.path, test_cmd=args.test, llm=llm, max_candidates=args.max_candidates,
-                       max_seconds=args.max_seconds, apply=args.apply, progress=progress).to_json()
+                       max_seconds=args.max_seconds, apply=args.apply, progress=progress)
     except SandboxError as error:  # a project too big to copy, a sandbox that cannot start
         raise InputError(str(error)) from None
-    if args.json:
-        print(json.dumps(result, ensure_ascii=False))
-        return
-    print(debug_text(result, time.perf_counter() - start))
+    print(json.dumps(result.to_json(), ensure_ascii=False) if args.json else result.to_text())
 
 
 def _progress(message: str) -> None:
     print(f"llmkit debug: {message}", file=sys.stderr, flush=True)
-
-
-def debug_text(result: dict, seconds: float) -> str:
-    """`llmkit debug`'s report for people: the isolation, the failing tests, the suspicious lines, the patches."""
-    lines = [f"isolation: {result.get('isolation')}"]
-    if result.get("problem"):
-        lines.append(f"problem: {result['problem']}")
-    failing = result.get("failing") or []
-    lines.append(f"failing tests: {len(failing)}" + "".join(f"\n  {str(t)[:200]}" for t in failing[:10]))
-    lines.append("suspicious lines (most suspicious first):")
-    lines += [f"  {s['file']}:{s['line']}  score {s['score']:.3f}" for s in (result.get("suspicious") or [])[:10]]
-    patches = result.get("patches") or []
-    if not patches and not result.get("problem"):
-        lines.append("no verified patch: no candidate made the failing tests pass without breaking another")
-    for n, patch in enumerate(patches[:5], 1):
-        lines.append(f"\npatch {n} ({patch.get('source')}, {patch.get('size')} line(s)), makes pass: "
-                     f"{', '.join(map(str, patch.get('fixed_tests') or []))[:300]}\n{patch.get('diff', '')}")
-    lines.append(f"({seconds:.1f} s)")
-    return "\n".join(lines)

@@ -157,8 +157,8 @@ def patch_candidates(patch: dict) -> Candidates:
     passing = f"{', '.join(tests)} now pass{'es' if len(tests) == 1 else ''}" if tests else "the failing tests pass"
     explanations = [_cut(f"On {where}, {change}: with it {passing}, and no test that passed before fails.",
                          MAX_EXPLANATION_CHARS),
-                    _cut(f"The tests located the fault near {where}; this {patch.get('size', '?')}-line change is "
-                         "the smallest the tests accepted.", MAX_EXPLANATION_CHARS)]
+                    _cut(f"The tests located the fault near {where}; this change of {patch.get('size', '?')} "
+                         "characters is the smallest the tests accepted.", MAX_EXPLANATION_CHARS)]
     hints = ["Review the diff, then apply it with `git apply` or `llmkit debug --apply`.",
              "Add a test for the case the failing test exposed, so the fault cannot come back."]
     prompt = (f"A patch that the project's tests accepted.\nFile: {str(patch.get('file'))[:120]}\nLine: "
