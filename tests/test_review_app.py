@@ -80,6 +80,9 @@ def test_uploads_python_files_or_one_diff(app, tmp_path):
     assert {row[1] for row in view.rows} == {"a.py"} and "in 2 files" in view.status
     with pytest.raises(AppError, match="neither Python"):
         app.review_uploads([str(tmp_path / "notes.txt")])
+    (tmp_path / "fake.diff").write_text("not a diff\n")
+    with pytest.raises(AppError, match="fake.diff is not a unified diff"):
+        app.review_uploads([str(tmp_path / "fake.diff")])
     with pytest.raises(AppError, match="Upload a .py file"):
         app.review_uploads([])
 

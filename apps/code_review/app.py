@@ -143,7 +143,9 @@ class CodeReviewApp:
             if len(paths) > 1:
                 raise AppError("Upload one diff alone, or Python files.")
             text = diffs[0].read_text(errors="replace")
-            return self.review_text(text if looks_like_diff(text) else "", path, all_lines)
+            if not looks_like_diff(text):
+                raise AppError(f"{diffs[0].name[:100]} is not a unified diff (no ---/+++ file headers).")
+            return self.review_text(text, path, all_lines)
         wrong = [p.name for p in paths if p.suffix not in PYTHON_SUFFIXES]
         if wrong:
             raise AppError(f"{wrong[0][:100]} is neither Python (.py) nor a diff (.diff, .patch).")

@@ -8,7 +8,8 @@ debugger (apps.code_review.debug) is imported only by `llmkit debug`.
 `llmkit review` prints the report on stdout and exits 1 when a finding is at or above --fail-on (default error),
 so it works as a CI step or a pre-commit hook; bad input (a missing path, a range that is not one, an empty diff)
 exits 1 with one `llmkit: ...` line. `llmkit debug --json` prints one JSON object on stdout; nothing in PATH is
-changed unless --apply is given.
+changed unless --apply is given; with a model (no --no-model), each verified patch gets an explanation chosen
+among sentences built from its diff and the tests it made pass ("explanation" in its JSON).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 from apps.code_review.analyzers import ANALYZERS, COMPLEXITY_THRESHOLD, DEFAULT_TIMEOUT
-from apps.code_review.explain import MAX_EXPLAINED
+from apps.code_review.explain import MAX_EXPLAINED, explain, patch_candidates
 from apps.code_review.inputs import MAX_DIFF_BYTES, InputError, Target, from_diff, from_git, from_paths
 from apps.code_review.report import FAIL_ON, FORMATS, exit_code, render
 from apps.common import add_model_flags
@@ -165,7 +166,16 @@ def run_debug(args: argparse.Namespace) -> None:
                        max_seconds=args.max_seconds, apply=args.apply, progress=progress)
     except SandboxError as error:  # a project too big to copy, a sandbox that cannot start
         raise InputError(str(error)) from None
-    print(json.dumps(result.to_json(), ensure_ascii=False) if args.json else result.to_text())
+    data = result.to_json()
+    comments = explain(llm, [patch_candidates(patch) for patch in data["patches"]]) if llm is not None else []
+    for patch, comment in zip(data["patches"], comments, strict=False):
+        patch["explanation"] = comment.to_json()
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False))
+        return
+    print(result.to_text())
+    for number, comment in enumerate(comments, 1):
+        print(f"patch {number}: {comment.explanation} {comment.fix_hint}")
 
 
 def _progress(message: str) -> None:
