@@ -143,6 +143,9 @@ def test_findings_past_the_limit_get_no_explanation(tmp_path):
     findings = [Finding("m.py", n, n, "F401", "warning", "unused", "ruff") for n in (1, 2, 3)]
     comments = explain_findings(ScriptedModel([{"explanation": 1, "fix_hint": 1}] * 2), tmp_path, findings, limit=2)
     assert [c is not None for c in comments] == [True, True, False]
+    with from_code(CODE) as target:
+        result = review(target, llm=ScriptedModel([{"explanation": 1, "fix_hint": 1}] * 3), max_explained=1)
+    assert "explained: the first 1 of 3 findings (--max-explained)" in markdown(result)
 
 
 def test_a_patch_is_explained_from_its_diff_and_the_tests_it_made_pass():

@@ -66,6 +66,9 @@ def review(target: Target, *, all_lines: bool = False, tools: tuple[str, ...] = 
     changed = None if all_lines else target.changed
     kept = on_changed_lines(found, changed)
     explanations = explain_findings(llm, target.root, kept, style, max_explained) if llm is not None else []
-    return Review(target.description, list(target.files), kept, runs, explanations, list(target.notes),
+    notes = list(target.notes)
+    if llm is not None and len(kept) > max_explained:
+        notes.append(f"explained: the first {max_explained} of {len(kept)} findings (--max-explained)")
+    return Review(target.description, list(target.files), kept, runs, explanations, notes,
                   diff_aware=changed is not None, hidden=len(found) - len(kept),
                   seconds=time.perf_counter() - start)
