@@ -9,8 +9,8 @@ Per bug: is the buggy line the most suspicious (top-1) or among the first three 
 patches, and whether the best one equals the reference fix; and every patch reported is re-checked outside
 the pipeline: `git apply` on a fresh git copy of the project, then the plain test command in a sandbox — a
 patch that does not apply or leaves a test failing counts as wrong (the target is 0). Runs the deterministic
-pipeline only (no model).
-Run: .venv/bin/python -m bench.code_review [--max-seconds 50] [--max-candidates 200] [--only NAME ...]
+pipeline unless `--model` is given (then the model is asked where no operator's patch verified).
+Run: .venv/bin/python -m bench.code_review [--max-seconds 50] [--max-candidates 200] [--only NAME ...] [--model M]
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ def applies_and_passes(project: Path, diff: str) -> bool:
             return sandbox.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]).returncode == 0
 
 
-def evaluate(name: str, bug: dict, max_seconds: float, max_candidates: int) -> dict:
+def evaluate(name: str, bug: dict, max_seconds: float, max_candidates: int, llm=None) -> dict:
     start = time.perf_counter()
-    result = debug(BUGS / name, max_seconds=max_seconds, max_candidates=max_candidates)
+    result = debug(BUGS / name, max_seconds=max_seconds, max_candidates=max_candidates, llm=llm)
     seconds = time.perf_counter() - start
     lines = [(s.file, s.line) for s in result.suspicious]
     target = (bug["file"], bug["line"])
@@ -64,6 +64,7 @@ def evaluate(name: str, bug: dict, max_seconds: float, max_candidates: int) -> d
                  and best.text.splitlines()[bug["line"] - 1:bug["line"] - 1 + len(fix)] == fix)
     return {"bug": name, "kind": bug["kind"], "fixable": bug["fixable"], "rank": rank, "patches": len(result.patches),
             "wrong": wrong, "best": best.operator if best else None, "reference_fix": reference,
+            "model_patches": sum(p.source == "model" for p in result.patches),
             "tried": result.tried, "stopped": result.stopped, "problem": result.problem,
             "seconds": round(seconds, 2), "isolation": result.isolation}
 
@@ -78,6 +79,7 @@ def summary(rows: list[dict]) -> dict:
             "reference_fix": sum(r["reference_fix"] for r in rows) / count,
             "wrong_patches": sum(r["wrong"] for r in rows),
             "patched_unfixable": sum(r["patches"] > 0 for r in rows if not r["fixable"]),
+            "model_patches": sum(r.get("model_patches", 0) for r in rows),
             "seconds_per_bug": sum(r["seconds"] for r in rows) / count,
             "max_seconds": max(r["seconds"] for r in rows)}
 
@@ -90,7 +92,7 @@ def markdown(rows: list[dict], s: dict, setup: str) -> str:
              f"{s['repaired_fixable']:.0%}) | {s['reference_fix']:.0%} | {s['wrong_patches']} | "
              f"{s['seconds_per_bug']:.1f} | {s['max_seconds']:.1f} |", "",
              f"Bugs no single edit was expected to fix, patched anyway (by an edit the tests accept): "
-             f"{s['patched_unfixable']}.", "",
+             f"{s['patched_unfixable']}. Verified patches the model wrote: {s['model_patches']}.", "",
              "| bug | kind | expected fixable | rank of buggy line | verified patches | best (operator) | "
              "= reference | wrong | candidates tried | s |", "|---" * 10 + "|"]
     for r in rows:
@@ -106,15 +108,23 @@ def main() -> None:
     parser.add_argument("--max-candidates", type=int, default=200)
     parser.add_argument("--only", nargs="*", help="bug names (default: all)")
     parser.add_argument("--note", default="", help="added under the setup, e.g. what else loaded the machine")
+    parser.add_argument("--model", help="also ask this model (a spec for core.load; 'embedded' for SmolLM2) where "
+                        "no operator's patch verifies (default: no model)")
     args = parser.parse_args()
+    llm = None
+    if args.model:
+        from core import load
+
+        llm = load(None if args.model == "embedded" else args.model)
     load_before = os.getloadavg()[0]
     bugs = {name: bug for name, bug in manifest().items() if not args.only or name in args.only}
     rows = []
     for name, bug in bugs.items():
-        rows.append(evaluate(name, bug, args.max_seconds, args.max_candidates))
+        rows.append(evaluate(name, bug, args.max_seconds, args.max_candidates, llm))
         print(json.dumps(rows[-1]), flush=True)
     s = summary(rows)
-    setup = (f"Deterministic pipeline (no model), `pytest -q`, max_seconds={args.max_seconds:g}, "
+    pipeline = f"model {llm.name} where no operator's patch verified" if llm else "deterministic pipeline (no model)"
+    setup = (f"{pipeline[0].upper()}{pipeline[1:]}, `pytest -q`, max_seconds={args.max_seconds:g}, "
              f"max_candidates={args.max_candidates}; isolation: {rows[0]['isolation']}. Load average (1 min) "
              f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end."
              + (f"\n\n{args.note}" if args.note else ""))

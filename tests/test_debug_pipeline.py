@@ -142,26 +142,32 @@ def test_a_project_whose_tests_pass_gets_no_patch(tmp_path):
     assert found.failing == [] and found.passing == 6 and found.patches == [] and found.suspicious == []
 
 
+GREET = 'def greet(name):\n    return "Helo, " + name\n'
+GREET_TESTS = 'from shop import greet\n\n\ndef test_greet():\n    assert greet("Ada") == "Hello, Ada"\n'
+
+
 @pytest.mark.slow
 def test_a_bug_no_single_edit_fixes_gets_no_patch(tmp_path):
-    project = write_project(tmp_path / "greet", 'def greet(name):\n    return "Helo, " + name\n',
-                            'from shop import greet\n\n\ndef test_greet():\n    assert greet("Ada") == "Hello, Ada"\n')
-    found = debug(project)
+    found = debug(write_project(tmp_path / "greet", GREET, GREET_TESTS))
     assert found.failing and found.patches == [] and found.suspicious[0].line == 2 and found.problem is None
     assert "no verified patch" in found.to_text()
 
 
 @pytest.mark.slow
-def test_a_model_edit_is_reported_only_once_verified(tmp_path):
-    project = write_project(tmp_path / "shop")
-    model = ScriptedModel([{"file": "shop.py", "line": BUGGY_LINE, "replacement": "    return total > 49"},
-                           {"file": "shop.py", "line": BUGGY_LINE, "replacement": "    return total < 50"},
-                           {"file": "shop.py", "line": BUGGY_LINE, "replacement": "    return total >= 50"}])
-    found = debug(project, llm=model, max_candidates=2)
-    assert [(p.source, p.operator, p.size) for p in found.patches] == [("model", "model edit", 2)]
-    assert "+    return total > 49" in found.patches[0].diff
-    schema = model.calls[0].options["json_schema"]
-    assert schema["properties"]["file"]["enum"] == ["shop.py"] and BUGGY_LINE in schema["properties"]["line"]["enum"]
+def test_the_model_is_asked_only_where_no_operator_helped_and_its_edit_only_counts_verified(tmp_path):
+    shop = write_project(tmp_path / "shop")
+    unused = ScriptedModel([])
+    assert debug(shop, llm=unused).patches and unused.calls == []  # an operator fixed it: no model call
+    greet = write_project(tmp_path / "greet", GREET, GREET_TESTS)
+    wrong = ScriptedModel([{"file": "shop.py", "line": 2, "replacement": '    return "Hi, " + name'}])
+    assert debug(greet, llm=wrong).patches == [] and len(wrong.calls) == 1
+    right = ScriptedModel([{"file": "shop.py", "line": 2, "replacement": '    return "Hello, " + name'}])
+    found = debug(greet, llm=right)
+    assert [(p.source, p.operator, p.size) for p in found.patches] == [("model", "model edit", 1)]
+    assert '+    return "Hello, " + name' in found.patches[0].diff
+    schema = right.calls[0].options["json_schema"]
+    assert schema["properties"]["file"]["enum"] == ["shop.py"] and schema["properties"]["line"]["enum"] == [2]
+    assert '    return "Helo, " + name' in right.calls[0].prompt[0]["content"]
 
 
 def test_a_hanging_test_is_reported_not_waited_for(tmp_path):

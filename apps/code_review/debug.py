@@ -2,8 +2,10 @@
 
 The deterministic pipeline (Agentless-style: localise, generate candidates, validate): one baseline run with
 per-test coverage; spectrum-based localisation (localise.py); mutation candidates for the top suspicious lines
-in order of suspicion, each line's smallest edits first, plus the model's one-line edits when a model is given
-(tried first: there are few); each verified in the sandbox (repair.py). Everything runs in a copy: PATH
+in order of suspicion, each line's smallest edits first (mutations.py); each verified in the sandbox
+(repair.py). A model, when given, is asked for one-line edits only where no mutation was verified, within what is
+left of the time budget: the embedded 135M model rarely writes a fix, and its seconds are better spent by the
+operators; a bigger one behind --model adds the fixes no operator makes. Everything runs in a copy: PATH
 changes only with apply=True, and then only by the best verified patch.
 
 Does not: report a patch the tests have not accepted, or run anything outside the sandbox.
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apps.code_review.localise import Suspicious, is_test_file, localise
-from apps.code_review.mutations import mutants
+from apps.code_review.mutations import Candidate, mutants
 from apps.code_review.repair import Patch, model_candidates, verify
 from apps.code_review.sandbox import Limits, Sandbox
 from apps.code_review.testrun import run_tests
@@ -94,22 +96,40 @@ def debug(path: str | Path, test_cmd: str = "pytest -q", llm=None, max_candidate
         else:
             result.suspicious = localise(baseline, sandbox.root)
             say(f"{len(result.failing)} failing, {result.passing} passing; {len(result.suspicious)} suspicious lines")
-            candidates = _candidates(sandbox.root, result.suspicious, llm, baseline)
-            say(f"{len(candidates)} candidate patches")
+            if not result.suspicious:
+                result.problem = ("no suspicious line: the failing tests ran no line outside the test files that "
+                                  "coverage or a traceback shows (localisation needs a pytest command)")
+            sources = _sources(sandbox.root, result.suspicious)
+            candidates = _mutants(sources, result.suspicious)
+            say(f"{len(candidates)} candidate patches from mutation operators")
             found = verify(sandbox, baseline, test_cmd, candidates, max_candidates,
                            max_seconds - (time.monotonic() - start), max_patches, say)
             result.patches, result.tried, result.stopped = found.patches, found.tried, found.stopped
+            if llm is not None and not result.patches and result.tried < max_candidates:
+                say("asking the model for edits")  # only where no operator helped: a model's time is dear
+                failure = "\n".join(list(baseline.messages.values())[:2])
+                edits = model_candidates(llm, sources, result.suspicious, failure,
+                                         deadline=start + max_seconds)
+                found = verify(sandbox, baseline, test_cmd, edits, max_candidates - result.tried,
+                               max_seconds - (time.monotonic() - start), max_patches, say)
+                result.patches, result.tried = found.patches, result.tried + found.tried
+                result.stopped = found.stopped or result.stopped
             if not result.patches:
                 say("no verified patch")
     if apply and result.patches:
         best = result.patches[0]
-        (root / best.file).write_text(best.text)
-        result.applied = True
+        target = root / best.file
+        if target.read_text() != best.base:
+            result.problem = f"{best.file} changed during the run: the patch was not applied"
+        else:
+            target.write_text(best.text)
+            result.applied = True
     result.seconds = time.monotonic() - start
     return result
 
 
-def _candidates(root: Path, suspicious: list[Suspicious], llm, baseline) -> list:
+def _sources(root: Path, suspicious: list[Suspicious]) -> dict[str, str]:
+    """The text of each file holding one of the top suspicious lines (test files and big files left out)."""
     sources = {}
     for s in suspicious[:TOP_LINES]:
         file = root / s.file
@@ -118,11 +138,9 @@ def _candidates(root: Path, suspicious: list[Suspicious], llm, baseline) -> list
                 sources[s.file] = file.read_text()
             except (OSError, UnicodeDecodeError):
                 continue
-    found = []
-    if llm is not None:
-        failure = "\n".join(list(baseline.messages.values())[:2])
-        found += model_candidates(llm, sources, suspicious[:TOP_LINES], failure)
-    for rank, s in enumerate(suspicious[:TOP_LINES]):
-        if s.file in sources:
-            found += mutants(sources[s.file], s.file, s.line, rank)
-    return found
+    return sources
+
+
+def _mutants(sources: dict[str, str], suspicious: list[Suspicious]) -> list[Candidate]:
+    return [c for rank, s in enumerate(suspicious[:TOP_LINES]) if s.file in sources
+            for c in mutants(sources[s.file], s.file, s.line, rank)]

@@ -41,6 +41,7 @@ class Patch:
     source: str
     operator: str
     text: str  # the patched file, to apply
+    base: str  # the file the patch was made against: applying refuses a file changed since
 
     def to_json(self) -> dict:
         return {"file": self.file, "line": self.line, "diff": self.diff, "fixed_tests": list(self.fixed_tests),
@@ -50,58 +51,52 @@ class Patch:
 # ---- the model's candidates ----
 
 
-EDIT_PROMPT = """A test fails. Fix the bug by replacing ONE line of the code below.
-
-Failing test output:
+EDIT_PROMPT = """A test fails:
 {failure}
 
-Suspicious lines:
+The code around line {line} of {file}:
 {context}
 
-Reply with JSON: {{"file": ..., "line": ..., "replacement": "the corrected line, with its indentation"}}."""
+Line {line} is probably wrong:
+{old}
+Write line {line} corrected (same indentation), as JSON with "file", "line" and "replacement"."""
 
 
 def model_candidates(llm, sources: dict[str, str], suspicious: list[Suspicious], failure: str,
-                     count: int = 3) -> list[Candidate]:
-    """Up to `count` one-line edits from `llm`, each decoded under a schema that admits only the suspicious files
-    and lines; an edit that does not parse or changes nothing is dropped."""
-    top = [s for s in suspicious if s.file in sources][:5]
-    if not top:
-        return []
-    context = []
-    for s in top:
-        lines = sources[s.file].splitlines()
-        for number in range(max(1, s.line - 3), min(len(lines), s.line + 3) + 1):
-            context.append(f"{s.file}:{number}: {lines[number - 1]}")
-        context.append("")
-    schema = {"type": "object", "additionalProperties": False, "required": ["file", "line", "replacement"],
-              "properties": {"file": {"type": "string", "enum": sorted({s.file for s in top})},
-                             "line": {"type": "integer", "enum": sorted({s.line for s in top})},
-                             "replacement": {"type": "string", "maxLength": 200}}}
-    prompt = [{"role": "user", "content": EDIT_PROMPT.format(failure=failure[-1500:], context="\n".join(context))}]
+                     lines: int = 3, deadline: float | None = None) -> list[Candidate]:
+    """One edit from `llm` for each of the `lines` most suspicious lines, greedy, decoded under a schema that
+    admits only that file and line and a replacement of bounded length; an edit that does not parse or changes
+    nothing is dropped. No call starts after `deadline` (time.monotonic()). (The embedded 135M model rarely writes
+    a fix: this is for a bigger model behind --model.)"""
+    top = [s for s in suspicious if s.file in sources][:lines]
     found: dict[str, Candidate] = {}
-    ranks = {(s.file, s.line): rank for rank, s in enumerate(top)}
-    for attempt in range(count):
-        reply = llm.generate(prompt, json_schema=schema, max_new_tokens=120, temperature=0.0 if attempt == 0 else 0.7,
-                             seed=attempt)
+    for rank, target in enumerate(top):
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        text_lines = sources[target.file].splitlines(keepends=True)
+        old = text_lines[target.line - 1]
+        around = range(max(1, target.line - 4), min(len(text_lines), target.line + 4) + 1)
+        context = "\n".join(f"{n}: {text_lines[n - 1].rstrip()}" for n in around)
+        schema = {"type": "object", "additionalProperties": False, "required": ["file", "line", "replacement"],
+                  "properties": {"file": {"type": "string", "enum": [target.file]},
+                                 "line": {"type": "integer", "enum": [target.line]},
+                                 "replacement": {"type": "string", "maxLength": min(200, 2 * len(old) + 40)}}}
+        prompt = [{"role": "user", "content": EDIT_PROMPT.format(failure=failure[-1500:], line=target.line,
+                                                                 file=target.file, context=context, old=old.rstrip())}]
         try:
-            edit = json.loads(reply)
-            file, number, replacement = edit["file"], int(edit["line"]), str(edit["replacement"])
+            edit = json.loads(llm.generate(prompt, json_schema=schema, max_new_tokens=100, temperature=0.0))
+            replacement = str(edit["replacement"])
         except (ValueError, KeyError, TypeError):
             continue
-        if file not in sources or (file, number) not in ranks:
-            continue
-        lines = sources[file].splitlines(keepends=True)
-        old = lines[number - 1]
         new = replacement.rstrip("\r\n") + old[len(old.rstrip("\r\n")):]
-        text = "".join([*lines[:number - 1], new, *lines[number:]])
-        if text == sources[file] or text in found:
+        text = "".join([*text_lines[:target.line - 1], new, *text_lines[target.line:]])
+        if text == sources[target.file] or text in found:
             continue
         try:
             ast.parse(text)
         except SyntaxError:
             continue
-        found[text] = Candidate(file, number, text, "model edit", "model", change_size(old, new), ranks[(file, number)])
+        found[text] = Candidate(target.file, target.line, text, "model edit", "model", change_size(old, new), rank)
     return list(found.values())
 
 
@@ -165,7 +160,8 @@ def verify(sandbox: Sandbox, baseline: TestRun, test_cmd: str, candidates: list[
             finally:
                 path.write_text(original)
             patches.append(Patch(candidate.file, candidate.line, unified_diff(candidate.file, original, candidate.text),
-                                 tuple(failing), candidate.size, candidate.source, candidate.operator, candidate.text))
+                                 tuple(failing), candidate.size, candidate.source, candidate.operator, candidate.text,
+                                 original))
             if progress:
                 progress(f"verified: {candidate.operator} at {candidate.file}:{candidate.line}")
     finally:
