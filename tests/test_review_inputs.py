@@ -183,3 +183,13 @@ def test_several_files_are_reviewed_from_the_folder_holding_them(tmp_path):
     assert (target.root, target.files) == ((tmp_path / "a").resolve(), ["b/y.py", "x.py"])
     with pytest.raises(InputError, match="is not a Python file"):
         from_paths([tmp_path / "a/x.py", tmp_path / "notes.txt"])
+
+
+def test_a_range_with_unusual_file_names(repo):
+    (repo / "we ird[1]*.py").write_text("import os\n")
+    (repo / "caf\u00e9.py").write_text("x = 1\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "third")
+    with from_git(repo, "HEAD~1..HEAD") as target:
+        assert sorted(target.files) == ["caf\u00e9.py", "we ird[1]*.py"]
+        assert (target.root / "we ird[1]*.py").read_text() == "import os\n"

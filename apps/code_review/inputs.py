@@ -298,7 +298,7 @@ def _commit(repo: Path, revision: str) -> str:
 
 def _git_blob(repo: Path, commit: str, name: str) -> bytes | None:
     """The file `name` at `commit`, None when it is not a regular file there (or is over MAX_FILE_BYTES)."""
-    listed = _git(repo, "ls-tree", "-z", "-l", "--end-of-options", commit, "--", name).split("\0")[0]
+    listed = _git(repo, "ls-tree", "-z", "-l", "--end-of-options", commit, "--", f":(literal){name}").split("\0")[0]
     meta = listed.split("\t")[0].split()
     if len(meta) < 4 or meta[0] not in ("100644", "100755") or not meta[3].isdigit():
         return None
