@@ -38,6 +38,10 @@ APPS = (
     ("sentiment-app", "apps.finance_sentiment", "the financial news sentiment web app (Gradio)"),
     ("email", "apps.email_bot", "the email responder: serve (IMAP, triage, drafts, approval queue, SMTP), "
      "status, drafts, approve, reject, and offline triage of .eml files"),
+    ("review", "apps.code_review.cli", "review Python code (a file, folder, diff or git range) with ruff, bandit, "
+     "radon: Markdown, JSON, SARIF or GitHub annotations"),
+    ("debug", "apps.code_review.cli", "find the lines a failing test points at, and patches the tests accept"),
+    ("code-review", "apps.code_review", "the code review and debugging web app (Gradio)"),
 )
 CHAT_HELP = "Type a message and press Enter. /reset starts a new conversation; /exit or Ctrl-D quits."
 SERVED_NAME_HELP = "the name clients send as `model` (default: the model file's stem)"
