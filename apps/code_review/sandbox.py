@@ -121,13 +121,24 @@ def available_isolation() -> str:
     return "rlimits"
 
 
+def _interpreter_under_tmp() -> list[Path]:
+    """The folders our Python runs from that lie under /tmp (a venv in a checkout there): the private /tmp would
+    hide them, and the sandboxed python, pytest and coverage with them."""
+    tmp = Path("/tmp").resolve()
+    paths = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, *sys.path) if p}
+    under = [p for p in paths if p != tmp and p.is_relative_to(tmp) and p.exists()]
+    return sorted(p for p in under if not any(p != q and p.is_relative_to(q) for q in under))
+
+
 def _bwrap_args(writable: Path) -> list[str]:
-    # Order matters: the private /tmp first, then the sandbox folder (often under /tmp) bound on top of it. Run by
-    # root, bwrap would leave the command every capability in its namespaces (remounting included): drop them all.
+    # Order matters: the private /tmp first, then the interpreter's folders under /tmp read-only and the sandbox
+    # folder (often under /tmp) read-write on top of it. Run by root, bwrap would leave the command every
+    # capability in its namespaces (remounting included): drop them all.
     capabilities = ["--cap-drop", "ALL"] if os.geteuid() == 0 else []
+    kept = [arg for path in _interpreter_under_tmp() for arg in ("--ro-bind", str(path), str(path))]
     return ["bwrap", "--unshare-all", "--die-with-parent", *capabilities, "--ro-bind", "/", "/", "--dev", "/dev",
-            "--proc", "/proc", "--tmpfs", "/tmp", "--bind", str(writable), str(writable), "--chdir", str(writable),
-            "--"]
+            "--proc", "/proc", "--tmpfs", "/tmp", *kept, "--bind", str(writable), str(writable),
+            "--chdir", str(writable), "--"]
 
 
 def _unshare_args() -> list[str]:

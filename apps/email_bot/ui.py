@@ -290,4 +290,6 @@ def build_ui(ledger: Ledger, config: Config, llm, redraft, *, kb=None, past=None
 
 def mount(app, blocks: gr.Blocks):
     """`blocks` served at / of the service's FastAPI app, beside /healthz and /metrics."""
+    import gradio as gr
+
     return gr.mount_gradio_app(app, blocks, path="/")
