@@ -1,4 +1,5 @@
-"""llmkit debug on the frozen bug set: localisation top-1 / top-3, verified repairs, wrong patches, seconds per bug.
+"""llmkit debug on the frozen bug set: localisation top-1 / top-3, verified repairs, wrong patches, seconds per bug;
+and llmkit review's analyzers on this repository (every line, no model): seconds in all and per tool.
 
 bench/bugs/ holds small projects (a module and a pytest file), each failing because of one seeded bug;
 bench/bugs/manifest.json records, per project, the buggy file and line, the bug's kind, whether a single
@@ -24,11 +25,25 @@ import tempfile
 import time
 from pathlib import Path
 
+from apps.code_review.analyzers import run_analyzers
 from apps.code_review.debug import debug
+from apps.code_review.inputs import from_path
 from apps.code_review.sandbox import Sandbox
 from bench import results
 
 BUGS = Path(__file__).parent / "bugs"
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def analyzers_on(root: Path) -> dict:
+    """What `llmkit review ROOT --all-lines --no-model` spends in its analyzers (they run at once, so the wall
+    time is about the slowest one's)."""
+    with from_path(root) as target:
+        start = time.perf_counter()
+        runs = run_analyzers(target.root, target.files)
+        return {"files": len(target.files), "seconds": time.perf_counter() - start,
+                "tools": {run.tool: {"status": run.status, "seconds": run.seconds, "findings": len(run.findings)}
+                          for run in runs}}
 
 
 def manifest() -> dict[str, dict]:
@@ -84,8 +99,15 @@ def summary(rows: list[dict]) -> dict:
             "max_seconds": max(r["seconds"] for r in rows)}
 
 
-def markdown(rows: list[dict], s: dict, setup: str) -> str:
-    lines = [setup, "",
+def analyzers_markdown(a: dict) -> str:
+    tools = ", ".join(f"{tool} {t['seconds']:.1f} s ({t['findings']} findings"
+                      f"{'' if t['status'] == 'ok' else ', ' + t['status']})" for tool, t in a["tools"].items())
+    return (f"Analyzers on this repository ({a['files']} Python files, every line, no model): "
+            f"{a['seconds']:.1f} s wall; {tools}.")
+
+
+def markdown(rows: list[dict], s: dict, setup: str, analyzers: dict | None = None) -> str:
+    lines = [setup, "", *([analyzers_markdown(analyzers), ""] if analyzers else []),
              "| bugs | top-1 | top-3 | verified repair | best = reference fix | wrong patches | s / bug | max s |",
              "|---|---|---|---|---|---|---|---|",
              f"| {s['bugs']} | {s['top1']:.0%} | {s['top3']:.0%} | {s['repaired']:.0%} (expected-fixable: "
@@ -129,8 +151,10 @@ def main() -> None:
              f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end."
              + (f"\n\n{args.note}" if args.note else ""))
     if not args.only:
-        results.write("code_review", "Code review: llmkit debug on the frozen bug set", markdown(rows, s, setup),
-                      {"summary": s, "bugs": rows, "max_seconds": args.max_seconds,
+        analyzers = analyzers_on(REPOSITORY)
+        results.write("code_review", "Code review: llmkit debug on the frozen bug set, and the analyzers",
+                      markdown(rows, s, setup, analyzers),
+                      {"summary": s, "bugs": rows, "analyzers": analyzers, "max_seconds": args.max_seconds,
                        "max_candidates": args.max_candidates}, args.results)
     else:
         print(markdown(rows, s, setup))
