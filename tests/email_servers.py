@@ -339,6 +339,33 @@ def account_table(user: MailUser, sink: SmtpSink, **extra) -> dict:
             "user": user.name, "password_env": PASSWORD_ENV, **extra}
 
 
+@contextlib.contextmanager
+def services(user: MailUser, sink: SmtpSink, state_dir, kb=None):
+    """Yields `start(policy=None, limits=None, log=None, **options)`, which starts a Service (a scripted model that
+    always picks "1", `kb` as its knowledge base) on these servers; every service started is stopped afterwards."""
+    import io
+
+    from apps.email_bot.service import JsonLog, Service
+    from core import ScriptedModel
+
+    started = []
+
+    def start(policy=None, limits=None, log=None, **options):
+        config = bot_config(user, sink, state_dir, policy, limits)
+        service = Service(config, ScriptedModel(["1"] * 1000), kb, log=log or JsonLog(io.StringIO()),
+                          retry_first=0.2, **options)
+        service.start()
+        started.append(service)
+        return service
+
+    try:
+        yield start
+    finally:
+        for service in started:
+            if not service.stop.is_set():
+                service.shutdown()
+
+
 def bot_config(user: MailUser, sink: SmtpSink, state_dir, policy=None, limits=None, **top):
     """A parsed Config (apps.email_bot.config) for the bot on these servers; fast polling, short IDLE."""
     from apps.email_bot.config import parse_config

@@ -6,7 +6,6 @@ and the one duplicate a crash can cause carries the same Message-ID."""
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import random
@@ -19,12 +18,11 @@ from email import message_from_bytes
 from pathlib import Path
 
 import pytest
-from email_servers import PASSWORD, PASSWORD_ENV, account_table, bot_config, question, wait_for
+from email_servers import PASSWORD, PASSWORD_ENV, account_table, question, services, wait_for
 
 from apps.email_bot import ui
 from apps.email_bot.ledger import Ledger
-from apps.email_bot.service import JsonLog, Service, status
-from core import ScriptedModel
+from apps.email_bot.service import status
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,19 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def run_service(tmp_path, mail_user, smtp_sink, monkeypatch):
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
-    started = []
-
-    def start():
-        service = Service(bot_config(mail_user, smtp_sink, tmp_path / "state"), ScriptedModel(["1"] * 1000),
-                          log=JsonLog(io.StringIO()), retry_first=0.2)
-        service.start()
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        if not service.stop.is_set():
-            service.shutdown()
+    with services(mail_user, smtp_sink, tmp_path / "state") as start:
+        yield start
 
 
 def drafted(service, count=1):

@@ -17,12 +17,11 @@ from email import message_from_bytes
 from email.policy import default as default_policy
 
 import pytest
-from email_servers import PASSWORD, PASSWORD_ENV, bot_config, free_port, question, wait_for
+from email_servers import PASSWORD, PASSWORD_ENV, free_port, question, services, wait_for
 
 from apps.email_bot import ui
 from apps.email_bot.ledger import Ledger
-from apps.email_bot.service import JsonLog, Service, build_queue_ui, header_message_id, start_http, status
-from core import ScriptedModel
+from apps.email_bot.service import JsonLog, build_queue_ui, header_message_id, start_http, status
 from rag import Collection, TextItem
 
 from conftest import ToyEmbedder
@@ -48,20 +47,8 @@ def kb(tmp_path_factory):
 def run_service(tmp_path, mail_user, smtp_sink, kb, monkeypatch):
     """Start a Service on the test servers (config overrides as keyword arguments); stopped after the test."""
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
-    started = []
-
-    def start(policy=None, limits=None, log=None, **options):
-        config = bot_config(mail_user, smtp_sink, tmp_path / "state", policy, limits)
-        service = Service(config, ScriptedModel(["1"] * 1000), kb, log=log or JsonLog(io.StringIO()),
-                          retry_first=0.2, **options)
-        service.start()
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        if not service.stop.is_set():
-            service.shutdown()
+    with services(mail_user, smtp_sink, tmp_path / "state", kb) as start:
+        yield start
 
 
 def item_in(service, state, count=1):
