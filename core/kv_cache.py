@@ -25,10 +25,14 @@ class KVCache:
         self.max_len = k.shape[3]
 
     @classmethod
-    def allocate(cls, config: ModelConfig, batch_size: int, max_len: int, dtype=torch.float32, device=None):
-        # Zeros, not empty: a masked slot still meets the softmax as 0 * value, and garbage could be NaN.
+    def allocate(cls, config: ModelConfig, batch_size: int, max_len: int, dtype=torch.float32, device=None,
+                 written: bool = False):
+        """Zeros, not empty: a masked slot still meets the softmax as 0 * value, and garbage could be NaN.
+        `written`: the caller writes every slot before any is read, so the memory is left as it is (zeroing a
+        batch of long prompts' caches cost a fifth of `LLM.score`)."""
         shape = (config.n_layers, batch_size, config.n_kv_heads, max_len, config.head_dim)
-        return cls(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+        make = torch.empty if written else torch.zeros
+        return cls(make(shape, dtype=dtype, device=device), make(shape, dtype=dtype, device=device))
 
     def rows(self, start: int, stop: int) -> KVCache:
         """A view of rows [start, stop): writes through it land in this cache."""

@@ -131,14 +131,14 @@ class LLM:
         head, rests = ids + tails[0][:shared], [tail[shared:] for tail in tails]
         engine, n, width = self.engine, len(head), max(len(rest) for rest in rests)
         with torch.inference_mode(), engine._lock:
-            one = KVCache.allocate(self.model.config, 1, n, engine.dtype)
+            one = KVCache.allocate(self.model.config, 1, n, engine.dtype, written=True)  # reused + run
             reused, k, v = engine.prefix_cache.lookup(ids)
             if reused:
                 one.k[:, 0, :, :reused], one.v[:, 0, :, :reused] = k[:, :, :reused], v[:, :, :reused]
             first = self.model(torch.tensor([head[reused:]]), torch.arange(reused, n)[None], kv_cache=one,
                                logits_to_keep=shared + 1)[0]  # (shared + 1, vocab): from the prompt's last token
             engine.prefix_cache.insert(ids, one.k[:, 0, :, :len(ids)], one.v[:, 0, :, :len(ids)])
-            batch = KVCache.allocate(self.model.config, len(rests), n + width, engine.dtype)
+            batch = KVCache.allocate(self.model.config, len(rests), n + width, engine.dtype, written=True)
             batch.k[:, :, :, :n], batch.v[:, :, :, :n] = one.k, one.v  # broadcast over the rows
             tokens = torch.tensor([rest + [0] * (width - len(rest)) for rest in rests])  # padding after: never read
             logits = self.model(tokens, torch.arange(n, n + width)[None].expand_as(tokens), kv_cache=batch)

@@ -24,6 +24,8 @@ from agents.routing import (
     not_naming,
     numbers,
     of_kind,
+    passage_parameters,
+    passages,
     resolve,
     route,
     score_arguments,
@@ -154,6 +156,11 @@ def test_after_a_tool_result_the_model_decides_alone(toy_embedder):
     assert [s.tool for s in result.steps] == ["get_weather", "get_weather", "final_answer"]
     assert result.steps[0].routing["scores"]["get_weather"]["router"] is not None
     assert result.steps[1].routing["scores"]["get_weather"]["router"] is None  # no prior after the result
+    narrowed = Agent(ScoringModel(logps, [{"tool": "get_weather", "arguments": {"city": "Oslo"}}] * 2),
+                     TOOLS, routing=dataclasses.replace(settings, top_k=1), max_steps=2).run("weather in Oslo")
+    # The router still narrows a later step's candidates to its best top_k: fewer continuations to score.
+    assert set(narrowed.steps[1].routing["scores"]) == set(narrowed.steps[0].routing["scores"])
+    assert len(narrowed.steps[1].routing["scores"]) == 2
     assert result.steps[2].routing is None  # after a repeated call: the answer only, no choice to make
 
 
@@ -161,11 +168,40 @@ def test_a_tool_without_from_input_arguments_is_decoded_as_before(toy_embedder):
     assert from_input_parameters(write_note, infer=True) == []
     assert from_input_parameters(reply, infer=True) == ["body"]  # the markers win over the inference
     assert from_input_parameters(get_weather, infer=False) == []
-    task = [{"role": "user", "content": "note: buy milk"}]
+    task = [{"role": "user", "content": "make a note to buy milk"}]
     logps = {"get_weather": -9.0, "convert": -9.0, "write_note": -1.0, "final_answer": -9.0}
-    routed = route(ScoringModel(logps, []), task, "note: buy milk", [], TOOLS,
+    routed = route(ScoringModel(logps, []), task, task[0]["content"], [], TOOLS,
                    Routing(weight=0.0, embedder=toy_embedder), 300, use_router=True)
     assert routed.schema == {"anyOf": step_schema([write_note], 300)["anyOf"][:1]}
+
+
+def test_a_text_the_task_quotes_or_gives_after_a_colon_is_the_text_argument(toy_embedder):
+    """A parameter named `text` takes a passage the task gives (quoted, or after its last colon) when it gives one;
+    a marked FreeText one, or a task that gives none, stays free."""
+    assert passages("How many words are in 'To be or not to be, that is the question'?") == [
+        "To be or not to be, that is the question"]
+    assert passages("cuont the wrods in: small models choose, they do not write facts") == [
+        "small models choose, they do not write facts"]
+    assert passages("Here it is: 'I build tools.' How many words is that?") == ["I build tools."]
+    assert passages("what is the time at 6:30 in Rome?") == []  # no space after the colon: no passage
+    assert passage_parameters(write_note, infer=True) == ["text"]
+    assert passage_parameters(write_note, infer=False) == []
+
+    @tool
+    def jot(text: Annotated[str, FreeText]) -> str:
+        """Jot something down.
+
+        Args:
+            text: what to jot
+        """
+        return "jotted"
+
+    assert passage_parameters(jot, infer=True) == []
+    logps = {"get_weather": -9.0, "convert": -9.0, "write_note": -1.0, "final_answer": -9.0}
+    for prompt, values in (("note: buy milk", ["buy milk"]), ("note 'call Ann' please", ["call Ann"])):
+        routed = route(ScoringModel(logps, []), [{"role": "user", "content": prompt}], prompt, [], TOOLS,
+                       Routing(weight=0.0, embedder=toy_embedder, scored_values=0), 300, use_router=True)
+        assert routed.schema["anyOf"][0]["properties"]["arguments"]["properties"]["text"]["enum"] == values
 
 
 def test_arguments_may_come_from_a_tools_result(toy_embedder):
@@ -426,7 +462,9 @@ def test_short_enums_get_the_value_the_model_scores_best():
     assert scored["properties"]["city"]["enum"] == ["Oslo"] and scored["properties"]["unit"]["enum"] == ["fahrenheit"]
     assert "enum" not in scored["properties"]["note"]  # free text: decoded
     assert scores["city"]['"Oslo"'] > scores["city"]['"Bergen"'] and set(scores) == {"city", "unit"}
-    assert all(c.startswith('{"tool": "weather", "arguments": {"city": "Oslo", "unit": ') for c in model.scored[1])
+    # One batch for the unit after each carried city (the beam), the likeliest (Oslo) first.
+    assert model.scored[1][0].startswith('{"tool": "weather", "arguments": {"city": "Oslo", "unit": ')
+    assert all('"unit": ' in c for c in model.scored[1]) and len(model.scored) == 2
     model.arguments = lambda continuation: -1.0 if continuation.count('"Oslo"') == 2 else -5.0
     twice, _ = score_arguments(model, [], dataclasses.replace(weather, parameters={
         **parameters, "properties": {**parameters["properties"], "note": parameters["properties"]["city"]}}), 24)
