@@ -236,13 +236,15 @@ class Agent:
         prompt, schema, routed = self._prompt(messages), self.answer_schema if repeated else self.schema, None
         routing = None if repeated else self.routing
         if routing is not None:
-            first = not any(s.error is None and s.tool not in (None, FINAL_ANSWER) for s in run.steps)
+            done = [s for s in run.steps[::-1] if s.error is None and s.tool not in (None, FINAL_ANSWER)
+                    and s.approval in (None, "approved", "edited")]  # called, newest first
             newest_first = self.messages[::-1]
             earlier = [m["content"] for m in newest_first if m["role"] == "user" and m["content"] != run.task]
             results = [m["content"] for m in newest_first
                        if m["role"] == "tool" and m.get("name") and not m["content"].startswith("Error: ")]
             routed = route(self.model, prompt, run.task, [*earlier, *results], list(self.tools.values()), routing,
-                           self.max_string_length, use_router=first)
+                           self.max_string_length, called=frozenset(s.tool for s in done),
+                           results=[s.observation for s in done if s.observation])
             schema = routed.schema
         if routed is not None and routed.call is not None:  # scoring chose the whole call: nothing to decode
             text, reply = routed.call, _Written(self.model.count_tokens(prompt), _tokens(self.model, routed.call))

@@ -28,8 +28,8 @@ each step of an `Agent(routing=Routing(...))`:
    to choose from (no number in the task) stays free. An arithmetic argument (`Annotated[str, Arithmetic]`,
    or inferred from "expression", "arithmetic", ...) is an enum of `expressions` over the task's numbers;
    an enum (a Literal) the task names values of is held to those ("in fahrenheit"); an unmarked parameter named
-   `text` to what the task quotes or gives after a colon, when it does (`passages`: "count the words in: ..."). Then the leading
-   arguments with at most `scored_values` values are chosen by the model's scores of the whole call so
+   `text` to what the task quotes or gives after a colon, when it does (`passages`: "count the words in: ...").
+   Then the leading arguments with at most `scored_values` values are chosen by the model's scores of the whole call so
    far (`score_arguments`, a beam of `beam` calls), not by greedy decoding; when that chose every
    argument, the call is written as it is, with nothing left to decode (`Route.call`).
 
@@ -37,10 +37,13 @@ The step records the scores (`Step.routing`: the tools', and the arguments' unde
 trace shows why a tool and its arguments were chosen. Figures: bench/results/agents.md (whole runs),
 bench/results/agents_routing.txt (the tool choice alone, per setting).
 
-Does not: add the router's prior at later steps (after a tool's result the model's own scores decide among
-the router's top_k: the task's words still point at the tool just used), offer a value the task does not
-write (a ticker for a company's name, "USD" for "US dollars"), or constrain free text (a body; a `text`
-argument is held to what the task quotes or gives after a colon, when it does: `passages`).
+After a tool's result the tools already called are no candidates, and once a run has results its final answer
+is one of them, chosen by the model's scores (`route`'s `called` and `results`): a small model repeats its
+call, and restates a result wrongly, where it can choose it right.
+
+Does not: call a tool twice in a run (a task that needs the weather in two cities gets one), offer a
+value the task does not write (a ticker for a company's name, "USD" for "US dollars"), or constrain free
+text (a body; a `text` argument is held to what the task quotes or gives after a colon, when it does).
 """
 
 from __future__ import annotations
@@ -164,12 +167,18 @@ def is_local(model: Any) -> bool:
 
 
 def route(model, prompt: list[dict], task: str, texts: list[str], tools: list[Tool], settings: Routing,
-          max_string_length: int, use_router: bool) -> Route:
-    """Choose the step's tool (see the module docstring) and the schema of its call."""
+          max_string_length: int, called: frozenset[str] = frozenset(), results: list[str] = ()) -> Route:
+    """Choose the step's tool (see the module docstring) and the schema of its call.
+
+    `called`: the tools this run has called without an error, no candidates now: given a tool's result, the 135M
+    model called a tool again in every second step of bench.agents' extended set (the same call in 32 of 47), never
+    answering. `results`: those calls' results, newest first: once there are some, the final answer is one of them,
+    chosen by the model's scores, not written by it (a small model restates a result wrongly, or copies an error).
+    """
     fillable = [t for t in tools if can_fill(t, [task, *texts], settings)] if settings.from_input else tools
-    tools = fillable or tools
+    tools = [t for t in fillable or tools if t.name not in called]
     names = [t.name for t in tools]
-    asked = (settings.weight > 0 or settings.min_cosine is not None) and (use_router or settings.top_k is not None)
+    asked = bool(tools) and (settings.weight > 0 or settings.min_cosine is not None)
     cosines = router_cosines(task, tools, settings) if asked else {}
     lexical = lexical_scores(task, tools) if asked and settings.lexical > 0 else {}
     candidates = names
@@ -177,12 +186,11 @@ def route(model, prompt: list[dict], task: str, texts: list[str], tools: list[To
         relevance = relevances(cosines, lexical, settings)
         candidates = sorted(names, key=lambda name: -relevance[name])[:settings.top_k]
     candidates = [*candidates, FINAL_ANSWER]
-    if not use_router:  # a later step: the router only narrowed the candidates, the model's scores decide
-        cosines, lexical = {}, {}
-    chosen, scores, self_check = choose(_model_scores(model, prompt, candidates), cosines, lexical, settings)
+    model_scores = _model_scores(model, prompt, candidates) if len(candidates) > 1 else {FINAL_ANSWER: 0.0}
+    chosen, scores, self_check = choose(model_scores, cosines, lexical, settings)
     record = {"scores": scores, "chosen": chosen, "self_check": self_check}
     if chosen == FINAL_ANSWER:
-        return Route(chosen, step_schema([], max_string_length), record)
+        return answer_route(model, prompt, list(dict.fromkeys(results)), record, max_string_length)
     tool_ = next(t for t in tools if t.name == chosen)
     if settings.from_input:
         tool_ = dataclasses.replace(tool_, parameters=spans_schema(tool_, [task, *texts], settings))
@@ -195,6 +203,21 @@ def route(model, prompt: list[dict], task: str, texts: list[str], tools: list[To
             arguments = {name: schema["enum"][0] for name, schema in properties.items()}
             call = json.dumps({"tool": chosen, "arguments": arguments}, ensure_ascii=False)
     return Route(chosen, {"anyOf": step_schema([tool_], max_string_length)["anyOf"][:1]}, record, call)
+
+
+def answer_route(model, prompt: list[dict], results: list[str], record: dict, max_string_length: int) -> Route:
+    """The final answer: written freely when the run has no results yet, else the result the model scores best
+    (the newest when it cannot score), written whole with nothing to decode."""
+    schema = step_schema([], max_string_length)
+    if not results:
+        return Route(FINAL_ANSWER, schema, record)
+    calls = [json.dumps({"tool": FINAL_ANSWER, "arguments": {"answer": result}}, ensure_ascii=False)
+             for result in results]
+    logps = model.score(prompt, calls) if len(calls) > 1 and hasattr(model, "score") else [0.0] * len(calls)
+    best = max(range(len(calls)), key=lambda i: (logps[i], -i))
+    record["arguments"] = {"answer": {json.dumps(r, ensure_ascii=False): round(lp, 4)
+                                      for r, lp in zip(results, logps, strict=True)}}
+    return Route(FINAL_ANSWER, schema, record, calls[best])
 
 
 def can_fill(tool_: Tool, texts: list[str], settings: Routing) -> bool:

@@ -146,22 +146,27 @@ def test_self_check_answers_when_the_best_tool_is_far_from_the_task(toy_embedder
     assert model.calls[0].options["json_schema"] == step_schema([], 300)
 
 
-def test_after_a_tool_result_the_model_decides_alone(toy_embedder):
+def test_after_a_tool_result_the_answer_is_a_result_the_model_chooses(toy_embedder):
     logps = {"get_weather": -1.0, "convert": -9.0, "write_note": -9.0, "final_answer": -2.0}
-    model = ScoringModel(logps, [{"tool": "get_weather", "arguments": {"city": "Oslo"}},
-                                 {"tool": "get_weather", "arguments": {"city": "Oslo"}},
-                                 {"tool": "final_answer", "arguments": {"answer": "18"}}])
-    settings = Routing(embedder=toy_embedder, min_cosine=None, scored_values=0)
+    model = ScoringModel(logps, [{"tool": "get_weather", "arguments": {"city": "Oslo"}}])
+    settings = Routing(weight=0.0, embedder=toy_embedder, min_cosine=None, scored_values=0)
     result = Agent(model, TOOLS, routing=settings).run("weather in Oslo")
-    assert [s.tool for s in result.steps] == ["get_weather", "get_weather", "final_answer"]
-    assert result.steps[0].routing["scores"]["get_weather"]["router"] is not None
-    assert result.steps[1].routing["scores"]["get_weather"]["router"] is None  # no prior after the result
-    narrowed = Agent(ScoringModel(logps, [{"tool": "get_weather", "arguments": {"city": "Oslo"}}] * 2),
-                     TOOLS, routing=dataclasses.replace(settings, top_k=1), max_steps=2).run("weather in Oslo")
-    # The router still narrows a later step's candidates to its best top_k: fewer continuations to score.
-    assert set(narrowed.steps[1].routing["scores"]) == set(narrowed.steps[0].routing["scores"])
-    assert len(narrowed.steps[1].routing["scores"]) == 2
-    assert result.steps[2].routing is None  # after a repeated call: the answer only, no choice to make
+    assert [s.tool for s in result.steps] == ["get_weather", "final_answer"]
+    assert result.answer == "Oslo: 18 degrees" and len(model.calls) == 1  # chosen, not decoded
+    assert "get_weather" not in result.steps[1].routing["scores"]  # called: no candidate now
+    # Two results: the answer is the one the model scores best, whichever came last.
+    logps = {"get_weather": -1.0, "convert": -9.0, "write_note": -1.5, "final_answer": -3.0}
+    model = ScoringModel(logps, [{"tool": "get_weather", "arguments": {"city": "Oslo"}},
+                                 {"tool": "write_note", "arguments": {"text": "umbrella"}}],
+                         arguments=lambda continuation: -1.0 if "18 degrees" in continuation else -5.0)
+    result = Agent(model, TOOLS, routing=settings).run("weather in Oslo")
+    assert [s.tool for s in result.steps] == ["get_weather", "write_note", "final_answer"]
+    assert result.answer == "Oslo: 18 degrees"
+    assert result.steps[2].routing["arguments"]["answer"] == {'"noted"': -5.0, '"Oslo: 18 degrees"': -1.0}
+    # Routing off: the agent as before, the model writes every step.
+    model = ScriptedModel([{"tool": "get_weather", "arguments": {"city": "Oslo"}},
+                           {"tool": "final_answer", "arguments": {"answer": "mild"}}])
+    assert Agent(model, TOOLS, routing=None).run("weather in Oslo").answer == "mild"
 
 
 def test_a_tool_without_from_input_arguments_is_decoded_as_before(toy_embedder):
@@ -171,7 +176,7 @@ def test_a_tool_without_from_input_arguments_is_decoded_as_before(toy_embedder):
     task = [{"role": "user", "content": "make a note to buy milk"}]
     logps = {"get_weather": -9.0, "convert": -9.0, "write_note": -1.0, "final_answer": -9.0}
     routed = route(ScoringModel(logps, []), task, task[0]["content"], [], TOOLS,
-                   Routing(weight=0.0, embedder=toy_embedder), 300, use_router=True)
+                   Routing(weight=0.0, embedder=toy_embedder), 300)
     assert routed.schema == {"anyOf": step_schema([write_note], 300)["anyOf"][:1]}
 
 
@@ -200,7 +205,7 @@ def test_a_text_the_task_quotes_or_gives_after_a_colon_is_the_text_argument(toy_
     logps = {"get_weather": -9.0, "convert": -9.0, "write_note": -1.0, "final_answer": -9.0}
     for prompt, values in (("note: buy milk", ["buy milk"]), ("note 'call Ann' please", ["call Ann"])):
         routed = route(ScoringModel(logps, []), [{"role": "user", "content": prompt}], prompt, [], TOOLS,
-                       Routing(weight=0.0, embedder=toy_embedder, scored_values=0), 300, use_router=True)
+                       Routing(weight=0.0, embedder=toy_embedder, scored_values=0), 300)
         assert routed.schema["anyOf"][0]["properties"]["arguments"]["properties"]["text"]["enum"] == values
 
 
@@ -292,7 +297,7 @@ def test_arguments_from_the_input_can_only_be_spans_of_the_task(tiny_llm, toy_em
         task = " ".join(rng.choice(words) if rng.random() < 0.8 else str(rng.randint(0, 999)) for _ in range(6))
         task = f"convert {task}"
         prompt = [{"role": "user", "content": task}]
-        routed = route(tiny_llm, prompt, task, [], [convert], settings, 40, use_router=True)
+        routed = route(tiny_llm, prompt, task, [], [convert], settings, 40)
         assert routed.tool == "convert"
         text = tiny_llm.generate(prompt, json_schema=routed.schema, max_new_tokens=150, temperature=1.0,
                                  seed=rng.randint(0, 10**6))
@@ -512,7 +517,7 @@ def test_scored_arguments_on_a_real_model_are_among_the_values(tiny_llm, toy_emb
     settings = Routing(weight=1000.0, temperature=0.01, answer_cosine=-1.0, embedder=toy_embedder, top_k=1)
     task = "convert 12 dollars in Oslo"
     prompt = [{"role": "user", "content": task}]
-    routed = route(tiny_llm, prompt, task, [], [convert], settings, 40, use_router=True)
+    routed = route(tiny_llm, prompt, task, [], [convert], settings, 40)
     properties = routed.schema["anyOf"][0]["properties"]["arguments"]["properties"]
     assert properties["amount"]["enum"] == [12] and len(properties["currency"]["enum"]) == 1
     offered = not_naming(convert, spans([task], 5, 300))

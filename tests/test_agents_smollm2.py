@@ -1,9 +1,12 @@
 """Agents on the real embedded SmolLM2 under constrained decoding: every step is valid, on every chat model.
 
 Whether the 135M model picks the right tool is a figure, printed here for a sample of the task set
-(bench/agents.py runs all of it and keeps the results), not something these tests require.
+(bench/agents.py runs all of it and keeps the results), not something these tests require, except on the
+README's example with five tools of one's own: what a user tries first must work.
 """
 
+import re
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +48,28 @@ def test_the_three_line_api_runs_on_the_embedded_model(llm):
     assert result.steps and all(step.valid for step in result.steps)
     assert result.status in ("answered", "stopped")
     assert Agent().model is llm  # the embedded model, loaded once per process
+
+
+def test_the_readme_example_with_five_tools_of_ones_own(llm):
+    """The README's block runs as written, and its agent calls the right tool, with the task's words as arguments,
+    on more tasks phrased as a user would, answering with the tool's result."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = next(code for code in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "def count_words" in code)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    result = namespace["result"]
+    assert [step.tool for step in result.steps] == ["convert_currency", "final_answer"]
+    assert result.steps[0].arguments == {"amount": 100, "from_currency": "GBP", "to_currency": "JPY"}
+    assert result.answer == "100.0 GBP = 110.00 JPY"
+    tools = list(namespace["agent"].tools.values())
+    for task, tool_name, arguments, answer in (
+            ("Is it raining in Lisbon?", "get_weather", {"city": "Lisbon"}, "Lisbon: 18 degrees, light rain"),
+            ("How many words are in 'to be or not to be'?", "count_words", {"text": "to be or not to be"}, "6"),
+            ("what time is it in Tokyo", "get_local_time", {"city": "Tokyo"}, "Tokyo: 14:05"),
+            ("What is the NVDA share price?", "get_stock_price", {"ticker": "NVDA"}, "NVDA: 187.20 USD")):
+        result = Agent(tools=tools).run(task)
+        assert (result.steps[0].tool, result.steps[0].arguments, result.answer) == (tool_name, arguments, answer)
+    assert Agent(tools=tools).run("Hi, how are you?").steps[0].tool == "final_answer"
 
 
 def first_step(model):
