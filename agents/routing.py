@@ -113,8 +113,11 @@ class Routing:
     as a tool's is). min_cosine: the self-check; a chosen tool whose router score is below it is not called,
     the agent answers instead (None: off). scored_values: an argument with at most this many values to choose
     from (an enum, a Literal, one from the input) gets the value the model scores best (`score_arguments`, over
-    the `beam` likeliest calls so far), not a greedy decoding's (0: all decoded). embedder: a rag Embedder
-    (None: the embedded MiniLM, loaded on first use).
+    the `beam` likeliest calls so far), not a greedy decoding's (0: all decoded). call_once: a tool the run has
+    called is no candidate after its result (False: it may be called again, as a bigger model may need).
+    answer_with_results: once the run has results, the final answer is one of them (False: the model writes it,
+    as a bigger model may word it better). embedder: a rag Embedder (None: the embedded MiniLM, loaded on first
+    use).
     """
 
     weight: float = 2.0
@@ -129,6 +132,8 @@ class Routing:
     max_spans: int = 300
     scored_values: int = 24
     beam: int = 3
+    call_once: bool = True
+    answer_with_results: bool = True
     embedder: Any = None
 
     def __post_init__(self):
@@ -170,13 +175,14 @@ def route(model, prompt: list[dict], task: str, texts: list[str], tools: list[To
           max_string_length: int, called: frozenset[str] = frozenset(), results: list[str] = ()) -> Route:
     """Choose the step's tool (see the module docstring) and the schema of its call.
 
-    `called`: the tools this run has called without an error, no candidates now: given a tool's result, the 135M
-    model called a tool again in every second step of bench.agents' extended set (the same call in 32 of 47), never
-    answering. `results`: those calls' results, newest first: once there are some, the final answer is one of them,
-    chosen by the model's scores, not written by it (a small model restates a result wrongly, or copies an error).
+    `called`: the tools this run has called without an error, no candidates now (`Routing.call_once`): given a
+    tool's result, the 135M model called a tool again in every second step of bench.agents' extended set (the same
+    call in 32 of 47), never answering. `results`: those calls' results, newest first: once there are some, the
+    final answer is one of them, chosen by the model's scores (`Routing.answer_with_results`), not written by it (a
+    small model restates a result wrongly, or copies an error).
     """
     fillable = [t for t in tools if can_fill(t, [task, *texts], settings)] if settings.from_input else tools
-    tools = [t for t in fillable or tools if t.name not in called]
+    tools = [t for t in fillable or tools if not (settings.call_once and t.name in called)]
     names = [t.name for t in tools]
     asked = bool(tools) and (settings.weight > 0 or settings.min_cosine is not None)
     cosines = router_cosines(task, tools, settings) if asked else {}
@@ -190,7 +196,8 @@ def route(model, prompt: list[dict], task: str, texts: list[str], tools: list[To
     chosen, scores, self_check = choose(model_scores, cosines, lexical, settings)
     record = {"scores": scores, "chosen": chosen, "self_check": self_check}
     if chosen == FINAL_ANSWER:
-        return answer_route(model, prompt, list(dict.fromkeys(results)), record, max_string_length)
+        answers = list(dict.fromkeys(results)) if settings.answer_with_results else []
+        return answer_route(model, prompt, answers, record, max_string_length)
     tool_ = next(t for t in tools if t.name == chosen)
     if settings.from_input:
         tool_ = dataclasses.replace(tool_, parameters=spans_schema(tool_, [task, *texts], settings))

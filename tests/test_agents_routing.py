@@ -163,6 +163,17 @@ def test_after_a_tool_result_the_answer_is_a_result_the_model_chooses(toy_embedd
     assert [s.tool for s in result.steps] == ["get_weather", "write_note", "final_answer"]
     assert result.answer == "Oslo: 18 degrees"
     assert result.steps[2].routing["arguments"]["answer"] == {'"noted"': -5.0, '"Oslo: 18 degrees"': -1.0}
+    # Both off: a called tool is a candidate again, and the answer is left to the model to write.
+    free = dataclasses.replace(settings, call_once=False, answer_with_results=False)
+    task = [{"role": "user", "content": "weather in Oslo"}]
+    for logps, chosen in (({"get_weather": -1.0, "convert": -9.0, "write_note": -9.0, "final_answer": -2.0},
+                           "get_weather"),
+                          ({"get_weather": -3.0, "convert": -9.0, "write_note": -9.0, "final_answer": -2.0},
+                           "final_answer")):
+        routed = route(ScoringModel(logps, []), task, "weather in Oslo", [], TOOLS, free, 300,
+                       called=frozenset({"get_weather"}), results=["Oslo: 18 degrees"])
+        assert routed.tool == chosen and "get_weather" in routed.record["scores"]
+    assert routed.call is None and routed.schema == step_schema([], 300)  # the answer is decoded
     # Routing off: the agent as before, the model writes every step.
     model = ScriptedModel([{"tool": "get_weather", "arguments": {"city": "Oslo"}},
                            {"tool": "final_answer", "arguments": {"answer": "mild"}}])
