@@ -563,20 +563,34 @@ def arithmetic_parameters(tool_: Tool, infer: bool) -> list[str]:
 _ARITHMETIC_SPAN = re.compile(r"[(\d][\d\s.,+\-*/%()^]*[\d)]")
 
 
+# Words that name an operation ("250 divided by 8"), matched as `_close` does (typos too), and the operator each means.
+OPERATOR_WORDS = {"plus": "+", "add": "+", "added": "+", "sum": "+", "total": "+", "minus": "-", "subtract": "-",
+                  "less": "-", "difference": "-", "times": "*", "multiply": "*", "multiplied": "*", "product": "*",
+                  "divide": "/", "divided": "/", "split": "/", "each": "/", "per": "/", "average": "/",
+                  "power": "**", "squared": "**", "cubed": "**", "root": "sqrt"}
+
+
 def expressions(texts: list[str], operands: int = 3) -> list[str]:
-    """Arithmetic over the numbers of `texts`: what the first text writes out as arithmetic ("(3 + 4) * 5",
-    "23*19"), then each of + - * / ** on two of its first `operands` numbers (either order for - / **; a power only
-    up to 64), and the square root of each. A number written with "%" is also taken as its hundredth ("15%":
-    15 / 100). Each expression once."""
-    found: dict[str, None] = {}
+    """Arithmetic over the numbers of `texts`. What the first text writes out as arithmetic ("(3 + 4) * 5",
+    "23*19"), when it writes any: the user wrote the expression. Else each of + - * / ** on two of its first
+    `operands` numbers (either order for - / **; a power only up to 64), and the square root of each, held to the
+    operations the text names when it names some (`OPERATOR_WORDS`: "divided", "power", "root"; the 135M model
+    scores "2 * 10" over "2 ** 10" for "2 to the power of 10"). A number written with "%" is taken as its hundredth
+    ("15%": 15 / 100), and then only expressions with it are offered ("15% of 80": a product). Each expression
+    once."""
     text = texts[0][:MAX_TEXT_CHARS] if texts else ""
-    for match in _ARITHMETIC_SPAN.finditer(text):
-        written = re.sub(r"\s+", " ", match.group().replace("^", "**"))
-        if _OPERATOR_BETWEEN_NUMBERS.search(written) and _parses(written):
-            found.setdefault(written, None)
+    written = [re.sub(r"\s+", " ", match.group().replace("^", "**")) for match in _ARITHMETIC_SPAN.finditer(text)]
+    written = [w for w in dict.fromkeys(written) if _OPERATOR_BETWEEN_NUMBERS.search(w) and _parses(w)]
+    if written:
+        return written
     values = [_number_text(n) for n in numbers(texts[:1], integers=False)[:operands]]
-    for percent in re.findall(r"(?<![\w.])(\d+(?:\.\d+)?)\s*%", text):
-        values.append(f"{_number_text(float(percent))} / 100")
+    percents = [f"{_number_text(float(p))} / 100" for p in re.findall(r"(?<![\w.])(\d+(?:\.\d+)?)\s*%", text)]
+    values += percents
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    named = {operator for word, operator in OPERATOR_WORDS.items() if any(_close(w, word) for w in words if len(w) > 2)}
+    if percents and "of" in words:  # "15% of 80"
+        named.add("*")
+    found: dict[str, str] = {}  # expression: its operator
     pairs = [(a, b) for i, a in enumerate(values) for b in values[i + 1:] if f"{a} / 100" != b]
     for a, b in pairs:
         for left, right in ((a, b), (b, a)):
@@ -585,10 +599,13 @@ def expressions(texts: list[str], operands: int = 3) -> list[str]:
                     continue
                 left_text = f"({left})" if " " in left else left
                 right_text = f"({right})" if " " in right else right
-                found.setdefault(f"{left_text} {operator} {right_text}", None)
+                found.setdefault(f"{left_text} {operator} {right_text}", operator)
     for value in values:
-        found.setdefault(f"sqrt({value})", None)
-    return list(found)
+        found.setdefault(f"sqrt({value})", "sqrt")
+    offered = list(found)
+    if percents:
+        offered = [e for e in offered if any(p in e for p in percents)] or offered
+    return [e for e in offered if found[e] in named] or offered
 
 
 def _small_power(exponent: str) -> bool:

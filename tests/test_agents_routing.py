@@ -408,7 +408,12 @@ def test_arithmetic_arguments_are_expressions_over_the_numbers_of_the_task():
         return "0"
 
     assert arithmetic_parameters(compute, infer=True) == ["sum_"]
-    assert expressions(["Calculate (3 + 4) * 5."])[0] == "(3 + 4) * 5"  # written out: first
+    assert expressions(["Calculate (3 + 4) * 5."]) == ["(3 + 4) * 5"]  # written out: the user's expression
+    # The operations the task names hold the offers to them (typos matched); none named: all.
+    assert expressions(["What is 2 to the power of 10?"]) == ["2 ** 10", "10 ** 2"]
+    assert expressions(["wat is 250 divded by 8"]) == ["250 / 8", "8 / 250"]
+    assert expressions(["What is 15% of 80?"]) == ["80 * (15 / 100)"]
+    assert len(expressions(["what is 3 and 4 together"])) == 10
     assert "144 / 12" in expressions(["Divide 144 by 12."]) and "sqrt(81)" in expressions(["The root of 81?"])
     assert "80 * (15 / 100)" in expressions(["What is 15% of 80?"])
     assert expressions(["Say hello."]) == []
