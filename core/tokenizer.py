@@ -20,8 +20,6 @@ from pathlib import Path
 
 import tokenizers
 
-from core.chat_template import render_chat
-
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
@@ -70,6 +68,8 @@ class Tokenizer:
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         if not self.chat_template:
             raise ValueError("this model has no chat template; pass a raw prompt string instead of messages")
+        from core.chat_template import render_chat  # jinja2 (0.02 s of imports): only once there are messages
+
         return render_chat(self.chat_template, messages, add_generation_prompt, **self.special_tokens)
 
     def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
