@@ -142,6 +142,24 @@ def test_the_kv_cache_grows_once_for_a_burst_in_whole_blocks_of_what_it_holds(ti
     assert shapes == [(1, 8), (1, 16), (1, 24), (1, 32), (1, 16), (1, 24)]  # one at a time: a cache each, grown
 
 
+@pytest.mark.skipif(not engine_module._glibc(), reason="glibc's malloc tuning")
+def test_a_freed_kv_cache_sized_block_goes_back_to_the_system():
+    """Blocks of MMAP_THRESHOLD and more are mapped on their own: freeing one lowers the process's memory, even
+    after glibc's own policy would have moved blocks of that size onto the heap (where a free keeps them)."""
+    engine_module.release_large_blocks()
+
+    def anonymous_bytes() -> int:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("RssAnon:")) * 1024
+
+    before = anonymous_bytes()
+    for _ in range(3):
+        block = torch.ones(4 * engine_module.MMAP_THRESHOLD // 4)  # written, so resident
+        del block
+        small = [torch.ones(1000) for _ in range(100)]  # heap blocks that would sit above it
+    assert small and anonymous_bytes() - before < engine_module.MMAP_THRESHOLD
+
+
 def test_an_abandoned_stream_frees_its_row(tiny):
     llm = make_llm(tiny, max_batch=1)
     stream = llm.stream(PROMPTS[0], max_new_tokens=50, logit_bias=NO_STOP)
