@@ -14,9 +14,9 @@ LLM's own: `prompt_ids` gives them, and a list of ints is a prompt here, not for
 
 Importing this module freezes the objects alive then (gc.freeze): torch's modules, classes and functions, several
 hundred thousand objects that live as long as the process. Python's cyclic garbage collector otherwise walks them
-all in every full collection, one during `LLM.load` and two at the interpreter's exit: 0.4 s of a cold start that
-takes 1.9 s (process start to first token and exit, bench/generate.py). What was alive then is never collected as
-a cycle (only cyclic garbage among it would stay; reference counting still frees the rest).
+all in every full collection, one during `LLM.load` and two at the interpreter's exit: about 0.5 s of a 2.0 s cold
+start (process start to first token and exit, as bench/generate.py times it). What was alive then is never collected
+as a cycle (only cyclic garbage among it would stay; reference counting still frees the rest).
 """
 
 from __future__ import annotations
