@@ -15,11 +15,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
+from functools import cached_property
 from pathlib import Path
 
 import tokenizers
-
-from core.chat_template import render_chat
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -43,8 +42,15 @@ class Tokenizer:
         literal = sorted({t.content for t in specials.values() if not t.normalized}, key=len, reverse=True)
         self._special_text = re.compile("|".join(map(re.escape, literal))) if literal else None
         self._normalized_specials = any(t.normalized for t in specials.values())
-        self._plain = tokenizers.Tokenizer.from_str(backend.to_str())  # reads special-token text as plain text
-        self._plain.encode_special_tokens = True
+
+    @cached_property
+    def _plain(self) -> tokenizers.Tokenizer:
+        """A copy of the backend that reads special-token text as plain text. Built on first use: a second
+        tokenizer costs 20 MB and 0.08 s at every start, and only messages quoting special-token text, and
+        `LLM.score`, need it (two threads may both build it; either copy does)."""
+        plain = tokenizers.Tokenizer.from_str(self.backend.to_str())
+        plain.encode_special_tokens = True
+        return plain
 
     @property
     def vocab_size(self) -> int:
@@ -62,6 +68,8 @@ class Tokenizer:
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         if not self.chat_template:
             raise ValueError("this model has no chat template; pass a raw prompt string instead of messages")
+        from core.chat_template import render_chat  # jinja2 (0.02 s of imports): only once there are messages
+
         return render_chat(self.chat_template, messages, add_generation_prompt, **self.special_tokens)
 
     def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:

@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from core import LLM, EngineConfig, SamplingParams
+from core import engine as engine_module
 from core.errors import ContextLengthError, ModelRequestError
+from core.kv_cache import KVCache
 from core.loading import load_model
 from core.sampling import MAX_STOP_CHARS, MAX_STOP_STRINGS
 
@@ -115,6 +117,47 @@ def test_prefix_cache_stays_within_its_budget(tiny):
         assert llm.engine.prefix_cache.used_bytes <= 200_000
     assert 0 < len(llm.engine.prefix_cache) < 20
     assert llm.engine.prefix_cache.used_bytes >= per_token
+
+
+def test_the_kv_cache_grows_once_for_a_burst_in_whole_blocks_of_what_it_holds(tiny, monkeypatch):
+    """Requests arriving together get their rows in one allocation, with slots for the longest prompt rounded up to
+    a block (not doubled); decoding past them adds one block; an idle engine gives the cache back."""
+    monkeypatch.setattr(engine_module, "SLOT_BLOCK", 8)
+    shapes = []  # (rows, slots) of every cache the engine allocates
+    allocate = KVCache.allocate.__func__
+
+    def recording(cls, config, rows, slots, *args, **kwargs):
+        shapes.append((rows, slots))
+        return allocate(cls, config, rows, slots, *args, **kwargs)
+
+    monkeypatch.setattr(KVCache, "allocate", classmethod(recording))
+    llm = make_llm(tiny, max_batch=4)
+    params = SamplingParams(max_new_tokens=10, logit_bias=NO_STOP)
+    streams = [llm.engine.submit(list(range(3, 3 + n)), params) for n in (5, 20, 10)]
+    outputs = ["".join(stream) for stream in streams]
+    assert shapes == [(3, 24), (3, 32)]  # 21 positions in 3 blocks, then 30 (20 + 10) in 4
+    assert llm.engine.cache is None
+    shapes.clear()
+    assert ["".join(llm.engine.submit(list(range(3, 3 + n)), params)) for n in (5, 20, 10)] == outputs
+    assert shapes == [(1, 8), (1, 16), (1, 24), (1, 32), (1, 16), (1, 24)]  # one at a time: a cache each, grown
+
+
+@pytest.mark.skipif(not engine_module._glibc(), reason="glibc's malloc tuning")
+def test_a_freed_kv_cache_sized_block_goes_back_to_the_system():
+    """Blocks of MMAP_THRESHOLD and more are mapped on their own: freeing one lowers the process's memory, even
+    after glibc's own policy would have moved blocks of that size onto the heap (where a free keeps them)."""
+    engine_module.release_large_blocks()
+
+    def anonymous_bytes() -> int:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("RssAnon:")) * 1024
+
+    before = anonymous_bytes()
+    for _ in range(3):
+        block = torch.ones(4 * engine_module.MMAP_THRESHOLD // 4)  # written, so resident
+        del block
+        small = [torch.ones(1000) for _ in range(100)]  # heap blocks that would sit above it
+    assert small and anonymous_bytes() - before < engine_module.MMAP_THRESHOLD
 
 
 def test_an_abandoned_stream_frees_its_row(tiny):

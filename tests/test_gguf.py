@@ -1,11 +1,15 @@
 """GGUF loading: parity with transformers reading the same file, the converted cache, and bad files."""
 
+import hashlib
+import json
+import os
 import shutil
 
 import pytest
 import torch
 from gguf import GGMLQuantizationType as Q
 
+from core import loading
 from core.errors import ModelLoadError
 from core.gguf import gguf_tokenizer
 from core.loading import load_model
@@ -50,6 +54,27 @@ def test_conversion_is_cached_by_content(tmp_path):
     assert len([d for d in cache_dir("converted").iterdir() if not d.name.startswith(".")]) == len(converted)
     assert torch.equal(model.output.weight, again.output.weight)
     assert not list(cache_dir("converted").glob(".partial-*"))
+
+
+def test_a_files_digest_is_remembered_until_its_bytes_change(tmp_path, monkeypatch):
+    path, _ = tiny_gguf(tmp_path)
+    digest = loading._file_digest(path)
+    hashed = []
+    file_digest = hashlib.file_digest
+    monkeypatch.setattr(hashlib, "file_digest", lambda file, name: hashed.append(path) or file_digest(file, name))
+    assert loading._file_digest(path) == digest and not hashed
+    changed = bytearray(path.read_bytes())
+    changed[-1] ^= 1
+    mtime = path.stat().st_mtime_ns
+    path.write_bytes(changed)
+    os.utime(path, ns=(mtime, mtime))  # same size, same modification time: the change time still tells
+    assert loading._file_digest(path) == hashlib.sha256(changed).hexdigest() and len(hashed) == 1
+    memo = cache_dir("converted").parent / loading.DIGESTS_FILE
+    memo.write_text(json.dumps({str(path.resolve()): [*json.loads(memo.read_text())[str(path.resolve())][:-1],
+                                                      "../../elsewhere"]}))
+    assert loading._file_digest(path) == hashlib.sha256(changed).hexdigest() and len(hashed) == 2
+    memo.write_text("not json")
+    assert loading._file_digest(path) == hashlib.sha256(changed).hexdigest() and len(hashed) == 3
 
 
 def test_missing_file_names_what_was_tried_and_the_fix(tmp_path):
