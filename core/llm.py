@@ -151,8 +151,11 @@ class LLM:
             batch.k[:, :, :, :n], batch.v[:, :, :, :n] = one.k, one.v  # broadcast over the rows
             tokens = torch.tensor([rest + [0] * (width - len(rest)) for rest in rests])  # padding after: never read
             logits = self.model(tokens, torch.arange(n, n + width)[None].expand_as(tokens), kv_cache=batch)
-        first, rest_logps = torch.log_softmax(first, -1), torch.log_softmax(logits, -1)
-        common = float(sum(first[j, token] for j, token in enumerate(tails[0][:shared])))
-        return [common + float(first[shared, rest[0]] + sum(rest_logps[row, j - 1, rest[j]]
-                                                             for j in range(1, len(rest))))
-                for row, rest in enumerate(rests)]
+        first = torch.log_softmax(first, -1)
+        common = float(first[torch.arange(shared), torch.tensor(tails[0][:shared], dtype=torch.long)].sum())
+        # Row r's token j + 1 is scored by its logits at j: gathered in one op, padding masked out.
+        following = torch.tensor([rest[1:] + [0] * (width - len(rest)) for rest in rests])  # (rows, width - 1)
+        picked = torch.log_softmax(logits[:, :-1], -1).gather(-1, following[..., None])[..., 0]
+        real = torch.arange(width - 1)[None] < torch.tensor([len(rest) - 1 for rest in rests])[:, None]
+        totals = first[shared, torch.tensor([rest[0] for rest in rests])] + (picked * real).sum(-1)
+        return [common + float(total) for total in totals]
