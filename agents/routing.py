@@ -115,6 +115,9 @@ class Routing:
     from (an enum, a Literal, one from the input) gets the value the model scores best (`score_arguments`, over
     the `beam` likeliest calls so far), not a greedy decoding's (0: all decoded). call_once: a tool the run has
     called is no candidate after its result (False: it may be called again, as a bigger model may need).
+    follow_margin: after a result, final_answer's router score is the best called tool's less this, so that another
+    tool is called only when the task points at it nearly as much (a second tool of the same kind, search_documents
+    after search_web, followed 25 of 55 extended tasks' first calls; None: answer_cosine as before).
     answer_with_results: once the run has results, the final answer is one of them (False: the model writes it,
     as a bigger model may word it better). embedder: a rag Embedder (None: the embedded MiniLM, loaded on first
     use).
@@ -133,6 +136,7 @@ class Routing:
     scored_values: int = 24
     beam: int = 3
     call_once: bool = True
+    follow_margin: float | None = 0.1
     answer_with_results: bool = True
     embedder: Any = None
 
@@ -182,18 +186,25 @@ def route(model, prompt: list[dict], task: str, texts: list[str], tools: list[To
     small model restates a result wrongly, or copies an error).
     """
     fillable = [t for t in tools if can_fill(t, [task, *texts], settings)] if settings.from_input else tools
-    tools = [t for t in fillable or tools if not (settings.call_once and t.name in called)]
+    pool = fillable or tools
+    tools = [t for t in pool if not (settings.call_once and t.name in called)]
     names = [t.name for t in tools]
     asked = bool(tools) and (settings.weight > 0 or settings.min_cosine is not None)
-    cosines = router_cosines(task, tools, settings) if asked else {}
-    lexical = lexical_scores(task, tools) if asked and settings.lexical > 0 else {}
+    cosines = router_cosines(task, pool, settings) if asked else {}  # over the pool: the called tools' too
+    lexical = lexical_scores(task, pool) if asked and settings.lexical > 0 else {}
+    answer_bar = None
+    if cosines and settings.follow_margin is not None and (done := [n for n in called if n in cosines]):
+        relevance = relevances(cosines, lexical, settings)
+        answer_bar = max(settings.answer_cosine or 0.0, max(relevance[n] for n in done) - settings.follow_margin)
+    cosines = {name: cosine for name, cosine in cosines.items() if name in names or name == FINAL_ANSWER}
+    lexical = {name: value for name, value in lexical.items() if name in names}
     candidates = names
     if cosines and settings.top_k is not None:
         relevance = relevances(cosines, lexical, settings)
         candidates = sorted(names, key=lambda name: -relevance[name])[:settings.top_k]
     candidates = [*candidates, FINAL_ANSWER]
     model_scores = _model_scores(model, prompt, candidates) if len(candidates) > 1 else {FINAL_ANSWER: 0.0}
-    chosen, scores, self_check = choose(model_scores, cosines, lexical, settings)
+    chosen, scores, self_check = choose(model_scores, cosines, lexical, settings, answer_bar)
     record = {"scores": scores, "chosen": chosen, "self_check": self_check}
     if chosen == FINAL_ANSWER:
         answers = list(dict.fromkeys(results)) if settings.answer_with_results else []
@@ -239,20 +250,21 @@ def can_fill(tool_: Tool, texts: list[str], settings: Routing) -> bool:
                if name in required)
 
 
-def relevances(cosines: dict[str, float], lexical: dict[str, float], settings: Routing) -> dict[str, float]:
+def relevances(cosines: dict[str, float], lexical: dict[str, float], settings: Routing,
+               answer_bar: float | None = None) -> dict[str, float]:
     """The router's score per candidate: its cosine plus `settings.lexical` times its lexical score; final_answer's
-    is `answer_cosine` when that is set."""
+    is `answer_bar` when given, else `answer_cosine` when that is set."""
     result = {name: cosine + settings.lexical * lexical.get(name, 0.0) for name, cosine in cosines.items()}
-    if settings.answer_cosine is not None and cosines:
-        result[FINAL_ANSWER] = settings.answer_cosine
+    if cosines and (answer_bar is not None or settings.answer_cosine is not None):
+        result[FINAL_ANSWER] = answer_bar if answer_bar is not None else settings.answer_cosine
     return result
 
 
 def choose(model_scores: dict[str, float], cosines: dict[str, float], lexical: dict[str, float],
-           settings: Routing) -> tuple[str, dict[str, dict], bool]:
+           settings: Routing, answer_bar: float | None = None) -> tuple[str, dict[str, dict], bool]:
     """The candidate (of `model_scores`) with the best total, each candidate's scores, and whether the self-check
     overruled the choice (the chosen tool's relevance under `min_cosine`: the agent answers instead)."""
-    relevance = relevances(cosines, lexical, settings) if cosines else {}
+    relevance = relevances(cosines, lexical, settings, answer_bar) if cosines else {}
     scores = combine(model_scores, {name: relevance[name] for name in model_scores} if relevance else {}, settings)
     chosen = max(model_scores, key=lambda name: scores[name]["total"])
     self_check = (settings.min_cosine is not None and chosen != FINAL_ANSWER and bool(relevance)

@@ -163,6 +163,18 @@ def test_after_a_tool_result_the_answer_is_a_result_the_model_chooses(toy_embedd
     assert [s.tool for s in result.steps] == ["get_weather", "write_note", "final_answer"]
     assert result.answer == "Oslo: 18 degrees"
     assert result.steps[2].routing["arguments"]["answer"] == {'"noted"': -5.0, '"Oslo: 18 degrees"': -1.0}
+    # After a result, another tool must be nearly as relevant to the task as the one called (follow_margin).
+    from agents.routing import relevances, router_cosines
+
+    task = [{"role": "user", "content": "weather in Oslo"}]
+    logps = {"get_weather": -1.0, "convert": -9.0, "write_note": -1.0, "final_answer": -1.0}  # the prior decides
+    relevance = relevances(router_cosines("weather in Oslo", TOOLS, settings), {}, settings)
+    assert relevance["get_weather"] - relevance["write_note"] > 0.1  # the toy embedder's view of the task
+    for margin, chosen in ((0.1, "final_answer"), (None, "write_note"), (2.0, "write_note")):
+        routed = route(ScoringModel(logps, []), task, "weather in Oslo", [], TOOLS,
+                       dataclasses.replace(settings, weight=1.0, lexical=0.0, answer_cosine=-1.0, follow_margin=margin),
+                       300, called=frozenset({"get_weather"}), results=["Oslo: 18 degrees"])
+        assert routed.tool == chosen, margin
     # Both off: a called tool is a candidate again, and the answer is left to the model to write.
     free = dataclasses.replace(settings, call_once=False, answer_with_results=False)
     task = [{"role": "user", "content": "weather in Oslo"}]
