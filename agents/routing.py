@@ -434,10 +434,14 @@ def _markers(tool_: Tool) -> dict[str, type]:
     return marked
 
 
+def _plain(schema: dict) -> bool:
+    """Whether `schema` has no enum, const, pattern, format or alternatives of its own to keep."""
+    return not any(key in schema for key in ("enum", "const", "pattern", "format", "anyOf"))
+
+
 def _short_value(name: str, schema: dict) -> bool:
     """A plain string or number (no enum, const, pattern or format of its own) not described as free text."""
-    if schema.get("type") not in ("string", "integer", "number") or any(
-            key in schema for key in ("enum", "const", "pattern", "format", "anyOf")):
+    if schema.get("type") not in ("string", "integer", "number") or not _plain(schema):
         return False
     named = set(re.findall(r"[a-z]+", name.replace("_", " ").lower()))
     described = set(re.findall(r"[a-z]+", schema.get("description", "").lower()))
@@ -529,7 +533,7 @@ def passage_parameters(tool_: Tool, infer: bool) -> list[str]:
     marked = _markers(tool_)
     return [name for name, schema in tool_.parameters.get("properties", {}).items()
             if infer and name == "text" and name not in marked and schema.get("type") == "string"
-            and not any(key in schema for key in ("enum", "const", "pattern", "format", "anyOf"))]
+            and _plain(schema)]
 
 
 _COLON_TAIL = re.compile(r"(?<=\S):\s+(\S.*)$", re.DOTALL)  # "count the words in: small models choose"
