@@ -154,7 +154,8 @@ class LLM:
         first = torch.log_softmax(first, -1)
         common = float(first[torch.arange(shared), torch.tensor(tails[0][:shared], dtype=torch.long)].sum())
         # Row r's token j + 1 is scored by its logits at j: gathered in one op, padding masked out.
-        following = torch.tensor([rest[1:] + [0] * (width - len(rest)) for rest in rests])  # (rows, width - 1)
+        following = torch.tensor([rest[1:] + [0] * (width - len(rest)) for rest in rests],
+                                 dtype=torch.long).view(len(rests), width - 1)  # (rows, width - 1): empty at width 1
         picked = torch.log_softmax(logits[:, :-1], -1).gather(-1, following[..., None])[..., 0]
         real = torch.arange(width - 1)[None] < torch.tensor([len(rest) - 1 for rest in rests])[:, None]
         totals = first[shared, torch.tensor([rest[0] for rest in rests])] + (picked * real).sum(-1)

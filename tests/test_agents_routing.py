@@ -299,17 +299,18 @@ def tiny_llm(tmp_path_factory):
 
 def test_score_is_the_summed_log_probability_of_each_continuation(tiny_llm):
     prompt = [{"role": "user", "content": "The quick brown fox jumps over the lazy dog."}]
-    continuations = ['{"tool": "a"', "def main", "x"]
     ids = tiny_llm.prompt_ids(prompt)
-    expected = []
-    for text in continuations:
-        tail = tiny_llm.tokenizer.encode(text, add_special_tokens=False, parse_special=False)
-        with torch.no_grad():
-            logits = tiny_llm.model(torch.tensor([ids + tail]), torch.arange(len(ids) + len(tail)))[0]
-        logps = torch.log_softmax(logits, -1)
-        expected.append(float(sum(logps[len(ids) + j - 1, token] for j, token in enumerate(tail))))
-    assert tiny_llm.score(prompt, continuations) == pytest.approx(expected, abs=1e-3)
-    assert tiny_llm.score(prompt, continuations) == pytest.approx(expected, abs=1e-3)  # its prefix cached now
+    # Continuations of several tokens, and of one token each (nothing after the first to gather).
+    for continuations in (['{"tool": "a"', "def main", "x"], ["x", "y"]):
+        expected = []
+        for text in continuations:
+            tail = tiny_llm.tokenizer.encode(text, add_special_tokens=False, parse_special=False)
+            with torch.no_grad():
+                logits = tiny_llm.model(torch.tensor([ids + tail]), torch.arange(len(ids) + len(tail)))[0]
+            logps = torch.log_softmax(logits, -1)
+            expected.append(float(sum(logps[len(ids) + j - 1, token] for j, token in enumerate(tail))))
+        assert tiny_llm.score(prompt, continuations) == pytest.approx(expected, abs=1e-3)
+        assert tiny_llm.score(prompt, continuations) == pytest.approx(expected, abs=1e-3)  # its prefix cached now
 
 
 def test_arguments_from_the_input_can_only_be_spans_of_the_task(tiny_llm, toy_embedder):
