@@ -7,7 +7,7 @@ each step of an `Agent(routing=Routing(...))`:
 1. scores the candidates, the tools and `final_answer`, by the model's log-probability of the reply
    starting `{"tool": "<name>"` (`core.LLM.score`: one forward over the prompt, whose prefix is cached,
    and one batch over the candidates). The router keeps only its best `top_k` tools as candidates
-   (final_answer always is), and at a run's first decision it adds its prior. The router's score of a tool is the
+   (final_answer always is) and adds its prior. The router's score of a tool is the
    cosine of the task to the tool's text (name, description and examples; see `tool_text`) under the
    embedded MiniLM, plus `lexical` times the words the two share, weighted by rarity (`lexical_scores`):
    MiniLM blurs tools that differ in a word ("internet" or "documents", "currency" or "unit"), which a
@@ -37,9 +37,10 @@ The step records the scores (`Step.routing`: the tools', and the arguments' unde
 trace shows why a tool and its arguments were chosen. Figures: bench/results/agents.md (whole runs),
 bench/results/agents_routing.txt (the tool choice alone, per setting).
 
-After a tool's result the tools already called are no candidates, and once a run has results its final answer
-is one of them, chosen by the model's scores (`route`'s `called` and `results`): a small model repeats its
-call, and restates a result wrongly, where it can choose it right.
+After a tool's result the tools already called are no candidates, another tool must be nearly as relevant
+to the task as the one called to beat answering (`follow_margin`), and once a run has results its final
+answer is one of them, chosen by the model's scores (`route`'s `called` and `results`): a small model repeats
+its call, and restates a result wrongly, where it can choose it right.
 
 Does not: call a tool twice in a run (a task that needs the weather in two cities gets one), offer a
 value the task does not write (a ticker for a company's name, "USD" for "US dollars"), or constrain free
@@ -49,6 +50,7 @@ text (a body; a `text` argument is held to what the task quotes or gives after a
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import json
 import math
@@ -61,6 +63,7 @@ from typing import Any
 
 from agents.steps import FINAL_ANSWER_DESCRIPTION, step_schema
 from agents.tools import FINAL_ANSWER, Tool
+from core.errors import ContextLengthError
 
 
 class FromInput:
@@ -192,15 +195,14 @@ def route(model, prompt: list[dict], task: str, texts: list[str], tools: list[To
     asked = bool(tools) and (settings.weight > 0 or settings.min_cosine is not None)
     cosines = router_cosines(task, pool, settings) if asked else {}  # over the pool: the called tools' too
     lexical = lexical_scores(task, pool) if asked and settings.lexical > 0 else {}
+    relevance = relevances(cosines, lexical, settings)
     answer_bar = None
-    if cosines and settings.follow_margin is not None and (done := [n for n in called if n in cosines]):
-        relevance = relevances(cosines, lexical, settings)
-        answer_bar = max(settings.answer_cosine or 0.0, max(relevance[n] for n in done) - settings.follow_margin)
+    if settings.follow_margin is not None and (done := [name for name in called if name in relevance]):
+        answer_bar = max(settings.answer_cosine or 0.0, max(relevance[name] for name in done) - settings.follow_margin)
     cosines = {name: cosine for name, cosine in cosines.items() if name in names or name == FINAL_ANSWER}
     lexical = {name: value for name, value in lexical.items() if name in names}
     candidates = names
     if cosines and settings.top_k is not None:
-        relevance = relevances(cosines, lexical, settings)
         candidates = sorted(names, key=lambda name: -relevance[name])[:settings.top_k]
     candidates = [*candidates, FINAL_ANSWER]
     model_scores = _model_scores(model, prompt, candidates) if len(candidates) > 1 else {FINAL_ANSWER: 0.0}
@@ -225,13 +227,16 @@ def route(model, prompt: list[dict], task: str, texts: list[str], tools: list[To
 
 def answer_route(model, prompt: list[dict], results: list[str], record: dict, max_string_length: int) -> Route:
     """The final answer: written freely when the run has no results yet, else the result the model scores best
-    (the newest when it cannot score), written whole with nothing to decode."""
+    (the newest when it cannot score them, or they do not fit its context), written whole with nothing to decode."""
     schema = step_schema([], max_string_length)
     if not results:
         return Route(FINAL_ANSWER, schema, record)
     calls = [json.dumps({"tool": FINAL_ANSWER, "arguments": {"answer": result}}, ensure_ascii=False)
              for result in results]
-    logps = model.score(prompt, calls) if len(calls) > 1 and hasattr(model, "score") else [0.0] * len(calls)
+    logps = [0.0] * len(calls)
+    if len(calls) > 1 and hasattr(model, "score"):
+        with contextlib.suppress(ContextLengthError):  # long results after a long prompt: the newest, unscored
+            logps = model.score(prompt, calls)
     best = max(range(len(calls)), key=lambda i: (logps[i], -i))
     record["arguments"] = {"answer": {json.dumps(r, ensure_ascii=False): round(lp, 4)
                                       for r, lp in zip(results, logps, strict=True)}}

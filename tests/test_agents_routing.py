@@ -35,6 +35,7 @@ from agents.routing import (
 from agents.steps import step_schema
 from agents.tools import ToolDefinitionError
 from core import LLM
+from core.errors import ContextLengthError
 
 from conftest import save_tiny_checkpoint
 
@@ -163,6 +164,13 @@ def test_after_a_tool_result_the_answer_is_a_result_the_model_chooses(toy_embedd
     assert [s.tool for s in result.steps] == ["get_weather", "write_note", "final_answer"]
     assert result.answer == "Oslo: 18 degrees"
     assert result.steps[2].routing["arguments"]["answer"] == {'"noted"': -5.0, '"Oslo: 18 degrees"': -1.0}
+    # Results too long to score after the prompt: the newest is the answer, the run goes on.
+    def too_long(continuation):
+        raise ContextLengthError("the prompt with the longest continuation passes the context")
+
+    model = ScoringModel(logps, [{"tool": "get_weather", "arguments": {"city": "Oslo"}},
+                                 {"tool": "write_note", "arguments": {"text": "umbrella"}}], arguments=too_long)
+    assert Agent(model, TOOLS, routing=settings).run("weather in Oslo").answer == "noted"
     # After a result, another tool must be nearly as relevant to the task as the one called (follow_margin).
     from agents.routing import relevances, router_cosines
 
