@@ -16,16 +16,34 @@ import time
 from pathlib import Path
 
 from agents.agent import Agent
-from agents.routing import FINAL_ANSWER, Routing, _model_scores, choose, lexical_scores, router_cosines
+from agents.routing import (
+    FINAL_ANSWER,
+    Routing,
+    _model_scores,
+    choose,
+    embedded_embedder,
+    lexical_scores,
+    router_cosines,
+    tool_text,
+)
 from agents.tasks import SETS
 from core import LLM
 
 
-def accuracy(rows: list[list], settings: Routing, set_name: str) -> float:
-    """The share of `set_name`'s tasks (rows: set, prompt, expected tool, model scores, cosines) routed right."""
-    chosen = [expected == choose(model_scores, cosines, lexical_scores(prompt, SETS[name].tools), settings)[0]
-              for name, prompt, expected, model_scores, cosines in rows if name == set_name]
+def accuracy(rows: list[list], settings: Routing, set_name: str, with_arguments: bool = False) -> float:
+    """The share of `set_name`'s tasks routed right. Rows: set, prompt, expected tool, model scores, the router's
+    cosines, and the cosines it would have with the tools' argument descriptions embedded too (`with_arguments`)."""
+    chosen = [expected == choose(model_scores, both[with_arguments], lexical_scores(prompt, SETS[name].tools),
+                                 settings)[0]
+              for name, prompt, expected, model_scores, *both in rows if name == set_name]
     return sum(chosen) / len(chosen)
+
+
+def cosines_with_arguments(task: str, tools: list, cosines: dict[str, float]) -> dict[str, float]:
+    """`cosines` with each tool's taken against its whole `tool_text`, argument descriptions included."""
+    embedder = embedded_embedder()
+    vectors = embedder.embed([tool_text(t) for t in tools] + [task])
+    return {**cosines, **{t.name: float(vector @ vectors[-1]) for t, vector in zip(tools, vectors[:-1], strict=True)}}
 
 
 def main() -> None:
@@ -50,7 +68,8 @@ def main() -> None:
             started = time.perf_counter()
             cosines = router_cosines(task.prompt, task_set.tools, Routing(answer_cosine=None))
             embedding += time.perf_counter() - started
-            rows.append([name, task.prompt, task.tool, model_scores, cosines])
+            rows.append([name, task.prompt, task.tool, model_scores, cosines,
+                         cosines_with_arguments(task.prompt, task_set.tools, cosines)])
     print(f"scoring {scoring / len(rows):.3f} s/task, router {embedding / len(rows):.3f} s/task")
     Path(args.rows).write_text(json.dumps(rows))
     report(rows)
@@ -69,6 +88,11 @@ def report(rows: list) -> None:
           f"{both(Routing(weight=1000, temperature=1, lexical=0, **alone))}; with lexical=0.1: "
           f"{both(Routing(weight=1000, temperature=1, lexical=0.1, **alone))}; lexical mostly (lexical=1): "
           f"{both(Routing(weight=1000, temperature=1, lexical=1, **alone))}")
+    for settings in (Routing(), Routing(min_cosine=0.15)):
+        with_arguments = (f"{accuracy(rows, settings, 'original', True):4.0%}/"
+                          f"{accuracy(rows, settings, 'extended', True):4.0%}")
+        print(f"min_cosine={settings.min_cosine}, other settings the defaults: router text name and description "
+              f"(the default) {both(settings)}; with the argument descriptions too {with_arguments}")
     strengths = (10, 20, 40, 60, 100)
     print("strength (weight / temperature): " + " ".join(f"{s:>9}" for s in strengths))
     for lexical, answer_cosine, min_cosine in itertools.product((0, 0.02, 0.05, 0.1), (0.15, 0.2, 0.25, 0.3),
