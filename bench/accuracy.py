@@ -9,10 +9,12 @@ Run: .venv/bin/python -m bench.accuracy [--model PATH]
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from bench import results
-from core import LLM
+from core import LLM, quant
 
 TEXTS = [
     "The capital of France is Paris, which sits on the Seine and has been the country's political centre since "
@@ -31,8 +33,21 @@ TEXTS = [
 # What tests/test_quant.py holds each representation to, on TEXTS with the embedded SmolLM2 (measured figures
 # in bench/results/accuracy.md; the bounds leave room for other CPUs' rounding, not for a broken kernel).
 BOUNDS = {"float16": {"top1": 0.99, "mean_kl": 0.0002}, "bfloat16": {"top1": 0.97, "mean_kl": 0.005},
-          "int4": {"top1": 0.97, "mean_kl": 0.005}}
-REPRESENTATIONS = ("int4", "float16", "bfloat16")
+          "int4": {"top1": 0.97, "mean_kl": 0.005}, "int4-prefill": {"top1": 0.97, "mean_kl": 0.005}}
+REPRESENTATIONS = ("int4", "int4-prefill", "float16", "bfloat16")
+
+
+@contextlib.contextmanager
+def loaded(name: str, model: str | None = None):
+    """The LLM in representation `name`. "int4-prefill" is int4 with every product through the weights unpacked
+    to bfloat16 (core.quant.unpack_int4), the path that prompts of quant.BFLOAT16_ROWS tokens or more take."""
+    rows = quant.BFLOAT16_ROWS
+    if name == "int4-prefill":
+        quant.BFLOAT16_ROWS = 1
+    try:
+        yield LLM.load(model, dtype=name.removesuffix("-prefill"))
+    finally:
+        quant.BFLOAT16_ROWS = rows
 
 
 @torch.inference_mode()
@@ -93,9 +108,9 @@ def main() -> None:
     token_lists = [exact.tokenizer.encode(text) for text in TEXTS]
     figures = {}
     for name in REPRESENTATIONS:
-        other = LLM.load(args.model, dtype=name)
-        figures[name] = logit_figures(exact.model, other.model, token_lists)
-        figures[name]["divergences"] = [first_divergence(exact, other, text) for text in TEXTS]
+        with loaded(name, args.model) as other:
+            figures[name] = logit_figures(exact.model, other.model, token_lists)
+            figures[name]["divergences"] = [first_divergence(exact, other, text) for text in TEXTS]
     results.write("accuracy", f"Accuracy of each representation against float32: {exact.name}", table(figures),
                   {"model": exact.name, "bounds": BOUNDS, "figures": figures}, args.results)
 

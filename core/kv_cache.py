@@ -41,9 +41,9 @@ class KVCache:
     def update(self, layer: int, positions: torch.Tensor, length: int, k: torch.Tensor, v: torch.Tensor):
         """Write k, v (B, Hkv, T, D) at positions (B, T), the last of which is length - 1; return slots [0, length)
         of this layer (B, Hkv, S, D)."""
-        if positions.shape == (1, 1):  # one sequence's decode step: a plain slot (its position is length - 1)
-            self.k[layer, 0, :, length - 1] = k[0, :, 0]
-            self.v[layer, 0, :, length - 1] = v[0, :, 0]
+        if positions.shape[0] == 1:  # one sequence: its slots along one dimension, in one op each
+            self.k[layer].index_copy_(2, positions[0], k)
+            self.v[layer].index_copy_(2, positions[0], v)
         else:
             rows = torch.arange(k.shape[0], device=k.device)[:, None].expand_as(positions)  # (B, T)
             self.k[layer][rows, :, positions] = k.transpose(1, 2)  # indexed view is (B, T, Hkv, D)

@@ -23,6 +23,7 @@ them (elsewhere dtype="auto" stays float32).
 
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 
@@ -37,6 +38,8 @@ GROUP = 32  # inputs per scale and zero: GGUF's block for Q4_0 / Q4_1
 CPU_FLAGS = "LLMKIT_CPU_FLAGS"  # overrides the flags read from /proc/cpuinfo (to test, or on an odd VM)
 BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 FLOAT16_ROWS = 2  # HalfOutput: up to this many rows in float16, more in bfloat16
+BFLOAT16_ROWS = 320  # Int4Linear: from this many rows on, the weights unpacked to bfloat16 and a plain product
+PACK_BLOCK = 64  # outputs per block of the CPU kernel's int4 packing (see unpack_int4)
 
 
 def cpu_flags() -> frozenset[str]:
@@ -118,10 +121,44 @@ class Int4Linear(nn.Module):
         return layer, exact
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, self.in_features), self.packed, GROUP,
-                                                       self.scales_and_zeros)
+        rows = x.reshape(-1, self.in_features)
+        if len(rows) >= BFLOAT16_ROWS and unpacks(self.packed, self.in_features, self.out_features):
+            y = rows @ unpack_int4(self.packed, self.scales_and_zeros)
+        else:
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, GROUP, self.scales_and_zeros)
         y = y.view(*x.shape[:-1], self.out_features)
         return y + self.bias if self.bias is not None else y
+
+
+def unpack_int4(packed: torch.Tensor, scales_and_zeros: torch.Tensor) -> torch.Tensor:
+    """W^T (K, N) in bfloat16 from the kernel's packing of an (N, K) weight: blocks of PACK_BLOCK outputs, each
+    stored as (K, PACK_BLOCK / 2) bytes whose low nibble is output j of the block and whose high one output
+    j + PACK_BLOCK / 2. `unpacks` checks that this torch packs so."""
+    k = scales_and_zeros.shape[0] * GROUP
+    n = scales_and_zeros.shape[1]
+    blocks = packed.view(n // PACK_BLOCK, k, PACK_BLOCK // 2)
+    q = torch.empty(k, n // PACK_BLOCK, 2, PACK_BLOCK // 2, dtype=torch.uint8)
+    torch.bitwise_and(blocks, 15, out=q[:, :, 0].permute(1, 0, 2))
+    torch.bitwise_right_shift(blocks, 4, out=q[:, :, 1].permute(1, 0, 2))
+    scale, zero = scales_and_zeros.unbind(-1)  # (K / GROUP, N) each
+    # (q - 8) * scale + zero, as q * scale + (zero - 8 * scale): one fused op over the weights
+    return torch.addcmul((zero - 8 * scale)[:, None], q.view(k // GROUP, GROUP, n).to(torch.bfloat16),
+                         scale[:, None]).view(k, n)
+
+
+@functools.cache
+def _packs_in_blocks() -> bool:
+    """Whether this torch packs int4 weights as unpack_int4 reads them (a private layout, so checked once)."""
+    n, k = 2 * PACK_BLOCK, 2 * GROUP
+    q = torch.randint(0, 16, (n, k), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+    ones = torch.ones(k // GROUP, n, 2, dtype=torch.bfloat16)
+    ones[..., 1] = 8.0  # scale 1, zero 8: w = q
+    return packed.shape == (n, k // 2) and torch.equal(unpack_int4(packed, ones), q.T.to(torch.bfloat16))
+
+
+def unpacks(packed: torch.Tensor, in_features: int, out_features: int) -> bool:
+    return out_features % PACK_BLOCK == 0 and _packs_in_blocks()
 
 
 class HalfOutput(nn.Module):

@@ -59,8 +59,13 @@ def test_batched_cached_decoding_equals_full_recompute(request, representation, 
     def recorder(prompt):
         return lambda ids, logits: recorded[prompt].append(logits.clone()) or logits
 
-    streams = [llm.stream(p, max_new_tokens=10, logit_bias=NO_STOP, logits_processor=recorder(p)) for p in PROMPTS]
-    for stream in streams:
+    first = llm.stream(PROMPTS[0], max_new_tokens=10, logit_bias=NO_STOP, logits_processor=recorder(PROMPTS[0]))
+    reading = iter(first)
+    next(reading)  # decoding now: the other prompts go in prefill_chunk tokens per step, between its steps
+    streams = [first] + [llm.stream(p, max_new_tokens=10, logit_bias=NO_STOP, logits_processor=recorder(p))
+                         for p in PROMPTS[1:]]
+    "".join(reading)
+    for stream in streams[1:]:
         "".join(stream)
     for prompt, stream in zip(PROMPTS, streams, strict=True):
         ids = stream.prompt_ids + stream.generated
@@ -231,9 +236,28 @@ def test_chunked_prefill_gives_the_output_of_a_whole_one(tiny):
     long_prompt = "Pack my box with five dozen liquor jugs! " * 4
     whole = make_llm(tiny, prefix_cache_bytes=0).generate_batch([*PROMPTS, long_prompt], max_new_tokens=12,
                                                                  logit_bias=NO_STOP)
-    chunked = make_llm(tiny, prefill_chunk=7).generate_batch([*PROMPTS, long_prompt], max_new_tokens=12,
-                                                             logit_bias=NO_STOP)
+    llm = make_llm(tiny, prefill_chunk=7)
+    running = iter(llm.stream(PROMPTS[0], max_new_tokens=40, logit_bias=NO_STOP))
+    next(running)  # while it decodes, the batch's prompts go in 7 tokens per step
+    chunked = llm.generate_batch([*PROMPTS, long_prompt], max_new_tokens=12, logit_bias=NO_STOP)
+    "".join(running)
     assert chunked == whole
+
+
+def test_a_prompt_alone_is_prefilled_in_solo_chunks(tiny, monkeypatch):
+    """Nobody waits between chunks, so a prompt with no sequence decoding goes in SOLO_PREFILL tokens at a time
+    (and, in int4, unpacks the weights once for all of them)."""
+    monkeypatch.setattr(engine_module, "SOLO_PREFILL", 16)
+    llm = make_llm(tiny, prefill_chunk=4)
+    fed = []  # tokens per forward pass
+    forward = llm.model.forward
+    monkeypatch.setattr(llm.model, "forward", lambda tokens, *args, **kwargs: fed.append(tokens.shape[1])
+                        or forward(tokens, *args, **kwargs))
+    stream = llm.stream("lazy dog. " * 8, max_new_tokens=3, logit_bias=NO_STOP)
+    "".join(stream)
+    n = stream.prompt_tokens
+    assert n > 32
+    assert fed == [16] * (n // 16) + [n % 16] * (n % 16 > 0) + [1, 1]
 
 
 def test_a_running_stream_gets_a_token_at_every_chunk_of_a_long_prefill(tiny):

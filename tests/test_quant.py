@@ -5,7 +5,7 @@ import pytest
 import torch
 from gguf import GGMLQuantizationType as Q
 
-from bench.accuracy import BOUNDS, TEXTS, logit_figures
+from bench.accuracy import BOUNDS, TEXTS, loaded, logit_figures
 from core import LLM, EngineConfig, quant
 from core.loading import load_model
 from core.model import Linear
@@ -58,6 +58,32 @@ def test_int4_linear_computes_with_its_weights():
     assert exact and got.shape == (3, 5, 48)
     # bfloat16 activations, scales and output: a relative error of a few 2^-8
     assert (got - expected).abs().max().item() < 0.03 * expected.abs().max().item()
+
+
+def test_unpacked_weights_are_the_kernels_own():
+    """unpack_int4 reads torch's private packing: the identity through the kernel gives the same W^T."""
+    layer, _ = quant.Int4Linear.from_weight(grid_weight(False, rows=128), None)
+    assert quant.unpacks(layer.packed, 192, 128)
+    unpacked = quant.unpack_int4(layer.packed, layer.scales_and_zeros).float()  # (K, N)
+    through_kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(torch.eye(192, dtype=torch.bfloat16), layer.packed,
+                                                                quant.GROUP, layer.scales_and_zeros).float()
+    assert unpacked.shape == (192, 128)
+    assert (unpacked - through_kernel).abs().max().item() <= 2**-8 * through_kernel.abs().max().item()
+
+
+@pytest.mark.parametrize("out_features", [128, 48])
+def test_many_rows_compute_what_few_rows_do(out_features):
+    """From BFLOAT16_ROWS rows on, the product runs on unpacked weights (where the output size allows): same
+    values, to bfloat16 rounding."""
+    weight, bias = grid_weight(False, rows=out_features), torch.randn(out_features)
+    layer, _ = quant.Int4Linear.from_weight(weight, bias)
+    x = torch.randn(quant.BFLOAT16_ROWS, 192, dtype=torch.bfloat16)
+    many = layer(x).float()
+    few = torch.cat([layer(x[i: i + 4]) for i in range(0, len(x), 4)]).float()
+    expected = x.float() @ weight.T + bias
+    assert quant.unpacks(layer.packed, 192, out_features) == (out_features % quant.PACK_BLOCK == 0)
+    assert (many - few).abs().max().item() < 0.02 * expected.abs().max().item()
+    assert (many - expected).abs().max().item() < 0.03 * expected.abs().max().item()
 
 
 def test_input_size_not_a_multiple_of_the_group_is_refused():
@@ -122,12 +148,12 @@ def float32_reference(smollm2_path):
     return LLM.load(str(smollm2_path), dtype="float32")
 
 
-@pytest.mark.parametrize("representation", ["int4", "bfloat16", "float16"])
+@pytest.mark.parametrize("representation", ["int4", "int4-prefill", "bfloat16", "float16"])
 def test_each_representation_within_its_stated_accuracy(float32_reference, smollm2_path, representation):
     """bench/accuracy.py's figures, held to its BOUNDS."""
-    other = LLM.load(str(smollm2_path), dtype=representation)
     token_lists = [float32_reference.tokenizer.encode(text) for text in TEXTS]
-    figures = logit_figures(float32_reference.model, other.model, token_lists)
+    with loaded(representation, str(smollm2_path)) as other:
+        figures = logit_figures(float32_reference.model, other.model, token_lists)
     bounds = BOUNDS[representation]
     assert figures["top1"] >= bounds["top1"] and figures["mean_kl"] <= bounds["mean_kl"], figures
 
