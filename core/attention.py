@@ -27,3 +27,21 @@ def attention_mask(config: ModelConfig, q_pos: torch.Tensor, k_pos: torch.Tensor
     elif config.attention == "strided":
         allowed &= (distance < config.window) | (distance % config.stride == 0)
     return allowed[:, None]  # (B, 1, Tq, Tk), broadcast over heads
+
+
+def causal_after_prefix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal attention (B, H, T, D) of T queries sitting at the last T of S key positions (a prefill that
+    continues a cached prefix or an earlier chunk); q (B, H, T, D), k and v (B, Hkv, S, D), on CPU.
+
+    SDPA with an explicit mask computes all T x S scores (SmolLM2, 992 tokens after 32 cached: 19 ms a layer,
+    against 13 for 1,024 from the start). Here torch's CPU flash kernel computes the prefix's keys unmasked and
+    the queries' own causally, skipping the masked half (16 ms), and the two are merged by the log-sum-exps it
+    returns: softmax over all keys = each part's softmax weighted by exp(its lse - the total lse)."""
+    T, S = q.shape[2], k.shape[2]
+    n_rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(n_rep, 1), v.repeat_interleave(n_rep, 1)  # (B, H, S, D): the kernel has no GQA
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    before, lse_before = flash(q, k[:, :, : S - T], v[:, :, : S - T], 0.0, False)[:2]  # lse (B, H, T), float32
+    own, lse_own = flash(q, k[:, :, S - T:], v[:, :, S - T:], 0.0, True)[:2]
+    lse = torch.logaddexp(lse_before, lse_own)
+    return (before * (lse_before - lse).exp()[..., None] + own * (lse_own - lse).exp()[..., None]).to(q.dtype)

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.attention import attention_mask
+from core import decode_step
+from core.attention import attention_mask, causal_after_prefix
 from core.config import ModelConfig
 from core.kv_cache import KVCache
 
@@ -34,6 +35,16 @@ class Embedding(nn.Embedding):
         pass
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) * weight, normalised in float32 whatever the dtype, as the reference does.
+
+    Computed as the layer norm of [x, -x], whose mean is 0 and whose variance is mean(x^2): layer_norm is one
+    fused kernel, while torch's rms_norm runs as a dozen small ops on CPU (13 against 7 us a row, 61 norms per
+    decode step)."""
+    n = x.shape[-1]
+    return F.layer_norm(torch.cat((x, -x), -1), (2 * n,), eps=eps)[..., :n] * weight
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -41,13 +52,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x / sqrt(mean(x^2) + eps) * weight, normalised in float32 whatever the dtype, as the reference does.
-
-        Computed as the layer norm of [x, -x], whose mean is 0 and whose variance is mean(x^2): layer_norm is one
-        fused kernel, while torch's rms_norm runs as a dozen small ops on CPU (13 against 7 us a row, 61 norms
-        per decode step)."""
-        n = x.shape[-1]
-        return F.layer_norm(torch.cat((x, -x), -1), (2 * n,), eps=self.eps)[..., :n] * self.weight
+        return rms_norm(x, self.weight, self.eps)
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
@@ -111,6 +116,8 @@ class Attention(nn.Module):
             weights = torch.softmax(scores, dim=-1)
             attentions.append(weights.view(B, c.n_heads, T, -1))  # (B, H, T, S): row r*T + t is head kv*n_rep + r
             y = weights.to(v.dtype) @ v  # (B, Hkv, n_rep*T, D)
+        elif mask is None and T > 1 and k.shape[2] > T:  # a prefill after a cached prefix
+            y = causal_after_prefix(q, k, v)  # (B, H, T, D)
         elif mask is None and T > 1:  # a prefill from position 0: SDPA's causal kernel skips the masked half
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=n_rep > 1)  # (B, H, T, D)
         else:  # masked, or one sequence's decode step (mask None: its one query sees every key). A decode step's
@@ -195,6 +202,10 @@ class Transformer(nn.Module):
         if last >= limit or int(positions.min()) < 0:
             raise ValueError(f"positions must lie in [0, {limit}), got up to {last}")
         c = self.config
+        one_step = kv_cache is not None and tokens.shape == (1, 1)  # its query is the last position: sees all keys
+        if one_step and not return_attention and (tensors := decode_step.layer_tensors(self)) is not None:
+            rope = tuple(t.to(self.dtype) for t in rope_tables(c, positions))
+            return decode_step.decode_one(self, tensors, tokens, last, rope, kv_cache)
         x = self.tok_embeddings(tokens).to(self.dtype)  # (B, T, dim)
         if self.pos_embeddings is not None:
             x = x + self.pos_embeddings(positions)
@@ -205,10 +216,13 @@ class Transformer(nn.Module):
         else:
             k_pos = positions
         T = tokens.shape[1]
-        in_order = torch.arange(T, device=tokens.device).expand_as(positions)
+        in_order = torch.arange(last + 1 - T, last + 1, device=tokens.device).expand_as(positions)
         from_start = last + 1 == T and torch.equal(positions, in_order)
-        one_step = kv_cache is not None and tokens.shape == (1, 1)  # its query is the last position: sees all keys
-        if c.attention == "causal" and (from_start or one_step) and not return_attention:
+        # One sequence's next T tokens after slots it filled before (a prefill chunk, a cached prefix): on CPU,
+        # core.attention.causal_after_prefix computes it with the causal kernel.
+        continues = (kv_cache is not None and tokens.shape[0] == 1 and tokens.device.type == "cpu"
+                     and torch.equal(positions, in_order))
+        if c.attention == "causal" and (from_start or one_step or continues) and not return_attention:
             mask = None  # plain causal attention, which SDPA computes with its own kernel
         else:
             allowed = attention_mask(c, positions, k_pos).repeat(1, 1, c.n_heads // c.n_kv_heads, 1)  # (B,1,n_rep*T,S)

@@ -1,9 +1,11 @@
-"""The attention patterns equal a brute-force reference mask, for plain and offset (KV-cached) positions."""
+"""The attention patterns equal a brute-force reference mask, for plain and offset (KV-cached) positions; causal
+attention after a cached prefix, merged from two kernel calls, equals SDPA with that mask."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from core.attention import attention_mask
+from core.attention import attention_mask, causal_after_prefix
 from core.config import ModelConfig
 
 
@@ -47,3 +49,19 @@ def test_config_rejects_inconsistent_values(bad):
     values = dict(dim=8, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=8, vocab_size=10) | bad
     with pytest.raises(ValueError, match="ModelConfig|divisible|multiple|window|stride|even head_dim"):
         ModelConfig(**values)
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("prefix", [1, 40])
+def test_causal_attention_after_a_prefix_equals_the_masked_one(dtype, tolerance, prefix):
+    """T queries at the last T of S positions, 6 heads over 2 KV heads: what SDPA computes with the explicit
+    causal mask, from two flash-kernel parts merged by their log-sum-exps."""
+    generator = torch.Generator().manual_seed(prefix)
+    T, S = 17, prefix + 17
+    q = torch.randn(1, 6, T, 16, generator=generator).to(dtype)
+    k, v = (torch.randn(1, 2, S, 16, generator=generator).to(dtype) for _ in range(2))
+    allowed = torch.arange(S)[None, :] <= torch.arange(prefix, S)[:, None]  # (T, S)
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=allowed, enable_gqa=True)
+    got = causal_after_prefix(q, k, v)
+    assert got.dtype == dtype and got.shape == (1, 6, T, 16)
+    assert (got.float() - expected).abs().max().item() < tolerance
