@@ -148,6 +148,7 @@ def measure(side: str, model: str | None, repeats: int) -> dict:
     for _ in range(repeats):
         runner.clear_prefix_cache()
         one.append(timed(runner.generate, [short[0]], 1)[0])
+        runner.clear_prefix_cache()  # both runs prefill: a prefix-cache hit would leave the prefill out of this one
         seconds, tokens = timed(runner.generate, [short[0]], 128)
         full.append(seconds)
         batch8.append(timed(runner.generate, short, 128)[0])

@@ -135,18 +135,20 @@ def next_token(logits: torch.Tensor, params: SamplingParams, prompt_ids: list[in
         logits = params.logits_processor(generated_ids, logits)
     if params.repetition_penalty != 1.0:  # joining prompt and output costs O(length) per token: only when used
         logits = apply_repetition_penalty(logits, prompt_ids + generated_ids, params.repetition_penalty)
+    # Each op here passes over the whole vocabulary, once per token: a few, chosen for speed on CPU (torch's
+    # argmax over 49,152 logits takes 42 us, numpy's 4; max 5 us, against 38 for comparing and any()).
+    logits = logits.float()
     if params.logit_bias:
-        logits = logits.clone()
-        for token_id, bias in params.logit_bias.items():
-            logits[token_id] += bias
-    logits = logits.float().masked_fill(logits.isnan(), -math.inf)
+        logits = logits.index_add(0, torch.tensor(list(params.logit_bias)),
+                                  torch.tensor(list(params.logit_bias.values()), dtype=torch.float32))
+    logits = torch.nan_to_num(logits, nan=-math.inf, posinf=math.inf, neginf=-math.inf)  # a copy: NaN never chosen
     if allowed is not None:
-        logits = logits.masked_fill(~allowed, -math.inf)
-    if not bool((logits > -math.inf).any()):
+        logits.masked_fill_(~allowed, -math.inf)
+    if not bool(logits.max() > -math.inf):
         raise ModelRequestError("no token can be chosen: every logit is -inf or NaN after the logits_processor, "
                                 "logit_bias and constraint")
     if params.temperature < MIN_TEMPERATURE:
-        return int(logits.argmax())
+        return int(logits.detach().cpu().numpy().argmax())  # the first of equal maxima, as torch.argmax
     logits = logits / params.temperature
     if bool(torch.isposinf(logits).any()):  # infinitely more likely than the rest: they alone share the draw
         logits = torch.where(torch.isposinf(logits), 0.0, -math.inf)
