@@ -1,7 +1,9 @@
 """Generation speed: llmkit beside transformers.generate, same GGUF weights, same prompts, greedy.
 
-Each side runs in its own process (so peak RSS and cold start are its own). Figures: decode tokens/s
-at batch 1 (32-token prompt, 128 new tokens, as 127 / (t(128 new) - t(1 new))), total tokens/s at
+Each side runs in its own process (so peak RSS and cold start are its own), in rounds: every side once per
+round, in turn, medians over the rounds (this machine's speed drifts during a run). Figures: decode tokens/s
+at batch 1 (32-token prompt, 128 new tokens, as 127 / (t(128 new) - t(1 new))) and after a 1,200-token
+prompt (64 new tokens, likewise; a PDF chat answer's case), total tokens/s at
 batch 8, prefill of a 1,024-token prompt, time to first token on a 1,000-token shared prefix without
 and with a prefix-cache hit (ours only), cold start (process start to first token), peak RSS.
 Greedy tokens of the batch-1 run are compared across sides.
@@ -143,8 +145,9 @@ def measure(side: str, model: str | None, repeats: int) -> dict:
     short = prompts(runner.encode, 32, 8)
     long_prompt = prompts(runner.encode, 1024, 1, seed=5)[0]
     shared = prompts(runner.encode, 1000, 1, seed=9)[0]
+    context = prompts(runner.encode, 1200, 1, seed=3)[0]  # as long as a PDF chat prompt with its passages
     runner.generate([short[0]], 4)  # warm-up
-    one, full, batch8, prefill, cold_ttft, warm_ttft = [], [], [], [], [], []
+    one, full, batch8, prefill, cold_ttft, warm_ttft, context_one, context_full = [], [], [], [], [], [], [], []
     for _ in range(repeats):
         runner.clear_prefix_cache()
         one.append(timed(runner.generate, [short[0]], 1)[0])
@@ -156,9 +159,14 @@ def measure(side: str, model: str | None, repeats: int) -> dict:
         runner.clear_prefix_cache()
         cold_ttft.append(timed(runner.generate, [shared + short[1][:24]], 1)[0])
         warm_ttft.append(timed(runner.generate, [shared + short[2][:24]], 1)[0])
+        runner.clear_prefix_cache()
+        context_one.append(timed(runner.generate, [context], 1)[0])
+        runner.clear_prefix_cache()
+        context_full.append(timed(runner.generate, [context], 64)[0])
     med = statistics.median
     return {
         "decode_tok_s_batch1": 127 / (med(full) - med(one)),
+        "decode_tok_s_after_1200": 63 / (med(context_full) - med(context_one)),
         "total_tok_s_batch8": 8 * 128 / med(batch8),
         "prefill_1024_s": med(prefill),
         "ttft_1000_prefix_miss_s": med(cold_ttft),
@@ -191,7 +199,9 @@ def cold_start(side: str, model: str | None) -> float:
     return time.perf_counter() - start
 
 
-ROWS = [("decode tok/s, batch 1", "decode_tok_s_batch1", True), ("total tok/s, batch 8", "total_tok_s_batch8", True),
+ROWS = [("decode tok/s, batch 1", "decode_tok_s_batch1", True),
+        ("decode tok/s after a 1,200-token prompt", "decode_tok_s_after_1200", True),
+        ("total tok/s, batch 8", "total_tok_s_batch8", True),
         ("prefill 1,024 tokens, s", "prefill_1024_s", False),
         ("TTFT, 1,000-token prefix, cache miss, s", "ttft_1000_prefix_miss_s", False),
         ("TTFT, 1,000-token prefix, cache hit, s", "ttft_1000_prefix_hit_s", False),
@@ -239,22 +249,31 @@ def main() -> None:
     if args.side:
         print(json.dumps(measure(args.side, args.model, args.repeats)))
         return
-    figures = {}
-    for side in args.sides.split(","):
-        command = [sys.executable, "-m", "bench.generate", "--side", side, "--repeats", str(args.repeats)]
-        if args.model:
-            command += ["--model", args.model]
-        out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=results.ROOT)
-        figures[side] = json.loads(out.stdout.strip().splitlines()[-1])
-        figures[side]["cold_start_s"] = statistics.median(cold_start(side, args.model) for _ in range(args.repeats))
-        print(side, {k: v for k, v in figures[side].items() if k != "greedy_tokens"}, file=sys.stderr)
+    # Rounds: every side once per round, each in its own process, in turn. This shared machine's speed drifts by
+    # 10-20% over a run; sides measured one after another would each get a different machine.
+    sides = args.sides.split(",")
+    runs = {side: [] for side in sides}
+    for _ in range(args.repeats):
+        for side in sides:
+            command = [sys.executable, "-m", "bench.generate", "--side", side, "--repeats", "1"]
+            if args.model:
+                command += ["--model", args.model]
+            out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=results.ROOT)
+            run = json.loads(out.stdout.strip().splitlines()[-1])
+            run["cold_start_s"] = cold_start(side, args.model)
+            runs[side].append(run)
+            print(side, {k: v for k, v in run.items() if k != "greedy_tokens"}, file=sys.stderr)
+    figures = {side: {key: statistics.median(run[key] for run in side_runs) for key in side_runs[0]
+                      if key != "greedy_tokens"} | {"greedy_tokens": side_runs[0]["greedy_tokens"]}
+               for side, side_runs in runs.items()}
     tokens = {side: r.pop("greedy_tokens") for side, r in figures.items()}
     reference = "ours-float32" if "ours-float32" in tokens else next(iter(tokens))
     splits = divergences(args.model, tokens, reference)
     same = {side: splits[side] is None for side in tokens}
     shown = "; ".join(f"{side}: at token {d['step']}, {reference} {d['reference']} vs {d['other']}"
                       for side, d in splits.items() if d is not None) or "none"
-    body = (f"Torch threads default, median of {args.repeats}.\n\n{tables(figures)}\n\n"
+    body = (f"Torch threads default. Median of {args.repeats} rounds; a round runs every side once, each in its own "
+            f"process, one after another.\n\n{tables(figures)}\n\n"
             f"Greedy batch-1 tokens (128, EOS suppressed) identical to {reference}'s: {same}\n\n"
             f"First divergences (token id, its probability under float32): {shown}")
     results.write("generate", f"Generation: {args.model or 'embedded SmolLM2-135M-Instruct Q4_1 GGUF'}", body,
