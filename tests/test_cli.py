@@ -38,7 +38,9 @@ def test_generate_with_chat_template():
 
 
 def test_chat_streams_replies_until_exit():
-    result = llmkit("chat", "--max-new-tokens", "24", stdin="What is the capital of France?\n/reset\n/exit\n")
+    """The question is one the 135M model answers with a clear margin (its first token 0.34 against 0.08): "What is
+    the capital of France?" is a near-tie (0.15 against 0.14) that a change of rounding flips."""
+    result = llmkit("chat", "--max-new-tokens", "24", stdin="Name the capital of France.\n/reset\n/exit\n")
     assert result.returncode == 0, result.stderr
     assert "assistant> " in result.stdout and "Paris" in result.stdout
     assert "(new conversation)" in result.stdout
@@ -84,7 +86,7 @@ def test_generate_through_a_server_url(served_url):
 
 
 def test_chat_through_a_server_url_from_the_environment(served_url):
-    result = llmkit("chat", "--max-new-tokens", "24", stdin="What is the capital of France?\n/exit\n",
+    result = llmkit("chat", "--max-new-tokens", "24", stdin="Name the capital of France.\n/exit\n",
                     env={"LLMKIT_MODEL": served_url, "LLMKIT_MODEL_NAME": SERVED_MODEL})
     assert result.returncode == 0, result.stderr
     assert f"llmkit chat with {SERVED_MODEL} at {served_url}" in result.stdout

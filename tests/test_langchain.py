@@ -10,7 +10,9 @@ from core.langchain import ChatLLMKit, to_chat_messages
 
 pytestmark = pytest.mark.slow  # the real SmolLM2
 
-QUESTION = "What is the capital of France?"
+# Answered with a clear margin by the 135M model (its first token 0.34 against 0.08); "What is the capital of
+# France?" is a near-tie (0.15 against 0.14) that a change of rounding flips.
+QUESTION = "Name the capital of France."
 
 
 @pytest.fixture(scope="module")
