@@ -24,7 +24,7 @@ def layer_tensors(model) -> list[tuple] | None:
     bias, down packed, scales, bias), or None when `model` is not an int4 Llama (core.quant's fused layers, RMSNorm,
     SwiGLU, RoPE, causal attention). Collected at the model's first one-token step and kept: weights changed in
     place are seen, weights reassigned after that step are not."""
-    from core.quant import GROUP, Int4Linear
+    from core.quant import Int4Linear
 
     cached = model.__dict__.get("_decode_tensors", False)
     if cached is not False:
@@ -32,7 +32,7 @@ def layer_tensors(model) -> list[tuple] | None:
     c = model.config
     plain = (c.norm, c.activation, c.position, c.attention) == ("rmsnorm", "swiglu", "rope", "causal")
     linears = [(b.attn.wq, b.attn.wo, b.ffn.w1, b.ffn.w2) for b in model.layers]
-    if not plain or not all(isinstance(layer, Int4Linear) for four in linears for layer in four) or GROUP != 32:
+    if not plain or not all(isinstance(layer, Int4Linear) for four in linears for layer in four):
         tensors = None
     else:
         tensors = [(b.attn_norm.weight, *_int4(b.attn.wq), *_int4(b.attn.wo), b.ffn_norm.weight, *_int4(b.ffn.w1),
@@ -46,7 +46,8 @@ def _int4(layer) -> tuple:
 
 
 def _linear(x, packed, scales_and_zeros, bias):
-    y = INT4_MM(x, packed, 32, scales_and_zeros)
+    group = x.shape[-1] // scales_and_zeros.shape[0]  # core.quant.GROUP, read off the scales
+    y = INT4_MM(x, packed, group, scales_and_zeros)
     return y + bias if bias is not None else y
 
 

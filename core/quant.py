@@ -122,7 +122,7 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
-        if len(rows) >= BFLOAT16_ROWS and unpacks(self.packed, self.in_features, self.out_features):
+        if len(rows) >= BFLOAT16_ROWS and unpacks(self.out_features):
             y = rows @ unpack_int4(self.packed, self.scales_and_zeros)
         else:
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, GROUP, self.scales_and_zeros)
@@ -157,7 +157,8 @@ def _packs_in_blocks() -> bool:
     return packed.shape == (n, k // 2) and torch.equal(unpack_int4(packed, ones), q.T.to(torch.bfloat16))
 
 
-def unpacks(packed: torch.Tensor, in_features: int, out_features: int) -> bool:
+def unpacks(out_features: int) -> bool:
+    """Whether a layer of `out_features` outputs can be unpacked (unpack_int4) on this torch."""
     return out_features % PACK_BLOCK == 0 and _packs_in_blocks()
 
 

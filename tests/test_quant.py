@@ -63,7 +63,7 @@ def test_int4_linear_computes_with_its_weights():
 def test_unpacked_weights_are_the_kernels_own():
     """unpack_int4 reads torch's private packing: the identity through the kernel gives the same W^T."""
     layer, _ = quant.Int4Linear.from_weight(grid_weight(False, rows=128), None)
-    assert quant.unpacks(layer.packed, 192, 128)
+    assert quant.unpacks(128)
     unpacked = quant.unpack_int4(layer.packed, layer.scales_and_zeros).float()  # (K, N)
     through_kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(torch.eye(192, dtype=torch.bfloat16), layer.packed,
                                                                 quant.GROUP, layer.scales_and_zeros).float()
@@ -81,7 +81,7 @@ def test_many_rows_compute_what_few_rows_do(out_features):
     many = layer(x).float()
     few = torch.cat([layer(x[i: i + 4]) for i in range(0, len(x), 4)]).float()
     expected = x.float() @ weight.T + bias
-    assert quant.unpacks(layer.packed, 192, out_features) == (out_features % quant.PACK_BLOCK == 0)
+    assert quant.unpacks(out_features) == (out_features % quant.PACK_BLOCK == 0)
     assert (many - few).abs().max().item() < 0.02 * expected.abs().max().item()
     assert (many - expected).abs().max().item() < 0.03 * expected.abs().max().item()
 
