@@ -60,7 +60,7 @@ def decode_one(model, tensors: list[tuple], token: torch.Tensor, position: int, 
     H, Hkv, D = c.n_heads, c.n_kv_heads, c.head_dim
     eps, length = c.norm_eps, position + 1
     cos, sin = (t.view(D) for t in rope)
-    x = model.tok_embeddings.weight[token.view(1)].to(model.dtype)  # (1, dim)
+    x = model.tok_embeddings(token.view(1)).to(model.dtype)  # (1, dim)
     # Views of the cache made once per step, not per layer: the new slot (L, Hkv, D), the slots so far (L, 1, Hkv, S, D)
     new_keys, new_values = kv_cache.k[:, 0, :, position], kv_cache.v[:, 0, :, position]
     keys, values = kv_cache.k[:, :1, :, :length], kv_cache.v[:, :1, :, :length]

@@ -80,7 +80,7 @@ def load_model(name: str | None = None, dtype: str = "auto") -> tuple[Transforme
     converted = disk_cache.ensure(settings.cache_dir(CACHE) / digest, lambda staging: _convert(path, staging))
     config = ModelConfig.from_dict(json.loads((converted / _CONFIG_FILE).read_text()))
     if dtype == "int4" or (dtype == "auto" and quant.bfloat16_kernels()):
-        check_memory(path, config, torch.float16)  # a bound: 4-bit layers plus two 16-bit output tables
+        check_memory(path, config, torch.float16)  # a bound: 4-bit layers, int8 output table, its bfloat16 copy
         packed = disk_cache.ensure(settings.cache_dir(INT4_CACHE) / f"{digest}-torch-{torch.__version__}",
                                    lambda staging: _pack(converted, staging))
         with safe_open(packed / _WEIGHTS_FILE, "pt") as file:
@@ -119,8 +119,8 @@ def build_model(config: ModelConfig, state: dict[str, torch.Tensor], dtype=torch
 def _assign(model: Transformer, state: dict[str, torch.Tensor]) -> Transformer:
     """`model` (eval mode) holding `state`'s tensors, no copy; it must take every one. A tied checkpoint's output
     table is its embedding table (some save the tied copy too; ours is re-tied)."""
-    if model.config.tie_embeddings:
-        state = {**state, "output.weight": state.get("tok_embeddings.weight")}
+    if model.config.tie_embeddings and "tok_embeddings.weight" in state:  # the int4 form ties its own way
+        state = {**state, "output.weight": state["tok_embeddings.weight"]}
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as error:
@@ -179,13 +179,11 @@ def _convert(gguf_path: Path, staging: Path) -> None:
 
 def _pack(converted: Path, staging: Path) -> None:
     """Write the int4 form of a converted entry into `staging`: the state dict of core.quant's representation
-    (the tied table saved once, as the embedding), and whether it is lossless."""
+    (a tied table saved once, as the output projection's), and whether it is lossless."""
     config = ModelConfig.from_dict(json.loads((converted / _CONFIG_FILE).read_text()))
     model = build_model(config, load_file(converted / _WEIGHTS_FILE))
     exact = quant.to_int4(model)
     state = model.state_dict()
-    if config.tie_embeddings:
-        state.pop("output.weight")  # `_assign` re-ties it to the embedding table
     save_file({k: v.contiguous() for k, v in state.items()}, staging / _WEIGHTS_FILE,
               metadata={"exact": str(exact).lower(), "torch": torch.__version__,
                         "llmkit_cache_version": str(settings.CACHE_VERSIONS[INT4_CACHE])})

@@ -172,12 +172,13 @@ class Transformer(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         """What activations and the KV cache are in: the final norm's dtype (core.quant's int4 representation
-        keeps its embedding table in float16 and computes in bfloat16)."""
+        keeps its output table in int8 and computes in bfloat16)."""
         return self.norm.weight.dtype
 
     def tie_weights(self) -> None:
-        """Share the output projection with the token embeddings when the checkpoint does (saves vocab x dim)."""
-        if self.config.tie_embeddings:
+        """Share the output projection with the token embeddings when the checkpoint does (saves vocab x dim).
+        core.quant's int4 representation shares them its own way (its embedding reads the int8 output table)."""
+        if self.config.tie_embeddings and isinstance(self.output, nn.Linear):
             self.output.weight = self.tok_embeddings.weight
 
     def forward(

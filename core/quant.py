@@ -11,11 +11,14 @@ computes in bfloat16 with float32 norms, softmax and logits, like dtype="bfloat1
 are exact (for a Q4_1 or Q4_0 file they are: the group's extremes are q = 0 and 15, or -8). Only the
 scales and zeros are rounded, to bfloat16 (relative error 2^-9, against the 1/15 step of the grid).
 
-The output projection (the tied embedding: 28M of SmolLM2's parameters, Q8_0 in the file) stays 16-bit:
-int8 per output channel costs 4% of top-1 agreement there, float16 none. At one row a float16 product
-takes half bfloat16's time; from four rows on, bfloat16 takes a third of float16's (CPUs without
-AVX512-FP16 have no fast float16 matrix product). So `HalfOutput` keeps both and picks per call: one
-row per decode step at batch 1, many in a prefill or a batch.
+The output projection (the tied embedding: 28M of SmolLM2's parameters, Q8_0 in the file) keeps Q8_0's
+layout, int8 with a float32 scale per GROUP inputs (`Int8Output`; `int8_groups` finds the file's values
+again, exactly): a decode step multiplies its row or few rows through core.cpu_kernels (1.0 ms at one row,
+against 2.0 ms for the float16 table it replaces), and the token embedding reads its rows. Many rows at once
+(a batch of full-sequence logits) go through a bfloat16 copy, made at the first such call: from a dozen rows on,
+bfloat16's matrix product beats a pass per 8 rows. Where the kernel cannot be built, a float16 copy serves one or
+two rows (at one row float16's product takes half bfloat16's time: CPUs without AVX512-FP16 have no fast float16
+matrix product).
 
 Needs a CPU with bfloat16 instructions (AVX512-BF16 or AMX): `bfloat16_kernels` says whether this one has
 them (elsewhere dtype="auto" stays float32).
@@ -31,13 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core import settings
+from core import cpu_kernels, settings
 from core.model import Transformer
 
 GROUP = 32  # inputs per scale and zero: GGUF's block for Q4_0 / Q4_1
 CPU_FLAGS = "LLMKIT_CPU_FLAGS"  # overrides the flags read from /proc/cpuinfo (to test, or on an odd VM)
 BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-FLOAT16_ROWS = 2  # HalfOutput: up to this many rows in float16, more in bfloat16
+INT8_ROWS = 8  # Int8Output: up to this many rows through core.cpu_kernels, more through a bfloat16 copy
+FLOAT16_ROWS = 2  # Int8Output without core.cpu_kernels: up to this many rows through a float16 copy
 BFLOAT16_ROWS = 320  # Int4Linear: from this many rows on, the weights unpacked to bfloat16 and a plain product
 PACK_BLOCK = 64  # outputs per block of the CPU kernel's int4 packing (see unpack_int4)
 
@@ -162,26 +166,63 @@ def unpacks(out_features: int) -> bool:
     return out_features % PACK_BLOCK == 0 and _packs_in_blocks()
 
 
-class HalfOutput(nn.Module):
-    """The output projection in float16 for a row or two (a decode step), bfloat16 for more (see the module doc)."""
+def int8_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q (N, K) int8, scales (N, K / GROUP) float32) with weight ~ q * scale per group of GROUP inputs: Q8_0's
+    rounding (scale = largest magnitude / 127). Exact for weights read from a Q8_0 file, whose float16 scale
+    times 127 is exact in float32; a rounding of others, finer than bfloat16's (see bench/accuracy.py)."""
+    groups = weight.float().unflatten(-1, (-1, GROUP))
+    scales = groups.abs().amax(-1) / 127
+    q = (groups / torch.where(scales == 0, 1.0, scales)[..., None]).round().clamp(-127, 127)
+    return q.to(torch.int8).flatten(-2), scales
+
+
+class Int8Output(nn.Module):
+    """The output projection in Q8_0's layout: int8 weights, a float32 scale per GROUP inputs (see the module doc);
+    float32 logits. Its float copies are made at first use and kept: they do not follow later changes to `q` or
+    `scales`."""
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=torch.float16), requires_grad=False)
-        self.weight_bf16 = nn.Parameter(torch.empty(out_features, in_features, dtype=torch.bfloat16),
-                                        requires_grad=False)
+        self.register_buffer("q", torch.empty(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("scales", torch.empty(out_features, in_features // GROUP, dtype=torch.float32))
+        self.copies: dict[torch.dtype, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[:-1].numel() <= FLOAT16_ROWS:
-            return F.linear(x.to(torch.float16), self.weight)
-        return F.linear(x.to(torch.bfloat16), self.weight_bf16)
+        rows = x.reshape(-1, self.q.shape[1])
+        y = cpu_kernels.int8_matmul(rows, self.q, self.scales) if len(rows) <= INT8_ROWS else None
+        if y is None:
+            dtype = torch.float16 if len(rows) <= FLOAT16_ROWS else torch.bfloat16
+            y = F.linear(rows.to(dtype), self.copy(dtype)).float()
+        return y.view(*x.shape[:-1], -1)
+
+    def copy(self, dtype: torch.dtype) -> torch.Tensor:
+        if dtype not in self.copies:
+            self.copies[dtype] = self.lookup(torch.arange(len(self.q))).to(dtype)
+        return self.copies[dtype]
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """The weights' rows `ids` in float32, shape (*ids.shape, in_features): the tied token embedding."""
+        return (self.q[ids].float().unflatten(-1, (-1, GROUP)) * self.scales[ids][..., None]).flatten(-2)
+
+
+class TiedEmbedding(nn.Module):
+    """The token embedding of a checkpoint that ties it to the output projection: the Int8Output's rows. It holds
+    no tensor of its own, so the table is stored once, as the output's."""
+
+    def __init__(self, output: Int8Output):
+        super().__init__()
+        self.lookup = output.lookup  # a bound method, not a submodule
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lookup(ids)
 
 
 def to_int4(model: Transformer) -> bool:
     """Turn `model` (float weights) into the int4 representation in place; True when every linear layer kept its
     exact weights. The q, k and v projections become one layer, and SwiGLU's gate and up another (core.model
-    reads them so): fewer, larger products. Norms and the position table go to bfloat16; the token embedding
-    keeps float16 (a lookup needs no fast kernel), sharing the output's table when the checkpoint ties them."""
+    reads them so): fewer, larger products. Norms and the position table go to bfloat16; the output projection
+    goes to int8 (Int8Output), and the token embedding reads its rows when the checkpoint ties them, else keeps a
+    float16 table (a lookup needs no fast kernel)."""
     exact = True
     for owner, fused in _fusions(model):
         weight = torch.cat([getattr(owner, name).weight.detach() for name in fused])
@@ -190,7 +231,7 @@ def to_int4(model: Transformer) -> bool:
         layer, layer_exact = Int4Linear.from_weight(weight, bias)
         _replace(owner, fused, layer)
         exact &= layer_exact
-    _half_tables(model, model.output.weight.detach(), model.tok_embeddings.weight.detach())
+    _output_tables(model, model.output.weight.detach(), model.tok_embeddings.weight.detach())
     for parameter in model.parameters():
         if parameter.dtype == torch.float32:
             parameter.data = parameter.data.to(torch.bfloat16)
@@ -203,7 +244,7 @@ def int4_skeleton(model: Transformer) -> Transformer:
         first = getattr(owner, fused[0])
         out_features = sum(getattr(owner, name).out_features for name in fused)
         _replace(owner, fused, Int4Linear(first.in_features, out_features, first.bias is not None))
-    _half_tables(model, None, None)
+    _output_tables(model, None, None)
     return model
 
 
@@ -224,15 +265,15 @@ def _replace(owner: nn.Module, names: tuple[str, ...], layer: Int4Linear) -> Non
         setattr(owner, name, None)
 
 
-def _half_tables(model: Transformer, output: torch.Tensor | None, embeddings: torch.Tensor | None) -> None:
-    """The output projection as a HalfOutput and the token embedding in float16, from these weights (or empty)."""
+def _output_tables(model: Transformer, output: torch.Tensor | None, embeddings: torch.Tensor | None) -> None:
+    """The output projection as an Int8Output and the token embedding (its rows when tied, else a float16 table),
+    from these weights (or empty)."""
     config = model.config
-    model.output = HalfOutput(config.dim, config.vocab_size)
+    model.output = Int8Output(config.dim, config.vocab_size)
     if output is not None:
-        model.output.weight.data = output.to(torch.float16)
-        model.output.weight_bf16.data = output.to(torch.bfloat16)
+        model.output.q, model.output.scales = int8_groups(output)
     if config.tie_embeddings:
-        model.tok_embeddings.weight = model.output.weight
+        model.tok_embeddings = TiedEmbedding(model.output)
     else:
         table = embeddings.to(torch.float16) if embeddings is not None else torch.empty(
             config.vocab_size, config.dim, dtype=torch.float16)

@@ -29,6 +29,7 @@ EMBEDDING_MODEL = "LLMKIT_EMBEDDING_MODEL"  # a sentence-transformers model inst
 EMBEDDING_PRECISION = "LLMKIT_EMBEDDING_PRECISION"  # how the embedder computes: int8 (default), bfloat16, float32
 MEMORY_BUDGET = "LLMKIT_MEMORY_BUDGET_MB"  # MiB a local model may take loaded (default: 3/4 of physical memory)
 API_KEY = "LLMKIT_API_KEY"  # llmkit serve: the bearer token clients must send (required beyond loopback)
+CPU_KERNELS = "LLMKIT_CPU_KERNELS"  # "off": torch's kernels instead of core/cpu_kernels.c (built with the system's cc)
 ALLOWED_HOSTS = "LLMKIT_ALLOWED_HOSTS"  # llmkit serve on loopback: more Host names it answers, comma-separated
 # llmkit serve: each core.server.ServerLimits field, by the variable that sets it (a positive whole number)
 SERVE_LIMITS = {
@@ -47,7 +48,10 @@ APP_NAME = "llmkit"
 CACHE_VERSIONS = {
     # Each entry a folder with a core.disk_cache manifest (v2: manifests, fsync before the rename).
     "converted": 2,  # core.loading: GGUF files converted to float32 safetensors + tokenizer.json
-    "int4": 2,  # core.loading: a converted entry in core.quant's int4 representation (torch's packed layout)
+    # core.loading: a converted entry in core.quant's int4 representation (torch's packed layout; v3: the output
+    # projection in Q8_0's int8 layout instead of float16 and bfloat16 tables)
+    "int4": 3,
+    "kernels": 1,  # core.cpu_kernels: cpu_kernels.c compiled, one library per source, flags and compiler
     "embeddings-onnx": 2,  # rag.embeddings: the embedding model exported to ONNX and quantised to int8
     "sentiment-onnx": 1,  # apps.finance_sentiment.classifier: the sentiment classifier, likewise
 }

@@ -6,7 +6,7 @@ import torch
 from gguf import GGMLQuantizationType as Q
 
 from bench.accuracy import BOUNDS, TEXTS, loaded, logit_figures
-from core import LLM, EngineConfig, quant
+from core import LLM, EngineConfig, cpu_kernels, quant
 from core.loading import load_model
 from core.model import Linear
 
@@ -86,6 +86,78 @@ def test_many_rows_compute_what_few_rows_do(out_features):
     assert (many - expected).abs().max().item() < 0.03 * expected.abs().max().item()
 
 
+def q8_weight(rows: int = 40, groups: int = 6, seed: int = 0) -> torch.Tensor:
+    """Weights as a Q8_0 file dequantises to: q in -127..127 (127 in magnitude in each group), float16 scales."""
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randint(-127, 128, (rows, groups, quant.GROUP), generator=generator).float()
+    q[..., 0] = 127 * torch.sign(torch.randn(rows, groups, generator=generator))
+    scale = (torch.rand(rows, groups, 1, generator=generator) * 0.01 + 1e-4).half().float()
+    return (q * scale).view(rows, -1)
+
+
+def test_q8_weights_are_found_exactly():
+    weight = q8_weight()
+    q, scales = quant.int8_groups(weight)
+    assert q.dtype == torch.int8 and scales.shape == (40, 6)
+    assert torch.equal((q.view(40, 6, 32).float() * scales[..., None]).view(40, -1), weight)
+
+
+def int8_output(weight: torch.Tensor) -> quant.Int8Output:
+    layer = quant.Int8Output(weight.shape[1], weight.shape[0])
+    layer.q, layer.scales = quant.int8_groups(weight)
+    return layer
+
+
+@pytest.fixture
+def without_cpu_kernels(monkeypatch):
+    """core.cpu_kernels as on a machine without a C compiler."""
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    cpu_kernels._library.cache_clear()
+    yield
+    cpu_kernels._library.cache_clear()
+
+
+def test_the_int8_kernel_is_built_here():
+    """The test machine has AVX-512 and a C compiler: the decode path's kernel must be the one in use."""
+    if not quant.cpu_flags() >= cpu_kernels.NEEDED_CPU_FLAGS:
+        pytest.skip("this CPU has no AVX-512")
+    assert cpu_kernels.int8_matmul(torch.ones(1, 32), torch.ones(3, 32, dtype=torch.int8),
+                                   torch.full((3, 1), 0.5)).tolist() == [[16.0, 16.0, 16.0]]
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 8, 9, 20])
+def test_int8_output_computes_with_its_weights(rows):
+    """Through the kernel (up to INT8_ROWS rows, float32 products) and the bfloat16 copy (more rows)."""
+    weight = q8_weight()
+    x = torch.randn(rows, 192)
+    got = int8_output(weight)(x.to(torch.bfloat16)[None])
+    expected = x.to(torch.bfloat16).float() @ weight.T
+    scale = expected.abs().max().item()
+    assert got.shape == (1, rows, 40) and got.dtype == torch.float32
+    tolerance = 1e-5 if rows <= quant.INT8_ROWS and cpu_kernels.available() else 2**-7
+    assert (got[0] - expected).abs().max().item() < tolerance * scale
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_int8_output_without_the_kernel(without_cpu_kernels, rows):
+    """No compiler: a warning once, and float16 (one or two rows) or bfloat16 copies compute the same product."""
+    weight = q8_weight()
+    x = torch.randn(rows, 192)
+    with pytest.warns(UserWarning, match="no C compiler"):
+        assert cpu_kernels.int8_matmul(x, *quant.int8_groups(weight)) is None
+    expected = x.to(torch.bfloat16).float() @ weight.T
+    got = int8_output(weight)(x.to(torch.bfloat16))
+    assert (got - expected).abs().max().item() < 2**-7 * expected.abs().max().item()
+
+
+def test_the_tied_embedding_reads_the_output_table(tmp_path):
+    save_tiny_checkpoint("qwen2", tmp_path)  # ties its embedding and output tables
+    model = load_model(str(tmp_path), dtype="int4")[0]
+    assert isinstance(model.tok_embeddings, quant.TiedEmbedding) and not list(model.tok_embeddings.state_dict())
+    ids = torch.tensor([[1, 5, 7]])
+    assert torch.equal(model.tok_embeddings(ids), model.output.copy(torch.float32)[ids])
+
+
 def test_input_size_not_a_multiple_of_the_group_is_refused():
     with pytest.raises(ValueError, match="multiple of 32"):
         quant.int4_groups(torch.randn(4, 40))
@@ -102,7 +174,7 @@ def test_int4_model_fuses_its_projections(tiny_int4):
     model, _ = tiny_int4
     assert isinstance(model.layers[0].attn.wq, quant.Int4Linear) and model.layers[0].attn.wk is None
     assert isinstance(model.layers[0].ffn.w1, quant.Int4Linear) and model.layers[0].ffn.w3 is None
-    assert model.dtype == torch.bfloat16 and model.output.weight.dtype == torch.float16
+    assert model.dtype == torch.bfloat16 and isinstance(model.output, quant.Int8Output)
 
 
 def tiny_gguf(tmp_path, qtype):
@@ -148,7 +220,7 @@ def float32_reference(smollm2_path):
     return LLM.load(str(smollm2_path), dtype="float32")
 
 
-@pytest.mark.parametrize("representation", ["int4", "int4-prefill", "bfloat16", "float16"])
+@pytest.mark.parametrize("representation", ["int4", "int4-prefill", "int4-decode", "bfloat16", "float16"])
 def test_each_representation_within_its_stated_accuracy(float32_reference, smollm2_path, representation):
     """bench/accuracy.py's figures, held to its BOUNDS."""
     token_lists = [float32_reference.tokenizer.encode(text) for text in TEXTS]
