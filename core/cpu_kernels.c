@@ -1,7 +1,10 @@
-/* llmkit's own CPU kernel (core/cpu_kernels.py builds and loads it): the product of float32 rows with weights in
- * GGUF's Q8_0 layout, int8 in blocks of 32 inputs with one float32 scale each, for the output projection. */
+/* llmkit's own CPU kernels for a decode step (core/cpu_kernels.py builds, loads and explains them): the product of
+ * float32 rows with weights in GGUF's Q8_0 layout (int8 in blocks of 32 inputs, a float32 scale each), for the
+ * output projection; and attention of one query per head over a KV cache. */
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #define GROUP 32
 #define MAX_ROWS 8 /* rows per pass over the weights: an accumulator each, in registers */
@@ -47,4 +50,125 @@ void int8_matmul(const float *x, int64_t m, int64_t k, const int8_t *q, const fl
             }
         }
     }
+}
+
+/* Attention of one query per head over a KV cache (a decode step of one sequence) */
+
+#define KEYS_PER_TASK 256 /* keys a task scores at once; longer caches are split, the parts merged by their maxima */
+#define MAX_DIM 256
+#define MAX_REP 16
+
+static inline __m512 bf16_to_f32(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+
+/* e^x for x <= 0, to float32 precision: 2^(x log2 e) = 2^n * 2^f, |f| <= 1/2, 2^f by a degree-6 polynomial */
+static inline __m512 exp_nonpositive(__m512 x) {
+    __m512 t = _mm512_max_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _mm512_set1_ps(-150.0f));
+    __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_mul_ps(_mm512_sub_ps(t, n), _mm512_set1_ps(0.69314718055994531f)); /* f ln 2 */
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* One task: the n_rep query heads of kv head g against keys [first, first + count): per head its largest score,
+ * the sum of e^(score - largest) and the e^(score - largest)-weighted sum of the values (float32), into part. */
+static inline void attend_part(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_t n_rep,
+                               int64_t first, int64_t count, const int64_t dim, float scale, float *part) {
+    float scores[MAX_REP][KEYS_PER_TASK + 16];
+    __m512 query[MAX_REP][MAX_DIM / 16];
+    const int64_t chunks = dim / 16;
+    for (int64_t r = 0; r < n_rep; r++)
+        for (int64_t c = 0; c < chunks; c++)
+            query[r][c] = _mm512_mul_ps(bf16_to_f32(_mm256_loadu_si256((const __m256i *)(q + r * dim + 16 * c))),
+                                        _mm512_set1_ps(scale));
+    for (int64_t s = 0; s < count; s++) {
+        const uint16_t *key = k + (first + s) * dim;
+        __m512 row[MAX_DIM / 16];
+        for (int64_t c = 0; c < chunks; c++) row[c] = bf16_to_f32(_mm256_loadu_si256((const __m256i *)(key + 16 * c)));
+        for (int64_t r = 0; r < n_rep; r++) {
+            __m512 dot = _mm512_mul_ps(query[r][0], row[0]);
+            for (int64_t c = 1; c < chunks; c++) dot = _mm512_fmadd_ps(query[r][c], row[c], dot);
+            scores[r][s] = _mm512_reduce_add_ps(dot);
+        }
+    }
+    for (int64_t r = 0; r < n_rep; r++) {
+        float *out = part + r * (dim + 2);
+        __m512 top = _mm512_set1_ps(-INFINITY);
+        int64_t s = 0;
+        for (; s + 16 <= count; s += 16) top = _mm512_max_ps(top, _mm512_loadu_ps(scores[r] + s));
+        float largest = _mm512_reduce_max_ps(top);
+        for (; s < count; s++) largest = scores[r][s] > largest ? scores[r][s] : largest;
+        __m512 total = _mm512_setzero_ps();
+        for (s = 0; s < count; s += 16) {
+            __mmask16 valid = count - s >= 16 ? 0xFFFF : (__mmask16)((1u << (count - s)) - 1);
+            __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(valid, scores[r] + s), _mm512_set1_ps(largest)));
+            e = _mm512_maskz_mov_ps(valid, e);
+            _mm512_storeu_ps(scores[r] + s, e);
+            total = _mm512_add_ps(total, e);
+        }
+        out[0] = largest;
+        out[1] = _mm512_reduce_add_ps(total);
+    }
+    __m512 acc[MAX_REP][MAX_DIM / 16];
+    for (int64_t r = 0; r < n_rep; r++) for (int64_t c = 0; c < chunks; c++) acc[r][c] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < count; s++) {
+        const uint16_t *value = v + (first + s) * dim;
+        __m512 row[MAX_DIM / 16];
+        for (int64_t c = 0; c < chunks; c++) row[c] = bf16_to_f32(_mm256_loadu_si256((const __m256i *)(value + 16 * c)));
+        for (int64_t r = 0; r < n_rep; r++) {
+            __m512 p = _mm512_set1_ps(scores[r][s]);
+            for (int64_t c = 0; c < chunks; c++) acc[r][c] = _mm512_fmadd_ps(p, row[c], acc[r][c]);
+        }
+    }
+    for (int64_t r = 0; r < n_rep; r++)
+        for (int64_t c = 0; c < chunks; c++) _mm512_storeu_ps(part + r * (dim + 2) + 2 + 16 * c, acc[r][c]);
+}
+
+/* out (heads, dim) bfloat16 = softmax(q k^T / sqrt(dim)) v for one query per head, all `length` keys visible;
+ * q (heads, dim) bfloat16; k, v bfloat16, kv head g's keys at k + g * kv_stride, (length, dim) contiguous; query
+ * head h reads kv head h / (heads / kv_heads). dim a multiple of 16, at most MAX_DIM; heads / kv_heads at most
+ * MAX_REP. Returns 0, or -1 when the scratch memory could not be allocated. */
+int attend_one(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_t heads, int64_t kv_heads,
+               int64_t length, int64_t kv_stride, int64_t dim, uint16_t *out, int threads) {
+    int64_t n_rep = heads / kv_heads, parts = (length + KEYS_PER_TASK - 1) / KEYS_PER_TASK;
+    float scale = 1.0f / sqrtf((float)dim);
+    float *scratch = malloc(sizeof(float) * kv_heads * parts * n_rep * (dim + 2));
+    if (!scratch) return -1;
+    #pragma omp parallel for schedule(static) collapse(2) num_threads(threads)
+    for (int64_t g = 0; g < kv_heads; g++)
+        for (int64_t p = 0; p < parts; p++) {
+            int64_t first = p * KEYS_PER_TASK, count = length - first < KEYS_PER_TASK ? length - first : KEYS_PER_TASK;
+            float *part = scratch + (g * parts + p) * n_rep * (dim + 2);
+            const uint16_t *qg = q + g * n_rep * dim, *kg = k + g * kv_stride, *vg = v + g * kv_stride;
+            switch (dim) { /* the common head sizes with their loops unrolled */
+            case 64: attend_part(qg, kg, vg, n_rep, first, count, 64, scale, part); break;
+            case 128: attend_part(qg, kg, vg, n_rep, first, count, 128, scale, part); break;
+            default: attend_part(qg, kg, vg, n_rep, first, count, dim, scale, part); break;
+            }
+        }
+    for (int64_t h = 0; h < heads; h++) {
+        int64_t g = h / n_rep, r = h % n_rep;
+        float largest = -INFINITY, total = 0, merged[MAX_DIM] = {0};
+        for (int64_t p = 0; p < parts; p++) {
+            float m = scratch[((g * parts + p) * n_rep + r) * (dim + 2)];
+            largest = m > largest ? m : largest;
+        }
+        for (int64_t p = 0; p < parts; p++) {
+            const float *part = scratch + ((g * parts + p) * n_rep + r) * (dim + 2);
+            float weight = expf(part[0] - largest);
+            total += weight * part[1];
+            for (int64_t d = 0; d < dim; d++) merged[d] += weight * part[2 + d];
+        }
+        for (int64_t c = 0; c < dim / 16; c++) {
+            __m512 y = _mm512_div_ps(_mm512_loadu_ps(merged + 16 * c), _mm512_set1_ps(total));
+            _mm256_storeu_si256((__m256i *)(out + h * dim + 16 * c), (__m256i)_mm512_cvtneps_pbh(y));
+        }
+    }
+    free(scratch);
+    return 0;
 }

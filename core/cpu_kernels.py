@@ -1,19 +1,22 @@
-"""The one product torch has no fast CPU kernel for: float rows times weights in GGUF's Q8_0 layout (int8, one
-float32 scale per 32 inputs), which is how SmolLM2's GGUF stores its output projection (the tied embedding).
+"""Two CPU kernels torch lacks for a decode step of the int4 representation, in C (cpu_kernels.c).
 
-That projection is 28M of the model's 135M weights, read whole for every decoded token. torch offers it in
-float16 (56 MB read, 2.0 ms a token at one row on this project's 2-core test machine) or through
-`_weight_int8pack_mm` (one scale per output row: 4% of top-1 agreement lost, and no faster). cpu_kernels.c
-reads the 28 MB of int8 and the scales once, widens them to float32 in registers and keeps the rows in float32:
-1.0 ms, and exactly the file's weights. (An int8 kernel for the 4-bit layers too was tried: no faster than
-torch's there, inside a decode step, so it was not kept.)
+- `int8_matmul`: float rows times weights in GGUF's Q8_0 layout (int8, one float32 scale per 32 inputs), how
+  SmolLM2's GGUF stores its output projection (the tied embedding, 28M of its 135M weights, read whole for every
+  decoded token). torch offers it in float16 (56 MB read, 2.0 ms a token at one row on this project's 2-core
+  test machine) or through `_weight_int8pack_mm` (one scale per output row: 4% of top-1 agreement lost, and no
+  faster). The kernel reads the 28 MB of int8 once and widens it to float32 in registers: 0.9 ms, with exactly
+  the file's weights.
+- `attend_one`: one query per head over a KV cache. SDPA's CPU kernel is built for many queries; for one it
+  took 35 us a layer at 100 keys and 117 at 1,200 (SmolLM2, bfloat16), against 10 and 27 here (float32 scores
+  and sums, parts of 256 keys merged by their maxima, as in flash-decoding).
+- Tried and not kept: an int8 (VNNI) kernel for the 4-bit layers: no faster than torch's inside a decode step.
 
 The C file is compiled with the system's C compiler ($CC, else cc) at first use, to a library cached under
-settings.cache_dir("kernels") by the source's and the compiler's hash (0.3 s, once), and called through ctypes.
-It needs AVX-512 (every CPU that runs the int4 representation has it) and OpenMP, and shares torch's OpenMP
-runtime (the same libgomp.so.1, already loaded) and thread count. Where there is no compiler, no AVX-512, or
-$LLMKIT_CPU_KERNELS is "off", `int8_matmul` returns None and the caller computes with torch, with a warning
-once that says what it costs.
+settings.cache_dir("kernels") by the source's, flags' and compiler's hash (0.5 s, once), and called through
+ctypes. It needs AVX-512 with BF16 (the int4 representation needs it anyway) and OpenMP; it shares torch's
+OpenMP runtime (the same libgomp.so.1, already loaded) and thread count. Where there is no compiler, no such
+CPU, or $LLMKIT_CPU_KERNELS is "off", both functions return None and the callers use torch, with a warning
+once that says so.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from core import disk_cache, settings
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
 LIBRARY = "cpu_kernels.so"
-FLAGS = ["-O3", "-mavx512f", "-mfma", "-fopenmp", "-shared", "-fPIC"]
-NEEDED_CPU_FLAGS = frozenset({"avx512f", "fma"})
+FLAGS = ["-O3", "-mavx512f", "-mavx512bf16", "-mfma", "-fopenmp", "-shared", "-fPIC"]
+NEEDED_CPU_FLAGS = frozenset({"avx512f", "avx512_bf16", "fma"})
+MAX_DIM, MAX_REP = 256, 16  # attend_one's bounds on the head size and on query heads per KV head (cpu_kernels.c)
 GROUP = 32  # inputs per scale (Q8_0's block; cpu_kernels.c's GROUP)
 _INT64, _POINTER = ctypes.c_int64, ctypes.c_void_p
 
@@ -54,6 +58,25 @@ def int8_matmul(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch
     y = torch.empty(len(rows), n)
     library.int8_matmul(rows.data_ptr(), len(rows), k, q.data_ptr(), scales.data_ptr(), n, y.data_ptr(),
                         torch.get_num_threads())
+    return y
+
+
+def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
+    """softmax(q k^T / sqrt(D)) v for one sequence's one query per head, which sees every key: q (1, H, 1, D) or
+    (1, Hkv, H / Hkv, D) (the query heads of a KV head together), k and v (1, Hkv, S, D) as the KV cache holds
+    them (each head's S slots contiguous), all bfloat16. Returns y shaped like q, or None when the kernel is not
+    available here or the tensors are not of that form (then use SDPA)."""
+    library = _library()
+    heads, kv_heads, dim = q.shape[1] * q.shape[2], k.shape[1], q.shape[-1]
+    if (library is None or not q.dtype == k.dtype == v.dtype == torch.bfloat16 or q.shape[0] != 1
+            or q.numel() != heads * dim or not q.is_contiguous() or heads % kv_heads or heads // kv_heads > MAX_REP
+            or dim % 16 or dim > MAX_DIM or k.shape != v.shape or k.stride() != v.stride()
+            or k.stride()[2:] != (dim, 1)):
+        return None
+    y = torch.empty_like(q)
+    if library.attend_one(q.data_ptr(), k.data_ptr(), v.data_ptr(), heads, kv_heads, k.shape[2], k.stride(1), dim,
+                          y.data_ptr(), torch.get_num_threads()):
+        raise MemoryError("attend_one: no memory for its scratch")
     return y
 
 
@@ -83,9 +106,12 @@ def _library() -> ctypes.CDLL | None:
             library.int8_matmul.argtypes = [_POINTER, _INT64, _INT64, _POINTER, _POINTER, _INT64, _POINTER,
                                             ctypes.c_int]
             library.int8_matmul.restype = None
+            library.attend_one.argtypes = [_POINTER, _POINTER, _POINTER, _INT64, _INT64, _INT64, _INT64, _INT64,
+                                           _POINTER, ctypes.c_int]
+            library.attend_one.restype = ctypes.c_int
             return library
-    warnings.warn(f"llmkit: the output projection runs on torch's float16 kernel, about 1 ms a token slower on "
-                  f"SmolLM2: {why}", stacklevel=3)
+    warnings.warn(f"llmkit: decoding uses torch's kernels for attention and the output projection, about 20% "
+                  f"slower on SmolLM2: {why}", stacklevel=3)
     return None
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from core.attention import one_query
 from core.kv_cache import KVCache
 
 INT4_MM = torch.ops.aten._weight_int4pack_mm_for_cpu
@@ -70,8 +71,7 @@ def decode_one(model, tensors: list[tuple], token: torch.Tensor, position: int, 
         qk = apply_rope(heads[: H + Hkv], cos, sin)
         new_keys[layer] = qk[H:]
         new_values[layer] = heads[H + Hkv:]
-        y = F.scaled_dot_product_attention(qk[:H].view(1, Hkv, H // Hkv, D), keys[layer],
-                                           values[layer])  # (1, Hkv, n_rep, D): head kv*n_rep + r
+        y = one_query(qk[:H].view(1, Hkv, H // Hkv, D), keys[layer], values[layer])  # (1, Hkv, n_rep, D)
         x = x + _linear(y.view(1, H * D), wo, wo_s, wo_b)
         gate, up = _linear(rms_norm(x, ffn_norm, eps), w13, w13_s, w13_b).chunk(2, -1)
         x = x + _linear(F.silu(gate) * up, w2, w2_s, w2_b)

@@ -1,12 +1,15 @@
 """The attention patterns equal a brute-force reference mask, for plain and offset (KV-cached) positions; causal
-attention after a cached prefix, merged from two kernel calls, equals SDPA with that mask."""
+attention after a cached prefix, merged from two kernel calls, equals SDPA with that mask; so does a decode
+step's."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from core.attention import attention_mask, causal_after_prefix
+from core import cpu_kernels
+from core.attention import attention_mask, causal_after_prefix, one_query
 from core.config import ModelConfig
+from core.quant import cpu_flags
 
 
 def reference_allowed(pattern: str, q: int, k: int, window: int | None, stride: int | None) -> bool:
@@ -65,3 +68,34 @@ def test_causal_attention_after_a_prefix_equals_the_masked_one(dtype, tolerance,
     got = causal_after_prefix(q, k, v)
     assert got.dtype == dtype and got.shape == (1, 6, T, 16)
     assert (got.float() - expected).abs().max().item() < tolerance
+
+
+def cache_slice(kv_heads: int, length: int, dim: int, generator) -> torch.Tensor:
+    """Keys or values (1, Hkv, length, D) as a KV cache holds them: the first `length` of 1,400 slots per head."""
+    slots = torch.randn(1, kv_heads, 1400, dim, generator=generator).to(torch.bfloat16)
+    return slots[:, :, :length]
+
+
+@pytest.mark.parametrize("length", [1, 7, 256, 257, 1200])
+@pytest.mark.parametrize("kv_heads,n_rep,dim", [(3, 3, 64), (2, 4, 128), (4, 1, 32)])
+def test_one_query_equals_sdpa(length, kv_heads, n_rep, dim):
+    """A decode step's attention (core.cpu_kernels where it runs): SDPA's result in float32, to bfloat16 rounding.
+    Lengths on both sides of the kernel's split into parts of 256 keys."""
+    generator = torch.Generator().manual_seed(length + dim)
+    q = (torch.randn(1, kv_heads, n_rep, dim, generator=generator) * 2).to(torch.bfloat16)  # peaked softmaxes too
+    k, v = cache_slice(kv_heads, length, dim, generator), cache_slice(kv_heads, length, dim, generator)
+    got = one_query(q, k, v)
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    assert got.shape == q.shape and got.dtype == torch.bfloat16
+    assert (got.float() - expected).abs().max().item() <= 2**-7 * expected.abs().max().item()
+
+
+def test_one_query_is_our_kernel_here():
+    """The test machine runs the kernel (AVX512-BF16, a C compiler); float32 takes SDPA."""
+    if not cpu_flags() >= cpu_kernels.NEEDED_CPU_FLAGS:
+        pytest.skip("this CPU lacks the kernel's instructions")
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 2, 3, 64, generator=generator).to(torch.bfloat16)
+    k, v = cache_slice(2, 9, 64, generator), cache_slice(2, 9, 64, generator)
+    assert cpu_kernels.attend_one(q, k, v) is not None
+    assert cpu_kernels.attend_one(q.float(), k.float(), v.float()) is None
