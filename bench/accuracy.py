@@ -41,18 +41,18 @@ REPRESENTATIONS = ("int4", "int4-prefill", "int4-decode", "float16", "bfloat16")
 @contextlib.contextmanager
 def loaded(name: str, model: str | None = None):
     """The LLM in representation `name`. "int4-prefill" is int4 with every product through the weights unpacked
-    to bfloat16 (core.quant.unpack_int4), the path that prompts of quant.BFLOAT16_ROWS tokens or more take;
+    to bfloat16 (core.quant.unpack_int4), the path that prompts of quant.UNPACKED_ROWS tokens or more take;
     "int4-decode" is int4 with every output product through core.cpu_kernels' int8 kernel, as a decode step's
     (plain "int4" takes the bfloat16 copy for a whole text's rows)."""
-    rows = quant.BFLOAT16_ROWS, quant.INT8_ROWS
+    rows = quant.UNPACKED_ROWS, quant.BFLOAT16_ROWS, quant.INT8_ROWS
     if name == "int4-prefill":
-        quant.BFLOAT16_ROWS = 1
+        quant.UNPACKED_ROWS = quant.BFLOAT16_ROWS = 1
     if name == "int4-decode":
         quant.INT8_ROWS = 10**9
     try:
         yield LLM.load(model, dtype=name.partition("-")[0])
     finally:
-        quant.BFLOAT16_ROWS, quant.INT8_ROWS = rows
+        quant.UNPACKED_ROWS, quant.BFLOAT16_ROWS, quant.INT8_ROWS = rows
 
 
 @torch.inference_mode()

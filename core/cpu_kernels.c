@@ -172,3 +172,34 @@ int attend_one(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_t 
     free(scratch);
     return 0;
 }
+
+/* W^T (k, n) bfloat16 from torch's CPU int4 packing of an (n, k) weight (core.quant.unpack_int4 says how it is
+ * laid out): w = (q - 8) * scale + zero, in float32 then rounded once; scales_and_zeros (k / 32, n, 2) bfloat16;
+ * n a multiple of 64. */
+void unpack_int4(const uint8_t *packed, const uint16_t *scales_and_zeros, int64_t k, int64_t n, uint16_t *out,
+                 int threads) {
+    #pragma omp parallel for schedule(static) collapse(2) num_threads(threads)
+    for (int64_t g = 0; g < k / GROUP; g++)
+        for (int64_t b = 0; b < n / 64; b++) {
+            __m512 scale[4], offset[4]; /* outputs 64b + 16i .. + 15 */
+            for (int i = 0; i < 4; i++) {
+                __m512i pairs = _mm512_loadu_si512(scales_and_zeros + 2 * (g * n + 64 * b + 16 * i));
+                scale[i] = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
+                __m512 zero = _mm512_castsi512_ps(_mm512_and_si512(pairs, _mm512_set1_epi32((int)0xFFFF0000)));
+                offset[i] = _mm512_fnmadd_ps(_mm512_set1_ps(8.0f), scale[i], zero);
+            }
+            for (int64_t j = g * GROUP; j < (g + 1) * GROUP; j++) {
+                __m256i bytes = _mm256_loadu_si256((const __m256i *)(packed + (b * k + j) * 32));
+                __m256i low = _mm256_and_si256(bytes, _mm256_set1_epi8(0x0F));
+                __m256i high = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), _mm256_set1_epi8(0x0F));
+                __m128i quarters[4] = {_mm256_castsi256_si128(low), _mm256_extracti128_si256(low, 1),
+                                       _mm256_castsi256_si128(high), _mm256_extracti128_si256(high, 1)};
+                __m512 w[4];
+                for (int i = 0; i < 4; i++)
+                    w[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(quarters[i])), scale[i], offset[i]);
+                uint16_t *row = out + j * n + 64 * b;
+                _mm512_storeu_si512(row, (__m512i)_mm512_cvtne2ps_pbh(w[1], w[0]));
+                _mm512_storeu_si512(row + 32, (__m512i)_mm512_cvtne2ps_pbh(w[3], w[2]));
+            }
+        }
+}

@@ -37,7 +37,7 @@ from core import disk_cache, settings
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
 LIBRARY = "cpu_kernels.so"
 FLAGS = ["-O3", "-mavx512f", "-mavx512bf16", "-mfma", "-fopenmp", "-shared", "-fPIC"]
-NEEDED_CPU_FLAGS = frozenset({"avx512f", "avx512_bf16", "fma"})
+NEEDED_CPU_FLAGS = frozenset({"avx512f", "avx512_bf16"})  # with FMA, which every AVX-512 CPU has
 MAX_DIM, MAX_REP = 256, 16  # attend_one's bounds on the head size and on query heads per KV head (cpu_kernels.c)
 GROUP = 32  # inputs per scale (Q8_0's block; cpu_kernels.c's GROUP)
 _INT64, _POINTER = ctypes.c_int64, ctypes.c_void_p
@@ -80,6 +80,23 @@ def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tenso
     return y
 
 
+def unpack_int4(packed: torch.Tensor, scales_and_zeros: torch.Tensor) -> torch.Tensor | None:
+    """W^T (K, N) in bfloat16 from torch's CPU int4 packing (core.quant.unpack_int4 reads the same layout, with
+    torch's ops, 10x slower), or None when the kernel is not available here."""
+    library = _library()
+    if library is None:
+        return None
+    groups, n, _ = scales_and_zeros.shape
+    k = groups * GROUP
+    if packed.dtype != torch.uint8 or packed.shape != (n, k // 2) or n % 64 or not (
+            packed.is_contiguous() and scales_and_zeros.is_contiguous()):
+        raise ValueError(f"unpack_int4: packed {tuple(packed.shape)} does not fit scales "
+                         f"{tuple(scales_and_zeros.shape)}")
+    out = torch.empty(k, n, dtype=torch.bfloat16)
+    library.unpack_int4(packed.data_ptr(), scales_and_zeros.data_ptr(), k, n, out.data_ptr(), torch.get_num_threads())
+    return out
+
+
 def available() -> bool:
     """Whether int8_matmul runs here (builds the library on first call)."""
     return _library() is not None
@@ -87,13 +104,13 @@ def available() -> bool:
 
 @functools.cache
 def _library() -> ctypes.CDLL | None:
-    from core.quant import cpu_flags  # core.quant imports this module
+    from core.quant import cpuinfo_flags  # core.quant imports this module
 
     why = None
     if (settings.env(settings.CPU_KERNELS) or "").lower() in ("off", "0", "false", "no"):
         return None  # asked for: no warning
-    if not cpu_flags() >= NEEDED_CPU_FLAGS:
-        why = "this CPU has no AVX-512"
+    if not cpuinfo_flags() >= NEEDED_CPU_FLAGS:
+        why = "this CPU lacks AVX-512 with BF16"
     elif shutil.which(os.environ.get("CC") or "cc") is None:
         why = "no C compiler was found (install gcc, or set $CC)"
     else:
@@ -109,6 +126,8 @@ def _library() -> ctypes.CDLL | None:
             library.attend_one.argtypes = [_POINTER, _POINTER, _POINTER, _INT64, _INT64, _INT64, _INT64, _INT64,
                                            _POINTER, ctypes.c_int]
             library.attend_one.restype = ctypes.c_int
+            library.unpack_int4.argtypes = [_POINTER, _POINTER, _INT64, _INT64, _POINTER, ctypes.c_int]
+            library.unpack_int4.restype = None
             return library
     warnings.warn(f"llmkit: decoding uses torch's kernels for attention and the output projection, about 20% "
                   f"slower on SmolLM2: {why}", stacklevel=3)

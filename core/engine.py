@@ -304,9 +304,9 @@ class Engine:
 
     def _prefill_chunk(self) -> None:
         """Feed at most `prefill_chunk` prompt tokens in all, to the earliest admitted prompts first; SOLO_PREFILL
-        when no sequence is decoding, as nobody waits between chunks then. Larger chunks prefill faster: from
-        core.quant.BFLOAT16_ROWS rows on, int4 layers unpack their weights once for all of a chunk's rows (1,024
-        tokens: 1.3 s in one chunk, 1.45 s in chunks of 256)."""
+        when no sequence is decoding, as nobody waits between chunks then. Larger chunks prefill faster: int4
+        layers unpack their weights once for all of a chunk's rows (core.quant.Int4Linear), and attention runs
+        as one causal kernel call instead of two merged ones (core.attention.causal_after_prefix)."""
         decoding = any(s is not None and not s.prefilling for s in self.rows)
         budget = self.config.prefill_chunk if decoding else max(self.config.prefill_chunk, SOLO_PREFILL)
         for stream in list(self._prefilling):

@@ -42,15 +42,23 @@ CPU_FLAGS = "LLMKIT_CPU_FLAGS"  # overrides the flags read from /proc/cpuinfo (t
 BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 INT8_ROWS = 8  # Int8Output: up to this many rows through core.cpu_kernels, more through a bfloat16 copy
 FLOAT16_ROWS = 2  # Int8Output without core.cpu_kernels: up to this many rows through a float16 copy
-BFLOAT16_ROWS = 320  # Int4Linear: from this many rows on, the weights unpacked to bfloat16 and a plain product
+# Int4Linear: from this many rows on, the weights unpacked to bfloat16 and a plain product; the unpacking by
+# core.cpu_kernels takes 4 ms for SmolLM2's layers, by torch's ops 130 ms, which moves the crossover with the
+# int4 kernel (a GEMV kernel: at 256 rows it takes 2.3x the unpacked product) from about 300 rows to 16
+UNPACKED_ROWS, BFLOAT16_ROWS = 16, 320
 PACK_BLOCK = 64  # outputs per block of the CPU kernel's int4 packing (see unpack_int4)
 
 
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags: $LLMKIT_CPU_FLAGS (space-separated) if set, else /proc/cpuinfo's; empty elsewhere."""
+    """The CPU's feature flags: $LLMKIT_CPU_FLAGS (space-separated) if set, else the CPU's own (`cpuinfo_flags`)."""
     forced = settings.env(CPU_FLAGS)
-    if forced is not None:
-        return frozenset(forced.lower().split())
+    return frozenset(forced.lower().split()) if forced is not None else cpuinfo_flags()
+
+
+@functools.cache
+def cpuinfo_flags() -> frozenset[str]:
+    """The flags /proc/cpuinfo lists (empty elsewhere): what core.cpu_kernels checks before it runs code that would
+    fault on a CPU without them, whatever $LLMKIT_CPU_FLAGS says."""
     if platform.system() != "Linux":
         return frozenset()
     try:
@@ -126,7 +134,7 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
-        if len(rows) >= BFLOAT16_ROWS and unpacks(self.out_features):
+        if len(rows) >= (UNPACKED_ROWS if cpu_kernels.available() else BFLOAT16_ROWS) and unpacks(self.out_features):
             y = rows @ unpack_int4(self.packed, self.scales_and_zeros)
         else:
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, GROUP, self.scales_and_zeros)
@@ -137,7 +145,11 @@ class Int4Linear(nn.Module):
 def unpack_int4(packed: torch.Tensor, scales_and_zeros: torch.Tensor) -> torch.Tensor:
     """W^T (K, N) in bfloat16 from the kernel's packing of an (N, K) weight: blocks of PACK_BLOCK outputs, each
     stored as (K, PACK_BLOCK / 2) bytes whose low nibble is output j of the block and whose high one output
-    j + PACK_BLOCK / 2. `unpacks` checks that this torch packs so."""
+    j + PACK_BLOCK / 2. `unpacks` checks that this torch packs so. core.cpu_kernels unpacks where it runs (the
+    kernel's own values, to the bit); torch's ops elsewhere (rounding each step to bfloat16: within an ulp)."""
+    unpacked = cpu_kernels.unpack_int4(packed, scales_and_zeros)
+    if unpacked is not None:
+        return unpacked
     k = scales_and_zeros.shape[0] * GROUP
     n = scales_and_zeros.shape[1]
     blocks = packed.view(n // PACK_BLOCK, k, PACK_BLOCK // 2)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from core import cpu_kernels
 from core.attention import attention_mask, causal_after_prefix, one_query
 from core.config import ModelConfig
-from core.quant import cpu_flags
+from core.quant import cpuinfo_flags
 
 
 def reference_allowed(pattern: str, q: int, k: int, window: int | None, stride: int | None) -> bool:
@@ -92,7 +92,7 @@ def test_one_query_equals_sdpa(length, kv_heads, n_rep, dim):
 
 def test_one_query_is_our_kernel_here():
     """The test machine runs the kernel (AVX512-BF16, a C compiler); float32 takes SDPA."""
-    if not cpu_flags() >= cpu_kernels.NEEDED_CPU_FLAGS:
+    if not cpuinfo_flags() >= cpu_kernels.NEEDED_CPU_FLAGS:
         pytest.skip("this CPU lacks the kernel's instructions")
     generator = torch.Generator().manual_seed(0)
     q = torch.randn(1, 2, 3, 64, generator=generator).to(torch.bfloat16)

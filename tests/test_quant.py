@@ -60,21 +60,35 @@ def test_int4_linear_computes_with_its_weights():
     assert (got - expected).abs().max().item() < 0.03 * expected.abs().max().item()
 
 
-def test_unpacked_weights_are_the_kernels_own():
-    """unpack_int4 reads torch's private packing: the identity through the kernel gives the same W^T."""
+def unpacked_and_through_kernel() -> tuple[torch.Tensor, torch.Tensor]:
     layer, _ = quant.Int4Linear.from_weight(grid_weight(False, rows=128), None)
     assert quant.unpacks(128)
-    unpacked = quant.unpack_int4(layer.packed, layer.scales_and_zeros).float()  # (K, N)
+    unpacked = quant.unpack_int4(layer.packed, layer.scales_and_zeros)  # (K, N)
     through_kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(torch.eye(192, dtype=torch.bfloat16), layer.packed,
-                                                                quant.GROUP, layer.scales_and_zeros).float()
+                                                                quant.GROUP, layer.scales_and_zeros)
     assert unpacked.shape == (192, 128)
-    assert (unpacked - through_kernel).abs().max().item() <= 2**-8 * through_kernel.abs().max().item()
+    return unpacked, through_kernel
+
+
+def test_unpacked_weights_are_the_kernels_own():
+    """unpack_int4 reads torch's private packing: the identity through the kernel gives the same W^T, to the bit
+    through core.cpu_kernels (one rounding, as the kernel's)."""
+    unpacked, through_kernel = unpacked_and_through_kernel()
+    if cpu_kernels.available():
+        assert torch.equal(unpacked, through_kernel)
+    assert (unpacked.float() - through_kernel.float()).abs().max().item() <= 2**-8 * through_kernel.abs().max().item()
+
+
+def test_unpacked_weights_without_the_kernel(without_cpu_kernels):
+    with pytest.warns(UserWarning, match="no C compiler"):
+        unpacked, through_kernel = unpacked_and_through_kernel()
+    assert (unpacked.float() - through_kernel.float()).abs().max().item() <= 2**-8 * through_kernel.abs().max().item()
 
 
 @pytest.mark.parametrize("out_features", [128, 48])
 def test_many_rows_compute_what_few_rows_do(out_features):
-    """From BFLOAT16_ROWS rows on, the product runs on unpacked weights (where the output size allows): same
-    values, to bfloat16 rounding."""
+    """From UNPACKED_ROWS (BFLOAT16_ROWS without core.cpu_kernels) rows on, the product runs on unpacked weights
+    (where the output size allows): same values, to bfloat16 rounding."""
     weight, bias = grid_weight(False, rows=out_features), torch.randn(out_features)
     layer, _ = quant.Int4Linear.from_weight(weight, bias)
     x = torch.randn(quant.BFLOAT16_ROWS, 192, dtype=torch.bfloat16)
@@ -119,7 +133,7 @@ def without_cpu_kernels(monkeypatch):
 
 def test_the_int8_kernel_is_built_here():
     """The test machine has AVX-512 and a C compiler: the decode path's kernel must be the one in use."""
-    if not quant.cpu_flags() >= cpu_kernels.NEEDED_CPU_FLAGS:
+    if not quant.cpuinfo_flags() >= cpu_kernels.NEEDED_CPU_FLAGS:
         pytest.skip("this CPU has no AVX-512")
     assert cpu_kernels.int8_matmul(torch.ones(1, 32), torch.ones(3, 32, dtype=torch.int8),
                                    torch.full((3, 1), 0.5)).tolist() == [[16.0, 16.0, 16.0]]
