@@ -49,6 +49,19 @@ def causal_after_prefix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
     return (before * (lse_before - lse).exp()[..., None] + own * (lse_own - lse).exp()[..., None]).to(q.dtype)
 
 
+def causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal attention (B, H, T, D) of T queries at the last T of S key positions: q (B, H, T, D), k and v
+    (B, Hkv, S, D); a prefill from the start (S = T) or after cached slots. core.cpu_kernels' flash kernel for one
+    sequence where it runs (SmolLM2, 1,024 tokens: 4.3 ms a layer against SDPA's 12.8), else SDPA's causal kernel,
+    or causal_after_prefix after cached slots (on CPU)."""
+    y = cpu_kernels.attend_causal(q, k, v)
+    if y is not None:
+        return y
+    if k.shape[2] > q.shape[2]:
+        return causal_after_prefix(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=q.shape[1] != k.shape[1])
+
+
 def one_query(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """A decode step of one sequence: its query (1, Hkv, n_rep, D), each KV head's n_rep query heads together,
     sees every key of k and v (1, Hkv, S, D). core.cpu_kernels' kernel where it runs (bfloat16 on a CPU with

@@ -203,3 +203,137 @@ void unpack_int4(const uint8_t *packed, const uint16_t *scales_and_zeros, int64_
             }
         }
 }
+
+/* Causal attention of a prefill: T queries at positions S - T .. S - 1 (from the start, or after S - T cached slots)
+ * over S keys, query i seeing keys 0 .. S - T + i. Flash attention: keys in blocks of 64 with a running maximum and
+ * sum per query; products in bfloat16 pairs (vdpbf16ps: bfloat16 times bfloat16 summed in float32), softmax in
+ * float32, its weights rounded to bfloat16 for the product with the values. */
+#define KEY_BLOCK 64
+#define QUERY_TASK 64 /* queries per task */
+#define QUERY_GROUP 4 /* queries whose scores are computed together, each key block read once for them */
+
+static inline __m512 bcast_pair(const uint32_t *p) { return _mm512_castsi512_ps(_mm512_set1_epi32((int)*p)); }
+#define DP(acc, a, b) _mm512_dpbf16_ps((acc), (__m512bh)(a), (__m512bh)(b))
+
+/* keys (s, 2p..2p+1) at kp[p * padded + s], values (2j..2j+1, d) at vp[j * dim + d]: vdpbf16ps's pairs */
+static void pack_head(const uint16_t *k, const uint16_t *v, int64_t row_stride, int64_t length, int64_t padded,
+                      int64_t dim, uint32_t *kp, uint32_t *vp) {
+    for (int64_t p = 0; p < dim / 2; p++)
+        for (int64_t s = 0; s < padded; s++)
+            kp[p * padded + s] = s < length ? (uint32_t)k[s * row_stride + 2 * p] |
+                                              (uint32_t)k[s * row_stride + 2 * p + 1] << 16 : 0;
+    for (int64_t j = 0; j < padded / 2; j++)
+        for (int64_t d = 0; d < dim; d++) {
+            uint32_t low = 2 * j < length ? v[2 * j * row_stride + d] : 0;
+            uint32_t high = 2 * j + 1 < length ? v[(2 * j + 1) * row_stride + d] : 0;
+            vp[j * dim + d] = low | high << 16;
+        }
+}
+
+static inline void causal_group(const uint16_t *q, int64_t q_row_stride, const uint32_t *kp, const uint32_t *vp,
+                                int64_t padded, int64_t first, int64_t rows, int64_t offset, const int64_t dim,
+                                float scale, uint16_t *out, int64_t out_row_stride) {
+    const int64_t chunks = dim / 16;
+    float top[QUERY_GROUP], total[QUERY_GROUP];
+    __m512 acc[QUERY_GROUP][MAX_DIM / 16];
+    uint32_t weights[QUERY_GROUP][KEY_BLOCK / 2];
+    for (int r = 0; r < QUERY_GROUP; r++) {
+        top[r] = -INFINITY, total[r] = 0;
+        for (int64_t c = 0; c < chunks; c++) acc[r][c] = _mm512_setzero_ps();
+    }
+    int64_t last = offset + first + rows - 1; /* the last key any of these queries sees */
+    for (int64_t kb = 0; kb <= last; kb += KEY_BLOCK) {
+        __m512 score[QUERY_GROUP][KEY_BLOCK / 16];
+        for (int r = 0; r < QUERY_GROUP; r++)
+            for (int c = 0; c < KEY_BLOCK / 16; c++) score[r][c] = _mm512_setzero_ps();
+        for (int64_t p = 0; p < dim / 2; p++) {
+            const uint32_t *keys = kp + p * padded + kb;
+            __m512 k0 = _mm512_castsi512_ps(_mm512_loadu_si512(keys)), k1 = _mm512_castsi512_ps(_mm512_loadu_si512(keys + 16));
+            __m512 k2 = _mm512_castsi512_ps(_mm512_loadu_si512(keys + 32)), k3 = _mm512_castsi512_ps(_mm512_loadu_si512(keys + 48));
+            for (int r = 0; r < QUERY_GROUP; r++) {
+                __m512 qp = bcast_pair((const uint32_t *)(q + (first + (r < rows ? r : 0)) * q_row_stride) + p);
+                score[r][0] = DP(score[r][0], qp, k0);
+                score[r][1] = DP(score[r][1], qp, k1);
+                score[r][2] = DP(score[r][2], qp, k2);
+                score[r][3] = DP(score[r][3], qp, k3);
+            }
+        }
+        for (int r = 0; r < QUERY_GROUP; r++) {
+            int64_t sees = offset + first + r; /* keys 0 .. sees */
+            __m512 blockmax = _mm512_set1_ps(-INFINITY);
+            __mmask16 valid[KEY_BLOCK / 16];
+            for (int c = 0; c < KEY_BLOCK / 16; c++) {
+                int64_t start = kb + 16 * c, n = sees - start + 1;
+                valid[c] = n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+                score[r][c] = _mm512_mul_ps(score[r][c], _mm512_set1_ps(scale));
+                blockmax = _mm512_mask_max_ps(blockmax, valid[c], blockmax, score[r][c]);
+            }
+            float newtop = _mm512_reduce_max_ps(blockmax);
+            newtop = newtop > top[r] ? newtop : top[r];
+            float shrink = top[r] == -INFINITY ? 0.0f : expf(top[r] - newtop);
+            top[r] = newtop;
+            __m512 sum = _mm512_setzero_ps(), e[KEY_BLOCK / 16];
+            for (int c = 0; c < KEY_BLOCK / 16; c++) {
+                e[c] = _mm512_maskz_mov_ps(valid[c], exp_nonpositive(_mm512_sub_ps(score[r][c], _mm512_set1_ps(newtop))));
+                sum = _mm512_add_ps(sum, e[c]);
+            }
+            total[r] = total[r] * shrink + _mm512_reduce_add_ps(sum);
+            _mm512_storeu_si512(weights[r], (__m512i)_mm512_cvtne2ps_pbh(e[1], e[0]));
+            _mm512_storeu_si512(weights[r] + 16, (__m512i)_mm512_cvtne2ps_pbh(e[3], e[2]));
+            for (int64_t c = 0; c < chunks; c++) acc[r][c] = _mm512_mul_ps(acc[r][c], _mm512_set1_ps(shrink));
+        }
+        int64_t pairs = (last - kb + 2) / 2 < KEY_BLOCK / 2 ? (last - kb + 2) / 2 : KEY_BLOCK / 2;
+        for (int64_t j = 0; j < pairs; j++) {
+            const uint32_t *values = vp + (kb / 2 + j) * dim;
+            for (int64_t c = 0; c < chunks; c++) {
+                __m512 vv = _mm512_castsi512_ps(_mm512_loadu_si512(values + 16 * c));
+                for (int r = 0; r < QUERY_GROUP; r++) acc[r][c] = DP(acc[r][c], bcast_pair(&weights[r][j]), vv);
+            }
+        }
+    }
+    for (int r = 0; r < rows; r++)
+        for (int64_t c = 0; c < chunks; c++) {
+            __m512 y = _mm512_div_ps(acc[r][c], _mm512_set1_ps(total[r]));
+            _mm256_storeu_si256((__m256i *)(out + (first + r) * out_row_stride + 16 * c), (__m256i)_mm512_cvtneps_pbh(y));
+        }
+}
+
+/* out (T, heads, dim) bfloat16; q row (h, i) at q + h * q_head_stride + i * q_row_stride; k, v row (g, s) at
+ * k + g * kv_head_stride + s * kv_row_stride (each row's dim values contiguous); query head h reads kv head
+ * h / (heads / kv_heads); dim a multiple of 32, at most MAX_DIM. Returns 0, or -1 when out of memory. */
+int attend_causal(const uint16_t *q, int64_t q_head_stride, int64_t q_row_stride, const uint16_t *k,
+                  const uint16_t *v, int64_t kv_head_stride, int64_t kv_row_stride, int64_t heads, int64_t kv_heads,
+                  int64_t queries, int64_t length, int64_t dim, uint16_t *out, int threads) {
+    int64_t padded = (length + KEY_BLOCK - 1) / KEY_BLOCK * KEY_BLOCK, n_rep = heads / kv_heads;
+    int64_t offset = length - queries, tasks = (queries + QUERY_TASK - 1) / QUERY_TASK;
+    float scale = 1.0f / sqrtf((float)dim);
+    uint32_t *packed = malloc(sizeof(uint32_t) * kv_heads * padded * dim);
+    if (!packed) return -1;
+    uint32_t *kp = packed, *vp = packed + kv_heads * padded * dim / 2;
+    #pragma omp parallel num_threads(threads)
+    {
+        #pragma omp for schedule(static)
+        for (int64_t g = 0; g < kv_heads; g++)
+            pack_head(k + g * kv_head_stride, v + g * kv_head_stride, kv_row_stride, length, padded, dim,
+                      kp + g * padded * dim / 2, vp + g * padded * dim / 2);
+        /* the last query tasks see the most keys: largest first, handed out as threads free up */
+        #pragma omp for schedule(dynamic, 1) collapse(2)
+        for (int64_t t = tasks - 1; t >= 0; t--)
+            for (int64_t h = 0; h < heads; h++) {
+                int64_t g = h / n_rep, end = (t + 1) * QUERY_TASK < queries ? (t + 1) * QUERY_TASK : queries;
+                for (int64_t first = t * QUERY_TASK; first < end; first += QUERY_GROUP) {
+                    int64_t rows = end - first < QUERY_GROUP ? end - first : QUERY_GROUP;
+                    const uint16_t *qh = q + h * q_head_stride;
+                    const uint32_t *kg = kp + g * padded * dim / 2, *vg = vp + g * padded * dim / 2;
+                    uint16_t *oh = out + h * dim;
+                    switch (dim) {
+                    case 64: causal_group(qh, q_row_stride, kg, vg, padded, first, rows, offset, 64, scale, oh, heads * dim); break;
+                    case 128: causal_group(qh, q_row_stride, kg, vg, padded, first, rows, offset, 128, scale, oh, heads * dim); break;
+                    default: causal_group(qh, q_row_stride, kg, vg, padded, first, rows, offset, dim, scale, oh, heads * dim); break;
+                    }
+                }
+            }
+    }
+    free(packed);
+    return 0;
+}

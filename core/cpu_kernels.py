@@ -68,16 +68,41 @@ def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tenso
     available here or the tensors are not of that form (then use SDPA)."""
     library = _library()
     heads, kv_heads, dim = q.shape[1] * q.shape[2], k.shape[1], q.shape[-1]
-    if (library is None or not q.dtype == k.dtype == v.dtype == torch.bfloat16 or q.shape[0] != 1
-            or q.numel() != heads * dim or not q.is_contiguous() or heads % kv_heads or heads // kv_heads > MAX_REP
-            or dim % 16 or dim > MAX_DIM or k.shape != v.shape or k.stride() != v.stride()
-            or k.stride()[2:] != (dim, 1)):
+    if (library is None or not q.dtype == k.dtype == v.dtype == torch.bfloat16 or not _on_cpu(q, k, v)
+            or q.shape[0] != 1 or q.numel() != heads * dim or not q.is_contiguous() or heads % kv_heads
+            or heads // kv_heads > MAX_REP or dim % 16 or dim > MAX_DIM or k.shape != v.shape
+            or k.stride() != v.stride() or k.stride()[2:] != (dim, 1)):
         return None
     y = torch.empty_like(q)
     if library.attend_one(q.data_ptr(), k.data_ptr(), v.data_ptr(), heads, kv_heads, k.shape[2], k.stride(1), dim,
                           y.data_ptr(), torch.get_num_threads()):
         raise MemoryError("attend_one: no memory for its scratch")
     return y
+
+
+def attend_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
+    """Causal attention of one sequence's T queries, at the last T of S key positions (a prefill from the start,
+    or after S - T cached slots): q (1, H, T, D), k and v (1, Hkv, S, D), bfloat16, each row's D values
+    contiguous, k and v alike in layout. Returns (1, H, T, D) (a view of a (1, T, H, D) tensor, the layout the
+    output projection reads), or None when the kernel is not available here or the tensors are not of that form."""
+    library = _library()
+    if library is None or not q.dtype == k.dtype == v.dtype == torch.bfloat16 or not _on_cpu(q, k, v):
+        return None
+    batch, heads, queries, dim = q.shape
+    kv_heads, length = k.shape[1], k.shape[2]
+    if (batch != 1 or k.shape != v.shape or k.stride() != v.stride() or q.stride(3) != 1 or k.stride(3) != 1
+            or heads % kv_heads or dim % 32 or dim > MAX_DIM or not 0 < queries <= length):
+        return None
+    out = torch.empty(1, queries, heads, dim, dtype=torch.bfloat16)
+    if library.attend_causal(q.data_ptr(), q.stride(1), q.stride(2), k.data_ptr(), v.data_ptr(), k.stride(1),
+                             k.stride(2), heads, kv_heads, queries, length, dim, out.data_ptr(),
+                             torch.get_num_threads()):
+        raise MemoryError("attend_causal: no memory for its packed keys and values")
+    return out.transpose(1, 2)
+
+
+def _on_cpu(*tensors: torch.Tensor) -> bool:
+    return all(t.device.type == "cpu" for t in tensors)
 
 
 def unpack_int4(packed: torch.Tensor, scales_and_zeros: torch.Tensor) -> torch.Tensor | None:
@@ -126,6 +151,9 @@ def _library() -> ctypes.CDLL | None:
             library.attend_one.argtypes = [_POINTER, _POINTER, _POINTER, _INT64, _INT64, _INT64, _INT64, _INT64,
                                            _POINTER, ctypes.c_int]
             library.attend_one.restype = ctypes.c_int
+            library.attend_causal.argtypes = [_POINTER, _INT64, _INT64, _POINTER, _POINTER, _INT64, _INT64, _INT64,
+                                              _INT64, _INT64, _INT64, _INT64, _POINTER, ctypes.c_int]
+            library.attend_causal.restype = ctypes.c_int
             library.unpack_int4.argtypes = [_POINTER, _POINTER, _INT64, _INT64, _POINTER, ctypes.c_int]
             library.unpack_int4.restype = None
             return library

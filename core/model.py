@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import decode_step
-from core.attention import attention_mask, causal_after_prefix, one_query
+from core.attention import attention_mask, causal, one_query
 from core.config import ModelConfig
 from core.kv_cache import KVCache
 
@@ -116,10 +116,8 @@ class Attention(nn.Module):
             weights = torch.softmax(scores, dim=-1)
             attentions.append(weights.view(B, c.n_heads, T, -1))  # (B, H, T, S): row r*T + t is head kv*n_rep + r
             y = weights.to(v.dtype) @ v  # (B, Hkv, n_rep*T, D)
-        elif mask is None and T > 1 and k.shape[2] > T:  # a prefill after a cached prefix
-            y = causal_after_prefix(q, k, v)  # (B, H, T, D)
-        elif mask is None and T > 1:  # a prefill from position 0: SDPA's causal kernel skips the masked half
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=n_rep > 1)  # (B, H, T, D)
+        elif mask is None and T > 1:  # a prefill, from position 0 or after cached slots: a causal kernel
+            y = causal(q, k, v)  # (B, H, T, D)
         else:  # masked, or one sequence's decode step (mask None: its one query sees every key). A decode step's
             # n_rep query rows per KV head beat enable_gqa in bfloat16, whose GQA kernel is slow on CPU: 0.13 ms
             # against 0.66 ms a layer at 1,200 keys (float32: about even, 0.11 against 0.09)
@@ -223,7 +221,7 @@ class Transformer(nn.Module):
         in_order = torch.arange(last + 1 - T, last + 1, device=tokens.device).expand_as(positions)
         from_start = last + 1 == T and torch.equal(positions, in_order)
         # One sequence's next T tokens after slots it filled before (a prefill chunk, a cached prefix): on CPU,
-        # core.attention.causal_after_prefix computes it with the causal kernel.
+        # core.attention.causal computes it with a causal kernel.
         continues = (kv_cache is not None and tokens.shape[0] == 1 and tokens.device.type == "cpu"
                      and torch.equal(positions, in_order))
         if c.attention == "causal" and (from_start or one_step or continues) and not return_attention:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from core import cpu_kernels
-from core.attention import attention_mask, causal_after_prefix, one_query
+from core.attention import attention_mask, causal, causal_after_prefix, one_query
 from core.config import ModelConfig
 from core.quant import cpuinfo_flags
 
@@ -99,3 +99,36 @@ def test_one_query_is_our_kernel_here():
     k, v = cache_slice(2, 9, 64, generator), cache_slice(2, 9, 64, generator)
     assert cpu_kernels.attend_one(q, k, v) is not None
     assert cpu_kernels.attend_one(q.float(), k.float(), v.float()) is None
+
+
+def fused_heads(kv_heads: int, n_rep: int, length: int, dim: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """q, k, v (1, heads, length, D) as views of one (1, length, heads + 2 kv heads, D) tensor, the layout of the
+    int4 model's fused q/k/v projection (rows strided, each row's D values contiguous)."""
+    heads = kv_heads * n_rep
+    generator = torch.Generator().manual_seed(seed)
+    fused = (torch.randn(1, length, heads + 2 * kv_heads, dim, generator=generator) * 1.5).to(torch.bfloat16)
+    q, k, v = fused.transpose(1, 2).split([heads, kv_heads, kv_heads], dim=1)
+    return q, k, v
+
+
+@pytest.mark.parametrize("queries,length", [(2, 2), (5, 5), (64, 64), (65, 65), (300, 300), (7, 300), (250, 1000)])
+@pytest.mark.parametrize("kv_heads,n_rep,dim", [(3, 3, 64), (2, 4, 128), (4, 1, 32)])
+def test_causal_equals_sdpa_with_the_mask(queries, length, kv_heads, n_rep, dim):
+    """A prefill's attention (core.cpu_kernels' flash kernel where it runs): from the start, and after cached
+    slots; lengths on both sides of its blocks of 64 keys and queries."""
+    q, k, v = fused_heads(kv_heads, n_rep, length, dim, seed=queries + length + dim)
+    q = q[:, :, length - queries:]
+    got = causal(q, k, v)
+    allowed = torch.ones(queries, length, dtype=torch.bool).tril(length - queries)
+    expected = F.scaled_dot_product_attention(q.float(), k.float().repeat_interleave(n_rep, 1),
+                                              v.float().repeat_interleave(n_rep, 1), attn_mask=allowed)
+    assert got.shape == q.shape and got.dtype == torch.bfloat16
+    assert (got.float() - expected).abs().max().item() <= 2**-7 * expected.abs().max().item()
+
+
+def test_causal_is_our_kernel_here():
+    if not cpuinfo_flags() >= cpu_kernels.NEEDED_CPU_FLAGS:
+        pytest.skip("this CPU lacks the kernel's instructions")
+    q, k, v = fused_heads(2, 3, 40, 64, seed=0)
+    assert cpu_kernels.attend_causal(q, k, v) is not None
+    assert cpu_kernels.attend_causal(q.float(), k.float(), v.float()) is None
