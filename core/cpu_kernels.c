@@ -337,3 +337,63 @@ int attend_causal(const uint16_t *q, int64_t q_head_stride, int64_t q_row_stride
     free(packed);
     return 0;
 }
+
+/* The small steps of a decode step between its products, one call each instead of several torch ops, with the
+ * modules' roundings (bfloat16 after each of their ops, float32 inside). */
+
+static inline float bf16_value(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    __builtin_memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline uint16_t to_bf16(float f) { /* round to nearest even, as torch does (NaN kept a NaN) */
+    uint32_t bits;
+    __builtin_memcpy(&bits, &f, 4);
+    if ((bits & 0x7FFFFFFF) > 0x7F800000) return (uint16_t)((bits >> 16) | 0x40);
+    return (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+}
+
+/* x += y (when y is given, rounded to bfloat16), then out = x / sqrt(mean(x^2) + eps) * weight, bfloat16 */
+void residual_rms_norm(uint16_t *x, const uint16_t *y, const uint16_t *weight, int64_t n, float eps, uint16_t *out) {
+    float sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (y) x[i] = to_bf16(bf16_value(x[i]) + bf16_value(y[i]));
+        float v = bf16_value(x[i]);
+        sum += v * v;
+    }
+    float scale = 1.0f / sqrtf(sum / (float)n + eps);
+    for (int64_t i = 0; i < n; i++)
+        out[i] = to_bf16(bf16_value(to_bf16(bf16_value(x[i]) * scale)) * bf16_value(weight[i]));
+}
+
+/* heads (q_heads + 2 kv_heads, dim): RoPE on the q and k heads in place (x cos + roll(x, dim/2) signed sin, the
+ * product with cos rounded to bfloat16 first, as core.model.apply_rope), then the k and v heads copied to the KV
+ * cache's slot: head g at k_slot + g * head_stride (and v_slot likewise) */
+void rope_into_cache(uint16_t *heads, const uint16_t *cos, const uint16_t *signed_sin, int64_t q_heads,
+                     int64_t kv_heads, int64_t dim, uint16_t *k_slot, uint16_t *v_slot, int64_t head_stride) {
+    uint16_t rotated[MAX_DIM];
+    for (int64_t h = 0; h < q_heads + kv_heads; h++) {
+        uint16_t *x = heads + h * dim;
+        for (int64_t d = 0; d < dim; d++) {
+            float partner = bf16_value(x[(d + dim / 2) % dim]);
+            float first = bf16_value(to_bf16(bf16_value(x[d]) * bf16_value(cos[d])));
+            rotated[d] = to_bf16(first + partner * bf16_value(signed_sin[d]));
+        }
+        __builtin_memcpy(x, rotated, sizeof(uint16_t) * dim);
+    }
+    for (int64_t g = 0; g < kv_heads; g++) {
+        __builtin_memcpy(k_slot + g * head_stride, heads + (q_heads + g) * dim, sizeof(uint16_t) * dim);
+        __builtin_memcpy(v_slot + g * head_stride, heads + (q_heads + kv_heads + g) * dim, sizeof(uint16_t) * dim);
+    }
+}
+
+/* out (n) = silu(gate) * up, gate_up (2n) = [gate, up]; silu rounded to bfloat16 first, as F.silu(gate) * up */
+void silu_mul(const uint16_t *gate_up, int64_t n, uint16_t *out) {
+    for (int64_t i = 0; i < n; i++) {
+        float g = bf16_value(gate_up[i]);
+        float silu = bf16_value(to_bf16(g / (1.0f + expf(-g))));
+        out[i] = to_bf16(silu * bf16_value(gate_up[n + i]));
+    }
+}

@@ -1,21 +1,26 @@
-"""Two CPU kernels torch lacks for a decode step of the int4 representation, in C (cpu_kernels.c).
+"""CPU kernels torch lacks for the int4 representation, in C (cpu_kernels.c). Figures: SmolLM2 on this project's
+2-core test machine (AVX512-BF16), against what torch offered.
 
 - `int8_matmul`: float rows times weights in GGUF's Q8_0 layout (int8, one float32 scale per 32 inputs), how
   SmolLM2's GGUF stores its output projection (the tied embedding, 28M of its 135M weights, read whole for every
-  decoded token). torch offers it in float16 (56 MB read, 2.0 ms a token at one row on this project's 2-core
-  test machine) or through `_weight_int8pack_mm` (one scale per output row: 4% of top-1 agreement lost, and no
-  faster). The kernel reads the 28 MB of int8 once and widens it to float32 in registers: 0.9 ms, with exactly
-  the file's weights.
-- `attend_one`: one query per head over a KV cache. SDPA's CPU kernel is built for many queries; for one it
-  took 35 us a layer at 100 keys and 117 at 1,200 (SmolLM2, bfloat16), against 10 and 27 here (float32 scores
-  and sums, parts of 256 keys merged by their maxima, as in flash-decoding).
-- Tried and not kept: an int8 (VNNI) kernel for the 4-bit layers: no faster than torch's inside a decode step.
+  decoded token). torch has it in float16 (56 MB read: 2.0 ms a token) or through `_weight_int8pack_mm` (one
+  scale per output row: 4% of top-1 agreement lost, and no faster). Here the 28 MB of int8 are read once and
+  widened to float32 in registers: 0.9 ms, with exactly the file's weights.
+- `attend_one`: a decode step's attention, one query per head over the KV cache. SDPA's CPU kernel is built for
+  many queries: 35 us a layer at 100 keys, 117 at 1,200; here 10 and 27 (float32 scores and sums, parts of
+  256 keys merged by their maxima, as in flash-decoding).
+- `attend_causal`: a prefill's causal attention, flash-style (blocks of 64 keys, running maxima and sums), its
+  products as bfloat16 pairs summed in float32 (vdpbf16ps): 4.3 ms a layer at 1,024 tokens against SDPA's 12.8.
+- `unpack_int4`: torch's packed int4 weights to bfloat16 for a prompt's dense products: 4 ms for every layer
+  against 130 ms with torch's ops, and the int4 kernel's own values to the bit.
+- Tried and not kept: an int8 (VNNI) kernel for the 4-bit layers' products: no faster than torch's inside a
+  decode step.
 
 The C file is compiled with the system's C compiler ($CC, else cc) at first use, to a library cached under
-settings.cache_dir("kernels") by the source's, flags' and compiler's hash (0.5 s, once), and called through
+settings.cache_dir("kernels") by the source's, flags' and compiler's hash (about 1 s, once), and called through
 ctypes. It needs AVX-512 with BF16 (the int4 representation needs it anyway) and OpenMP; it shares torch's
 OpenMP runtime (the same libgomp.so.1, already loaded) and thread count. Where there is no compiler, no such
-CPU, or $LLMKIT_CPU_KERNELS is "off", both functions return None and the callers use torch, with a warning
+CPU, or $LLMKIT_CPU_KERNELS is "off", every function returns None and the callers use torch, with a warning
 once that says so.
 """
 
@@ -123,8 +128,14 @@ def unpack_int4(packed: torch.Tensor, scales_and_zeros: torch.Tensor) -> torch.T
 
 
 def available() -> bool:
-    """Whether int8_matmul runs here (builds the library on first call)."""
+    """Whether the kernels run here (builds the library on first call)."""
     return _library() is not None
+
+
+def decode_glue() -> ctypes.CDLL | None:
+    """The library, whose residual_rms_norm, rope_into_cache and silu_mul core.decode_step calls directly (a
+    decode step is some 200 of these small steps: no per-call checks), or None where it is not available."""
+    return _library()
 
 
 @functools.cache
@@ -154,11 +165,17 @@ def _library() -> ctypes.CDLL | None:
             library.attend_causal.argtypes = [_POINTER, _INT64, _INT64, _POINTER, _POINTER, _INT64, _INT64, _INT64,
                                               _INT64, _INT64, _INT64, _INT64, _POINTER, ctypes.c_int]
             library.attend_causal.restype = ctypes.c_int
+            library.residual_rms_norm.argtypes = [_POINTER, _POINTER, _POINTER, _INT64, ctypes.c_float, _POINTER]
+            library.rope_into_cache.argtypes = [_POINTER, _POINTER, _POINTER, _INT64, _INT64, _INT64, _POINTER,
+                                                _POINTER, _INT64]
+            library.silu_mul.argtypes = [_POINTER, _INT64, _POINTER]
+            for name in ("residual_rms_norm", "rope_into_cache", "silu_mul"):
+                getattr(library, name).restype = None
             library.unpack_int4.argtypes = [_POINTER, _POINTER, _INT64, _INT64, _POINTER, ctypes.c_int]
             library.unpack_int4.restype = None
             return library
-    warnings.warn(f"llmkit: decoding uses torch's kernels for attention and the output projection, about 20% "
-                  f"slower on SmolLM2: {why}", stacklevel=3)
+    warnings.warn(f"llmkit: torch's kernels instead of core/cpu_kernels.c, so decoding is about 20% and prefilling "
+                  f"about 50% slower: {why}", stacklevel=3)
     return None
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from core import cpu_kernels
 from core.attention import one_query
 from core.kv_cache import KVCache
 
@@ -55,6 +56,12 @@ def _linear(x, packed, scales_and_zeros, bias):
 def decode_one(model, tensors: list[tuple], token: torch.Tensor, position: int, rope, kv_cache: KVCache):
     """Logits (1, 1, vocab) in float32 for token (1, 1) at `position`, its K and V written to slot `position` of
     row 0; `rope` the (cos, signed sin) tables at that position in the model's dtype (core.model.rope_tables)."""
+    glue = cpu_kernels.decode_glue()
+    step = _glued if glue is not None and model.config.head_dim <= cpu_kernels.MAX_DIM else _with_torch
+    return step(model, tensors, token, position, rope, kv_cache, glue)
+
+
+def _with_torch(model, tensors, token, position, rope, kv_cache, glue=None):
     from core.model import apply_rope, rms_norm
 
     c = model.config
@@ -76,3 +83,38 @@ def decode_one(model, tensors: list[tuple], token: torch.Tensor, position: int, 
         gate, up = _linear(rms_norm(x, ffn_norm, eps), w13, w13_s, w13_b).chunk(2, -1)
         x = x + _linear(F.silu(gate) * up, w2, w2_s, w2_b)
     return model.output(model.norm(x)).float().view(1, 1, -1)
+
+
+def _glued(model, tensors, token, position, rope, kv_cache, glue):
+    """_with_torch's step with its small steps in core.cpu_kernels (one call for the residual sum and the norm,
+    one for RoPE and the KV cache's writes, one for SiLU times up): 1.3 -> 0.3 ms a step. Same roundings to
+    bfloat16; the norms' sums of squares add in another order, so a value can differ by one bfloat16 step."""
+    c = model.config
+    H, Hkv, D = c.n_heads, c.n_kv_heads, c.head_dim
+    eps, length = c.norm_eps, position + 1
+    cos, sin = (t.contiguous().data_ptr() for t in rope)
+    x = torch.empty(1, c.dim, dtype=torch.bfloat16)
+    x.copy_(model.tok_embeddings(token.view(1)))  # written in place below: never the embedding table itself
+    normed = torch.empty_like(x)
+    x_at, normed_at = x.data_ptr(), normed.data_ptr()
+    new_keys, new_values = kv_cache.k[:, 0, :, position], kv_cache.v[:, 0, :, position]  # (L, Hkv, D)
+    head_stride = new_keys.stride(1)
+    keys, values = kv_cache.k[:, :1, :, :length], kv_cache.v[:, :1, :, :length]
+    y = None
+    for layer, (attn_norm, qkv, qkv_s, qkv_b, wo, wo_s, wo_b, ffn_norm, w13, w13_s, w13_b, w2, w2_s, w2_b) in (
+            enumerate(tensors)):
+        glue.residual_rms_norm(x_at, y.data_ptr() if y is not None else None, attn_norm.data_ptr(), c.dim, eps,
+                               normed_at)
+        heads = _linear(normed, qkv, qkv_s, qkv_b).contiguous()  # (1, (H + 2 Hkv) D)
+        glue.rope_into_cache(heads.data_ptr(), cos, sin, H, Hkv, D, new_keys[layer].data_ptr(),
+                             new_values[layer].data_ptr(), head_stride)
+        attended = one_query(heads[0, : H * D].view(1, Hkv, H // Hkv, D), keys[layer], values[layer])
+        y = _linear(attended.view(1, H * D), wo, wo_s, wo_b).contiguous()
+        glue.residual_rms_norm(x_at, y.data_ptr(), ffn_norm.data_ptr(), c.dim, eps, normed_at)
+        gate_up = _linear(normed, w13, w13_s, w13_b).contiguous()
+        ffn = gate_up.shape[1] // 2
+        activated = torch.empty(1, ffn, dtype=torch.bfloat16)
+        glue.silu_mul(gate_up.data_ptr(), ffn, activated.data_ptr())
+        y = _linear(activated, w2, w2_s, w2_b).contiguous()
+    glue.residual_rms_norm(x_at, y.data_ptr(), model.norm.weight.data_ptr(), c.dim, eps, normed_at)
+    return model.output(normed).float().view(1, 1, -1)
