@@ -69,3 +69,14 @@ def one_query(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     117 at 1,200, where reading the keys and values takes a few; the kernel scores and sums in float32."""
     y = cpu_kernels.attend_one(q, k, v)
     return y if y is not None else F.scaled_dot_product_attention(q, k, v)
+
+
+def query_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: list[int], mask: torch.Tensor
+               ) -> torch.Tensor:
+    """A causal decode step of B sequences: row b's query (B, Hkv, n_rep, D) sees its first lengths[b] slots of
+    k and v (B, Hkv, S, D), as `mask` says. Row by row through one_query's kernel where it runs, so a sequence
+    decodes to the same bits in a batch as alone; else SDPA with the mask."""
+    rows = [cpu_kernels.attend_one(q[b: b + 1], k[b: b + 1, :, :n], v[b: b + 1, :, :n]) for b, n in enumerate(lengths)]
+    if any(row is None for row in rows):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return torch.cat(rows)

@@ -355,17 +355,27 @@ static inline uint16_t to_bf16(float f) { /* round to nearest even, as torch doe
     return (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
 }
 
-/* x += y (when y is given, rounded to bfloat16), then out = x / sqrt(mean(x^2) + eps) * weight, bfloat16 */
-void residual_rms_norm(uint16_t *x, const uint16_t *y, const uint16_t *weight, int64_t n, float eps, uint16_t *out) {
+/* out = x / sqrt(mean(x^2) + eps) * weight, normalised in float32 and rounded to bfloat16, then times the weight */
+static inline void norm_row(const uint16_t *x, const uint16_t *weight, int64_t n, float eps, uint16_t *out) {
     float sum = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (y) x[i] = to_bf16(bf16_value(x[i]) + bf16_value(y[i]));
-        float v = bf16_value(x[i]);
-        sum += v * v;
-    }
+    for (int64_t i = 0; i < n; i++) sum += bf16_value(x[i]) * bf16_value(x[i]);
     float scale = 1.0f / sqrtf(sum / (float)n + eps);
     for (int64_t i = 0; i < n; i++)
         out[i] = to_bf16(bf16_value(to_bf16(bf16_value(x[i]) * scale)) * bf16_value(weight[i]));
+}
+
+/* RMSNorm of `rows` rows of n (core.model.rms_norm for bfloat16 on CPU: every path through one rounding) */
+void rms_norm_rows(const uint16_t *x, const uint16_t *weight, int64_t rows, int64_t n, float eps, uint16_t *out,
+                   int threads) {
+    #pragma omp parallel for schedule(static) num_threads(rows >= 64 ? threads : 1)
+    for (int64_t r = 0; r < rows; r++) norm_row(x + r * n, weight, n, eps, out + r * n);
+}
+
+/* x += y (when y is given, rounded to bfloat16), then out = RMSNorm(x), for a decode step's one row */
+void residual_rms_norm(uint16_t *x, const uint16_t *y, const uint16_t *weight, int64_t n, float eps, uint16_t *out) {
+    if (y)
+        for (int64_t i = 0; i < n; i++) x[i] = to_bf16(bf16_value(x[i]) + bf16_value(y[i]));
+    norm_row(x, weight, n, eps, out);
 }
 
 /* heads (q_heads + 2 kv_heads, dim): RoPE on the q and k heads in place (x cos + roll(x, dim/2) signed sin, the

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from core import cpu_kernels
-from core.attention import attention_mask, causal, causal_after_prefix, one_query
+from core.attention import attention_mask, causal, causal_after_prefix, one_query, query_rows
 from core.config import ModelConfig
 from core.quant import cpuinfo_flags
 
@@ -132,3 +132,19 @@ def test_causal_is_our_kernel_here():
     q, k, v = fused_heads(2, 3, 40, 64, seed=0)
     assert cpu_kernels.attend_causal(q, k, v) is not None
     assert cpu_kernels.attend_causal(q.float(), k.float(), v.float()) is None
+
+
+def test_a_batch_decode_step_attends_each_row_as_alone():
+    """query_rows: row b sees its own first lengths[b] slots, to the bit what one_query gives that row alone (a
+    sequence decodes the same in a batch), and what SDPA gives with the mask to bfloat16 rounding."""
+    generator = torch.Generator().manual_seed(1)
+    q = torch.randn(3, 3, 3, 64, generator=generator).to(torch.bfloat16)
+    k, v = (torch.randn(3, 3, 300, 64, generator=generator).to(torch.bfloat16) for _ in range(2))
+    lengths = [300, 17, 120]
+    allowed = torch.arange(300)[None, :] < torch.tensor(lengths)[:, None]  # (B, S)
+    mask = torch.zeros(3, 1, 1, 300, dtype=torch.bfloat16).masked_fill_(~allowed[:, None, None], -torch.inf)
+    got = query_rows(q, k, v, lengths, mask)
+    for b, n in enumerate(lengths):
+        assert torch.equal(got[b: b + 1], one_query(q[b: b + 1], k[b: b + 1, :, :n], v[b: b + 1, :, :n]))
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask.float())
+    assert (got.float() - expected).abs().max().item() <= 2**-7 * expected.abs().max().item()
