@@ -75,10 +75,11 @@ def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tenso
     (1, Hkv, H / Hkv, D) (the query heads of a KV head together), k and v (1, Hkv, S, D) as the KV cache holds
     them (each head's S slots contiguous), all bfloat16. Returns y shaped like q, or None when the kernel is not
     available here or the tensors are not of that form (then use SDPA)."""
+    if not _bfloat16_on_cpu(q, k, v):
+        return None
     library = _library()
     heads, kv_heads, dim = q.shape[1] * q.shape[2], k.shape[1], q.shape[-1]
-    if (library is None or not q.dtype == k.dtype == v.dtype == torch.bfloat16 or not _on_cpu(q, k, v)
-            or q.shape[0] != 1 or q.numel() != heads * dim or not q.is_contiguous() or heads % kv_heads
+    if (library is None or q.shape[0] != 1 or q.numel() != heads * dim or not q.is_contiguous() or heads % kv_heads
             or heads // kv_heads > MAX_REP or dim % 16 or dim > MAX_DIM or k.shape != v.shape
             or k.stride() != v.stride() or k.stride()[2:] != (dim, 1)):
         return None
@@ -94,8 +95,10 @@ def attend_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
     or after S - T cached slots): q (1, H, T, D), k and v (1, Hkv, S, D), bfloat16, each row's D values
     contiguous, k and v alike in layout. Returns (1, H, T, D) (a view of a (1, T, H, D) tensor, the layout the
     output projection reads), or None when the kernel is not available here or the tensors are not of that form."""
+    if not _bfloat16_on_cpu(q, k, v):
+        return None
     library = _library()
-    if library is None or not q.dtype == k.dtype == v.dtype == torch.bfloat16 or not _on_cpu(q, k, v):
+    if library is None:
         return None
     batch, heads, queries, dim = q.shape
     kv_heads, length = k.shape[1], k.shape[2]
@@ -114,9 +117,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor 
     """RMSNorm over the last dimension of bfloat16 x, in float32 and rounded as core.model.rms_norm rounds, or None
     when the kernel is not available here or x is not of that form. core.model.rms_norm takes it for every bfloat16
     row on CPU, so a decode step (which calls residual_rms_norm) and a batch or a prompt round alike."""
+    if not _bfloat16_on_cpu(x, weight):
+        return None
     library = _library()
-    if (library is None or x.dtype != torch.bfloat16 or weight.dtype != torch.bfloat16 or not _on_cpu(x, weight)
-            or weight.shape != x.shape[-1:] or not weight.is_contiguous()):
+    if library is None or weight.shape != x.shape[-1:] or not weight.is_contiguous():
         return None
     rows = x.contiguous()
     out = torch.empty_like(rows)
@@ -125,8 +129,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor 
     return out
 
 
-def _on_cpu(*tensors: torch.Tensor) -> bool:
-    return all(t.device.type == "cpu" for t in tensors)
+def _bfloat16_on_cpu(*tensors: torch.Tensor) -> bool:
+    """Whether the kernels could take these tensors, asked before the library is: float32 models, which never use
+    it, must not build it or warn that it is missing."""
+    return all(t.dtype == torch.bfloat16 and t.device.type == "cpu" for t in tensors)
 
 
 def unpack_int4(packed: torch.Tensor, scales_and_zeros: torch.Tensor) -> torch.Tensor | None:

@@ -148,3 +148,24 @@ def test_a_batch_decode_step_attends_each_row_as_alone():
         assert torch.equal(got[b: b + 1], one_query(q[b: b + 1], k[b: b + 1, :, :n], v[b: b + 1, :, :n]))
     expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask.float())
     assert (got.float() - expected).abs().max().item() <= 2**-7 * expected.abs().max().item()
+
+
+def test_float32_never_asks_for_the_kernels(monkeypatch):
+    """On a machine without core.cpu_kernels (here: no compiler), a float32 model's attention and norms take torch
+    without building anything or warning that the kernels are missing: they would not apply to it anyway."""
+    import warnings
+
+    from core.model import rms_norm
+
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    cpu_kernels._library.cache_clear()
+    try:
+        q, k, v = (t.float() for t in fused_heads(2, 3, 40, 64, seed=0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            one_query(q[:, :, -1:].reshape(1, 2, 3, 64).contiguous(), k, v)
+            causal(q, k, v)
+            rms_norm(q, torch.ones(64), 1e-5)
+        assert cpu_kernels._library.cache_info().misses == 0
+    finally:
+        cpu_kernels._library.cache_clear()
