@@ -172,7 +172,7 @@ def _library() -> ctypes.CDLL | None:
         return None  # asked for: no warning
     if not cpuinfo_flags() >= NEEDED_CPU_FLAGS:
         why = "this CPU lacks AVX-512 with BF16"
-    elif shutil.which(os.environ.get("CC") or "cc") is None:
+    elif shutil.which(_compiler()[0]) is None:
         why = "no C compiler was found (install gcc, or set $CC)"
     else:
         try:

@@ -12,7 +12,7 @@ are exact (for a Q4_1 or Q4_0 file they are: the group's extremes are q = 0 and 
 scales and zeros are rounded, to bfloat16 (relative error 2^-9, against the 1/15 step of the grid).
 
 The output projection (the tied embedding: 28M of SmolLM2's parameters, Q8_0 in the file) keeps Q8_0's
-layout, int8 with a float32 scale per GROUP inputs (`Int8Output`; `int8_groups` finds the file's values
+layout, int8 with a float32 scale per 32 inputs (`Int8Output`; `int8_groups` finds the file's values
 again, exactly): a decode step multiplies its row or few rows through core.cpu_kernels (1.0 ms at one row,
 against 2.0 ms for the float16 table it replaces), and the token embedding reads its rows. Many rows at once
 (a batch of full-sequence logits) go through a bfloat16 copy, made at the first such call: from a dozen rows on,
@@ -179,24 +179,26 @@ def unpacks(out_features: int) -> bool:
 
 
 def int8_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q (N, K) int8, scales (N, K / GROUP) float32) with weight ~ q * scale per group of GROUP inputs: Q8_0's
-    rounding (scale = largest magnitude / 127). Exact for weights read from a Q8_0 file, whose float16 scale
-    times 127 is exact in float32; a rounding of others, finer than bfloat16's (see bench/accuracy.py)."""
-    groups = weight.float().unflatten(-1, (-1, GROUP))
+    """(q (N, K) int8, scales (N, K / 32) float32) with weight ~ q * scale per group of 32 inputs (Q8_0's block,
+    cpu_kernels.GROUP): Q8_0's rounding (scale = largest magnitude / 127). Exact for weights read from a Q8_0
+    file, whose float16 scale times 127 is exact in float32; a rounding of others, finer than bfloat16's (see
+    bench/accuracy.py)."""
+    groups = weight.float().unflatten(-1, (-1, cpu_kernels.GROUP))
     scales = groups.abs().amax(-1) / 127
     q = (groups / torch.where(scales == 0, 1.0, scales)[..., None]).round().clamp(-127, 127)
     return q.to(torch.int8).flatten(-2), scales
 
 
 class Int8Output(nn.Module):
-    """The output projection in Q8_0's layout: int8 weights, a float32 scale per GROUP inputs (see the module doc);
+    """The output projection in Q8_0's layout: int8 weights, a float32 scale per 32 inputs (see the module doc);
     float32 logits. Its float copies are made at first use and kept: they do not follow later changes to `q` or
     `scales`."""
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
         self.register_buffer("q", torch.empty(out_features, in_features, dtype=torch.int8))
-        self.register_buffer("scales", torch.empty(out_features, in_features // GROUP, dtype=torch.float32))
+        self.register_buffer("scales", torch.empty(out_features, in_features // cpu_kernels.GROUP,
+                                                   dtype=torch.float32))
         self.copies: dict[torch.dtype, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,7 +216,7 @@ class Int8Output(nn.Module):
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """The weights' rows `ids` in float32, shape (*ids.shape, in_features): the tied token embedding."""
-        return (self.q[ids].float().unflatten(-1, (-1, GROUP)) * self.scales[ids][..., None]).flatten(-2)
+        return (self.q[ids].float().unflatten(-1, (-1, cpu_kernels.GROUP)) * self.scales[ids][..., None]).flatten(-2)
 
 
 class TiedEmbedding(nn.Module):
